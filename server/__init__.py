@@ -1,0 +1,1 @@
+"""forkwire server: listeners, job runner, interpreter, ingest, storage, analytics."""

@@ -1,0 +1,415 @@
+"""Analytics over one sensor's stored stream: loss, rate, dropouts, gap filling, statistics.
+
+Pure functions over numpy arrays; no I/O and no plotting, so the server, the CLI and the
+tests share exactly the same numbers.
+
+A stream is given as parallel arrays sorted by ``seq`` (strictly increasing):
+
+* ``seq`` -- int64 sequence numbers. A sensor numbers its readings without gaps from its
+  first seq, so a missing seq is a lost reading.
+* ``ts`` -- float64 UNIX seconds, the sensor's own timestamps. They are usually increasing
+  but nothing here relies on it, because sensor clocks step.
+* ``values`` -- float64 ``(N,)`` for a scalar stream, float64 ``(N, K)`` for a vector
+  stream, and ``None`` for a record stream (JSON objects have no numeric meaning, so they
+  are counted and checked for loss but never filled and have no statistics).
+
+:func:`split_values` turns the decoded JSON values of one sensor into that form.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Final, Literal, NamedTuple, TypeAlias, TypedDict
+
+import numpy as np
+import numpy.typing as npt
+
+IntArray: TypeAlias = npt.NDArray[np.int64]
+FloatArray: TypeAlias = npt.NDArray[np.float64]
+BoolArray: TypeAlias = npt.NDArray[np.bool_]
+
+FillMethod: TypeAlias = Literal["linear", "previous", "none"]
+ValueKind: TypeAlias = Literal["scalar", "vector", "record"]
+
+FILL_METHODS: Final[tuple[FillMethod, ...]] = ("linear", "previous", "none")
+
+#: Upper bound on the rows :func:`fill_gaps` materializes. One corrupt seq (say 10**12
+#: instead of 1,000) would otherwise ask for a terabyte of filler; failing loudly with a
+#: hint to set ``max_gap`` beats exhausting the server's memory. Ten million rows of a
+#: scalar stream is about 250 MB of arrays.
+MAX_FILL_ROWS: Final = 10_000_000
+
+
+class Summary(TypedDict):
+    """Counts and extent of a stream; ``first_*``/``last_*`` are ``None`` when it is empty."""
+
+    count: int
+    first_ts: float | None
+    last_ts: float | None
+    first_seq: int | None
+    last_seq: int | None
+    expected: int
+    lost: int
+    loss_pct: float
+
+
+class Dropout(TypedDict):
+    """One run of consecutive missing seqs and the timestamps of the readings around it."""
+
+    first_seq: int
+    last_seq: int
+    count: int
+    #: ts of the last reading before the gap.
+    start_ts: float
+    #: ts of the first reading after the gap.
+    end_ts: float
+
+
+class Stats(TypedDict):
+    """Distribution of the observed values (population std, linear percentiles)."""
+
+    min: float
+    max: float
+    mean: float
+    std: float
+    p50: float
+    p95: float
+    p99: float
+
+
+class SensorReport(TypedDict):
+    """The JSON-ready analytics of one sensor, as it appears in the report."""
+
+    kind: ValueKind
+    count: int
+    expected: int
+    lost: int
+    loss_pct: float
+    #: Readings the chosen fill method would add (interior gaps within ``max_gap``).
+    filled: int
+    rate_hz: float | None
+    first_seq: int | None
+    last_seq: int | None
+    first_ts: float | None
+    last_ts: float | None
+    dropouts: list[Dropout]
+    stats: Stats | None
+
+
+class FilledStream(NamedTuple):
+    """A stream with filled rows merged in, sorted by seq; ``filled`` marks the new rows."""
+
+    seq: IntArray
+    ts: FloatArray
+    #: ``None`` for a record stream, which is never filled.
+    values: FloatArray | None
+    filled: BoolArray
+
+
+def _as_stream(seq: npt.ArrayLike, ts: npt.ArrayLike) -> tuple[IntArray, FloatArray]:
+    s = np.asarray(seq, dtype=np.int64)
+    t = np.asarray(ts, dtype=np.float64)
+    if s.ndim != 1 or t.shape != s.shape:
+        raise ValueError(f"seq and ts must be 1-D of equal length, got {s.shape} and {t.shape}")
+    # Everything below (dropouts, fill) reads neighbours off np.diff, which is only
+    # meaningful on a strictly increasing seq; storage guarantees uniqueness per sensor.
+    if s.size > 1 and not bool(np.all(s[1:] > s[:-1])):
+        raise ValueError("seq must be strictly increasing (sorted, no duplicates)")
+    return s, t
+
+
+def _as_values(values: npt.ArrayLike | None, n: int) -> FloatArray | None:
+    if values is None:
+        return None
+    v = np.asarray(values, dtype=np.float64)
+    if v.ndim not in (1, 2) or v.shape[0] != n:
+        raise ValueError(f"values must be (N,) or (N, K) with N={n}, got shape {v.shape}")
+    return v
+
+
+def summarize(seq: npt.ArrayLike, ts: npt.ArrayLike) -> Summary:
+    """Count the readings of a stream and how many are missing between its first and last seq.
+
+    Loss before the first received seq or after the last one cannot be seen: the stream
+    is judged on ``[first_seq, last_seq]`` only.
+    """
+    s, t = _as_stream(seq, ts)
+    if s.size == 0:
+        return Summary(
+            count=0,
+            first_ts=None,
+            last_ts=None,
+            first_seq=None,
+            last_seq=None,
+            expected=0,
+            lost=0,
+            loss_pct=0.0,
+        )
+    # Python ints: last - first + 1 overflows int64 for seqs near 2**63.
+    first_seq, last_seq = int(s[0]), int(s[-1])
+    expected = last_seq - first_seq + 1
+    lost = expected - int(s.size)
+    return Summary(
+        count=int(s.size),
+        first_ts=float(t[0]),
+        last_ts=float(t[-1]),
+        first_seq=first_seq,
+        last_seq=last_seq,
+        expected=expected,
+        lost=lost,
+        loss_pct=100.0 * lost / expected,
+    )
+
+
+def rate_hz(ts: npt.ArrayLike) -> float | None:
+    """Return the observed readings per second, ``(count - 1) / span``.
+
+    ``None`` when the rate is undefined (fewer than two readings, or all at one instant):
+    ``0.0`` would claim the sensor is silent, and ``None`` becomes JSON ``null``. The span
+    is ``max(ts) - min(ts)``, which equals ``last_ts - first_ts`` on a monotonic clock and
+    stays positive when the clock stepped back. Lost readings lower the rate; that is
+    the point.
+    """
+    t = np.asarray(ts, dtype=np.float64)
+    if t.size < 2:
+        return None
+    span = float(t.max() - t.min())
+    if span <= 0.0:
+        return None
+    return (t.size - 1) / span
+
+
+def windowed_rate(
+    ts: npt.ArrayLike, window_s: float, *, step_s: float | None = None
+) -> tuple[FloatArray, FloatArray]:
+    """Return ``(centers, rates)``: readings per second in a window sliding over the stream.
+
+    Windows are half-open ``[c - window_s/2, c + window_s/2)`` and lie wholly inside the
+    stream's span, so edges do not read as a drop; a stream shorter than one window gives
+    empty arrays. Centers advance by ``step_s`` (default a quarter window).
+
+    Raises:
+        ValueError: ``window_s`` or ``step_s`` is not a positive finite number.
+    """
+    step = window_s / 4 if step_s is None else step_s
+    if not (np.isfinite(window_s) and window_s > 0 and np.isfinite(step) and step > 0):
+        raise ValueError(f"window_s and step_s must be positive, got {window_s}, {step_s}")
+    empty = np.empty(0, dtype=np.float64)
+    # Sorted by time, not seq: searchsorted needs it and a window is a span of time.
+    t = np.sort(np.asarray(ts, dtype=np.float64))
+    if t.size < 2 or t[-1] - t[0] < window_s:
+        return empty, empty.copy()
+    n = int((t[-1] - t[0] - window_s) // step) + 1
+    centers = t[0] + window_s / 2 + step * np.arange(n, dtype=np.float64)
+    counts = np.searchsorted(t, centers + window_s / 2, side="left") - np.searchsorted(
+        t, centers - window_s / 2, side="left"
+    )
+    return centers, counts.astype(np.float64) / window_s
+
+
+def dropouts(seq: npt.ArrayLike, ts: npt.ArrayLike) -> list[Dropout]:
+    """List every run of missing seqs between the first and the last reading, in seq order."""
+    s, t = _as_stream(seq, ts)
+    if s.size < 2:
+        return []
+    gaps = np.diff(s)
+    at = np.flatnonzero(gaps > 1)
+    # The Python loop runs once per dropout, not per reading; .tolist() gives plain ints
+    # and floats so the dicts go straight into json.dumps.
+    return [
+        Dropout(first_seq=a + 1, last_seq=b - 1, count=b - a - 1, start_ts=ta, end_ts=tb)
+        for a, b, ta, tb in zip(
+            s[at].tolist(), s[at + 1].tolist(), t[at].tolist(), t[at + 1].tolist(), strict=True
+        )
+    ]
+
+
+def _fillable_gaps(s: IntArray, max_gap: int | None) -> tuple[IntArray, IntArray]:
+    """Return the indices before each fillable gap and the number of seqs missing there."""
+    if max_gap is not None and max_gap < 0:
+        raise ValueError(f"max_gap must be >= 0 or None, got {max_gap}")
+    if s.size < 2:
+        empty = np.empty(0, dtype=np.int64)
+        return empty, empty.copy()
+    missing = np.diff(s) - 1
+    keep = missing > 0 if max_gap is None else (missing > 0) & (missing <= max_gap)
+    at = np.flatnonzero(keep).astype(np.int64)
+    return at, missing[at]
+
+
+def fill_gaps(
+    seq: npt.ArrayLike,
+    ts: npt.ArrayLike,
+    values: npt.ArrayLike | None,
+    method: FillMethod = "linear",
+    max_gap: int | None = None,
+    *,
+    limit: int = MAX_FILL_ROWS,
+) -> FilledStream:
+    """Return the stream with its interior gaps filled according to ``method``.
+
+    Only seqs between two received readings are filled: nothing is invented before the
+    first or after the last reading, because there is nothing to interpolate towards.
+    A filled reading's ts lies on the straight line, by seq, between the ts of the
+    readings around the gap. Its value is:
+
+    * ``"linear"`` -- interpolated against time between those two readings, element-wise
+      for vectors;
+    * ``"previous"`` -- the value of the reading before the gap;
+    * ``"none"`` -- not filled at all.
+
+    Args:
+        values: ``(N,)`` or ``(N, K)`` numbers, or ``None`` for a record stream, which is
+            returned unfilled whatever ``method`` says.
+        max_gap: gaps of more than this many missing seqs stay unfilled (``None``: no
+            limit). Guessing across a long outage would be fiction.
+        limit: refuse to materialize more filled rows than this.
+
+    Raises:
+        ValueError: bad shapes, unsorted seq, unknown method, negative ``max_gap``, or the
+            fill would exceed ``limit`` rows.
+    """
+    if method not in FILL_METHODS:
+        raise ValueError(f"unknown fill method {method!r}, expected one of {FILL_METHODS}")
+    s, t = _as_stream(seq, ts)
+    v = _as_values(values, s.size)
+    at, missing = _fillable_gaps(s, max_gap)
+    if v is None or method == "none" or at.size == 0:
+        return FilledStream(s, t, v, np.zeros(s.size, dtype=np.bool_))
+    total = int(missing.sum())
+    if total > limit:
+        raise ValueError(
+            f"filling would add {total} readings (limit {limit}); set max_gap to skip long gaps"
+        )
+
+    # One row per missing seq, without a Python loop: ``before`` is the index of the
+    # reading preceding the gap, ``offset`` runs 1..missing within each gap.
+    before = np.repeat(at, missing)
+    run_start = np.repeat(np.cumsum(missing) - missing, missing)
+    offset = np.arange(total, dtype=np.int64) - run_start + 1
+    after = before + 1
+    frac = offset / (s[after] - s[before])
+    t0, t1 = t[before], t[after]
+    new_ts = t0 + frac * (t1 - t0)
+    new_seq = s[before] + offset
+
+    if method == "previous":
+        new_values = v[before]
+    else:
+        # Interpolate against time. This is np.interp(new_ts, ts, values) gap by gap; done
+        # by hand because np.interp silently returns garbage when ts is not increasing
+        # (a stepped sensor clock elsewhere in the stream), and so vectors broadcast.
+        # Where both neighbours share a timestamp, time says nothing; fall back to seq.
+        dt = t1 - t0
+        same = dt == 0
+        w = np.divide(new_ts - t0, dt, out=frac.copy(), where=~same)
+        if v.ndim == 2:
+            w = w[:, np.newaxis]
+        new_values = v[before] + w * (v[after] - v[before])
+
+    order = np.argsort(np.concatenate([s, new_seq]), kind="stable")
+    return FilledStream(
+        seq=np.concatenate([s, new_seq])[order],
+        ts=np.concatenate([t, new_ts])[order],
+        values=np.concatenate([v, new_values])[order],
+        filled=np.concatenate([np.zeros(s.size, np.bool_), np.ones(total, np.bool_)])[order],
+    )
+
+
+def stats(values: npt.ArrayLike | None) -> Stats | None:
+    """Describe the observed values; ``None`` for an empty or record stream.
+
+    A vector stream is described by the Euclidean norm of each reading: one magnitude per
+    reading keeps the report's shape the same for every stream and is what matters for
+    the usual vectors (acceleration, field strength); per-component statistics would
+    multiply the report by K for little insight.
+    """
+    if values is None:
+        return None
+    v = np.asarray(values, dtype=np.float64)
+    if v.ndim == 2:
+        v = np.linalg.norm(v, axis=1)
+    elif v.ndim != 1:
+        raise ValueError(f"values must be (N,) or (N, K), got shape {v.shape}")
+    if v.size == 0:
+        return None
+    p50, p95, p99 = np.percentile(v, [50, 95, 99]).tolist()
+    return Stats(
+        min=float(v.min()),
+        max=float(v.max()),
+        mean=float(v.mean()),
+        std=float(v.std(ddof=0)),
+        p50=p50,
+        p95=p95,
+        p99=p99,
+    )
+
+
+def _is_number(x: object) -> bool:
+    # bool is an int subclass, but true/false in JSON is not a measurement.
+    return isinstance(x, int | float) and not isinstance(x, bool)
+
+
+def split_values(raw_values: Sequence[object]) -> tuple[ValueKind, FloatArray | None]:
+    """Classify one sensor's decoded JSON values and convert them to an array.
+
+    Returns ``("scalar", (N,) array)`` when every value is a number, ``("vector", (N, K)
+    array)`` when every value is a list of K numbers (K the same throughout), and
+    ``("record", None)`` otherwise: JSON objects, and also a stream that mixes kinds or
+    vector lengths, since no single array describes it. An empty list is a scalar stream
+    with no readings.
+    """
+    if all(_is_number(x) for x in raw_values):
+        return "scalar", np.asarray(raw_values, dtype=np.float64).reshape(len(raw_values))
+    first = raw_values[0]
+    if isinstance(first, list) and first:
+        k = len(first)
+        if all(
+            isinstance(x, list) and len(x) == k and all(_is_number(e) for e in x)
+            for x in raw_values
+        ):
+            return "vector", np.asarray(raw_values, dtype=np.float64)
+    return "record", None
+
+
+def _kind_of(values: FloatArray | None) -> ValueKind:
+    if values is None:
+        return "record"
+    return "vector" if values.ndim == 2 else "scalar"
+
+
+def sensor_report(
+    seq: npt.ArrayLike,
+    ts: npt.ArrayLike,
+    values: npt.ArrayLike | None,
+    *,
+    fill: FillMethod = "linear",
+    max_gap: int | None = None,
+) -> SensorReport:
+    """Return the JSON-ready analytics of one sensor.
+
+    Statistics describe the observed readings only; filled values are estimates and would
+    bias them. ``fill`` and ``max_gap`` decide the ``filled`` count, which matches the rows
+    :func:`fill_gaps` would add, without materializing them.
+    """
+    if fill not in FILL_METHODS:
+        raise ValueError(f"unknown fill method {fill!r}, expected one of {FILL_METHODS}")
+    s, t = _as_stream(seq, ts)
+    v = _as_values(values, s.size)
+    summary = summarize(s, t)
+    filled = 0 if v is None or fill == "none" else int(_fillable_gaps(s, max_gap)[1].sum())
+    return SensorReport(
+        kind=_kind_of(v),
+        count=summary["count"],
+        expected=summary["expected"],
+        lost=summary["lost"],
+        loss_pct=summary["loss_pct"],
+        filled=filled,
+        rate_hz=rate_hz(t),
+        first_seq=summary["first_seq"],
+        last_seq=summary["last_seq"],
+        first_ts=summary["first_ts"],
+        last_ts=summary["last_ts"],
+        dropouts=dropouts(s, t),
+        stats=stats(v),
+    )

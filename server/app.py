@@ -1,0 +1,115 @@
+"""Start, serve, and shut down in order.
+
+Shutdown follows uvicorn's order: stop accepting, ask every connection to stop reading,
+give running jobs ``grace`` seconds to answer, kill the children that are left, cancel
+what remains, then close resources.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+
+import structlog
+
+from server.config import Settings
+from server.dispatch import Dispatcher
+from server.jobs import JobRunner
+from server.tcp import TcpConnection
+
+log = structlog.get_logger("forkwire.server")
+
+
+class App:
+    """The daemon: a TCP listener in front of the job runner.
+
+    ``started`` is set once the listener is bound; ``port`` is then the real port (useful
+    with port 0).
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.started = asyncio.Event()
+        self.port: int | None = None
+        self.runner = JobRunner(
+            workers=settings.workers,
+            job_timeout=settings.job_timeout,
+            limits=settings.limits,
+        )
+        self.dispatcher = Dispatcher(settings, self.runner)
+        self._connections: dict[asyncio.Task[None], TcpConnection] = {}
+        self._stopping = False
+
+    async def serve(self, stop: asyncio.Event) -> None:
+        """Serve until ``stop`` is set, then shut down gracefully."""
+        settings = self.settings
+        server = await asyncio.start_server(
+            self._on_connect, settings.host, settings.port, reuse_address=True
+        )
+        self.port = server.sockets[0].getsockname()[1]
+        log.info(
+            "server_started",
+            host=settings.host,
+            port=self.port,
+            workers=settings.workers,
+            max_frame=settings.max_frame,
+            job_timeout=settings.job_timeout,
+        )
+        self.started.set()
+        try:
+            await stop.wait()
+        finally:
+            await self._shutdown(server)
+
+    async def _on_connect(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        if self._stopping:
+            writer.close()
+            return
+        connection = TcpConnection(reader, writer, self.dispatcher)
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections[task] = connection
+        try:
+            await connection.serve()
+        finally:
+            self._connections.pop(task, None)
+
+    async def _shutdown(self, server: asyncio.Server) -> None:
+        self._stopping = True
+        server.close()
+        running = self.runner.counters.running
+        log.info(
+            "server_stopping", connections=len(self._connections), jobs_running=running
+        )
+        for connection in self._connections.values():
+            connection.stop_reading()
+        tasks = set(self._connections)
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=self.settings.grace)
+            if late:
+                killed = self.runner.kill_all()
+                log.warning("grace_expired", connections=len(late), children_killed=killed)
+                for task in late:
+                    task.cancel()
+                await asyncio.wait(late, timeout=5.0)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(server.wait_closed(), timeout=5.0)
+        log.info("server_stopped", **self.dispatcher.stats().counters)
+
+
+async def run(settings: Settings) -> None:
+    """Run the daemon until SIGINT or SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, _on_signal, stop, signum)
+    app = App(settings)
+    await app.serve(stop)
+
+
+def _on_signal(stop: asyncio.Event, signum: int) -> None:
+    log.info("signal_received", signal=signal.Signals(signum).name)
+    stop.set()

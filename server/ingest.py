@@ -1,0 +1,205 @@
+"""Group commit: one writer task turns many small submissions into few transactions.
+
+Every connection submits the readings it received and waits; the writer gathers what
+arrives until ``max_batch`` readings are pending or ``flush_interval`` has passed since the
+oldest pending submission, stores them with one ``add_many`` (one commit), and answers every
+submission with its own counts. A submission is answered only after its commit, so an ack
+never promises a reading that a crash could lose; if the commit fails, every submission in
+it gets the error and nothing is acked (the clients resend; the key makes that safe).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from protocol.messages import Reading
+from server.storage.base import AddResult, Key, Repository
+
+
+@dataclass(slots=True)
+class _Submission:
+    readings: Sequence[Reading]
+    future: asyncio.Future[AddResult]
+    arrived: float  # loop time
+
+
+class Writer:
+    """The group-commit writer of one repository.
+
+    Args:
+        repo: where the batches go.
+        flush_interval: the longest a submission waits for others to share its commit, in
+            seconds. The 50 ms default trades a little latency for commits of hundreds of
+            readings under load; an idle sensor still sees its ack in about 50 ms.
+        max_batch: flush as soon as this many readings are pending. A submission is never
+            split, so one larger than this is committed alone.
+    """
+
+    def __init__(
+        self, repo: Repository, *, flush_interval: float = 0.05, max_batch: int = 1000
+    ) -> None:
+        if flush_interval < 0:
+            raise ValueError(f"flush_interval must be >= 0, got {flush_interval}")
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        self.repo = repo
+        self.flush_interval = flush_interval
+        self.max_batch = max_batch
+        #: Readings submitted, stored, and found duplicate (already stored, or repeated
+        #: within one flush); commits that succeeded and that failed.
+        self.received = 0
+        self.stored = 0
+        self.duplicates = 0
+        self.commits = 0
+        self.failed_commits = 0
+        self._pending: deque[_Submission] = deque()
+        self._pending_readings = 0
+        self._inflight: list[_Submission] = []
+        # Set when the first submission arrives in an empty queue (start the clock) and when
+        # a flush is due at once (full batch, close); the writer waits on it, never polls.
+        self._wakeup = asyncio.Event()
+        self._closing = False
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def queue_depth(self) -> int:
+        """Readings waiting for a commit that has not started yet."""
+        return self._pending_readings
+
+    async def start(self) -> None:
+        """Start the writer task."""
+        if self._task is not None:
+            raise RuntimeError("writer already started")
+        if self._closing:
+            raise RuntimeError("writer is closed")
+        self._task = asyncio.create_task(self._run(), name="forkwire-writer")
+
+    async def submit(self, readings: Sequence[Reading]) -> AddResult:
+        """Queue readings and wait until the commit that holds them.
+
+        A cancelled caller stops waiting, but readings already queued may still be stored:
+        that is harmless, since a resend is then acked as a duplicate.
+
+        Raises:
+            RuntimeError: the writer is closed.
+            Exception: whatever ``add_many`` raised for the batch holding these readings.
+        """
+        if self._closing:
+            raise RuntimeError("writer is closed")
+        if not readings:
+            return AddResult(stored=0, duplicates=0)
+        loop = asyncio.get_running_loop()
+        submission = _Submission(readings, loop.create_future(), loop.time())
+        if not self._pending:
+            self._wakeup.set()
+        self._pending.append(submission)
+        self._pending_readings += len(readings)
+        self.received += len(readings)
+        if self._pending_readings >= self.max_batch:
+            self._wakeup.set()
+        return await submission.future
+
+    async def close(self) -> None:
+        """Commit everything pending, then stop the writer task."""
+        self._closing = True
+        self._wakeup.set()
+        if self._task is None:
+            # Never started: drain here, so no submitter is left waiting forever.
+            self._task = asyncio.create_task(self._run(), name="forkwire-writer")
+        await self._task
+
+    async def _run(self) -> None:
+        try:
+            while self._pending or not self._closing:
+                if not self._pending:
+                    self._wakeup.clear()
+                    await self._wakeup.wait()
+                    continue
+                await self._wait_until_due()
+                await self._flush(self._take_batch())
+        finally:
+            # Only reached early if the task is cancelled or has a bug: fail the waiters
+            # rather than leave them hanging.
+            self._fail_all(RuntimeError("writer stopped before committing"))
+
+    async def _wait_until_due(self) -> None:
+        deadline = self._pending[0].arrived + self.flush_interval
+        loop = asyncio.get_running_loop()
+        while not self._closing and self._pending_readings < self.max_batch:
+            if loop.time() >= deadline:
+                return
+            self._wakeup.clear()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await self._wakeup.wait()
+            except TimeoutError:
+                return
+
+    def _take_batch(self) -> list[_Submission]:
+        batch = [self._pending.popleft()]
+        size = len(batch[0].readings)
+        while self._pending and size + len(self._pending[0].readings) <= self.max_batch:
+            submission = self._pending.popleft()
+            batch.append(submission)
+            size += len(submission.readings)
+        self._pending_readings -= size
+        return batch
+
+    async def _flush(self, batch: list[_Submission]) -> None:
+        # Dedupe across the merged submissions first: the second copy of a key in one flush
+        # is that submitter's duplicate, and the store sees each key once.
+        seen: set[Key] = set()
+        unique: list[Reading] = []
+        owned: list[list[Key]] = []
+        repeated: list[list[Key]] = []
+        for submission in batch:
+            mine: list[Key] = []
+            again: list[Key] = []
+            for reading in submission.readings:
+                key = (reading.sensor, reading.seq)
+                if key in seen:
+                    again.append(key)
+                else:
+                    seen.add(key)
+                    unique.append(reading)
+                    mine.append(key)
+            owned.append(mine)
+            repeated.append(again)
+        self._inflight = batch
+        try:
+            result = await self.repo.add_many(unique, time.time())
+        except Exception as exc:
+            self.failed_commits += 1
+            self._inflight = []
+            for submission in batch:
+                if not submission.future.done():
+                    submission.future.set_exception(exc)
+            return
+        self._inflight = []
+        self.commits += 1
+        self.stored += result.stored
+        self.duplicates += result.duplicates + sum(len(again) for again in repeated)
+        for submission, mine, again in zip(batch, owned, repeated, strict=True):
+            if submission.future.done():
+                continue
+            duplicate_keys = [*again, *(key for key in mine if key in result.duplicate_keys)]
+            submission.future.set_result(
+                AddResult(
+                    stored=len(submission.readings) - len(duplicate_keys),
+                    duplicates=len(duplicate_keys),
+                    duplicate_keys=frozenset(duplicate_keys),
+                )
+            )
+
+    def _fail_all(self, exc: Exception) -> None:
+        waiting = [*self._inflight, *self._pending]
+        self._inflight = []
+        self._pending.clear()
+        self._pending_readings = 0
+        for submission in waiting:
+            if not submission.future.done():
+                submission.future.set_exception(exc)

@@ -1,0 +1,181 @@
+"""The TCP listener: one reader loop per connection, one task per job."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+
+import structlog
+
+from protocol import (
+    Bye,
+    Calc,
+    Error,
+    FrameDecoder,
+    FrameTooLarge,
+    Hello,
+    Message,
+    ProtocolError,
+    Stats,
+    decode_message,
+    pack,
+)
+from protocol.messages import PROTOCOL_VERSION
+from server.dispatch import Dispatcher
+
+log = structlog.get_logger("forkwire.tcp")
+
+#: Requests one connection may have in flight before the server stops reading from it;
+#: TCP flow control then pushes back on the client instead of the server buffering jobs.
+MAX_INFLIGHT = 64
+_READ_SIZE = 256 * 1024
+_conn_ids = itertools.count(1)
+
+
+class TcpConnection:
+    """Serves one client until it says ``bye``, disconnects, or the server stops."""
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        dispatcher: Dispatcher,
+    ) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.dispatcher = dispatcher
+        self.counters = dispatcher.counters
+        self.id = next(_conn_ids)
+        self._pending: set[asyncio.Task[None]] = set()
+        self._slots = asyncio.Semaphore(MAX_INFLIGHT)
+        self._read_task: asyncio.Task[str] | None = None
+
+    async def serve(self) -> None:
+        """Read and answer frames; on the way out, answer what is in flight, then close."""
+        peer = self.writer.get_extra_info("peername")
+        with structlog.contextvars.bound_contextvars(peer=_format_peer(peer), conn=self.id):
+            self.counters["connections_total"] += 1
+            self.counters["connections_open"] += 1
+            log.info("connection_opened")
+            self._read_task = asyncio.create_task(self._read_loop())
+            reason = "closed"
+            try:
+                reason = await self._read_task
+            except asyncio.CancelledError:
+                if self._read_task.cancelled():
+                    reason = "server_stopping"  # stop_reading(): finish what is in flight
+                else:
+                    raise
+            except (ConnectionError, OSError) as exc:
+                reason = f"transport: {exc}"
+            except Exception:
+                log.exception("connection_failed")
+                reason = "internal_error"
+            finally:
+                await self._finish_pending()
+                await self._close()
+                self.counters["connections_open"] -= 1
+                log.info("connection_closed", reason=reason)
+
+    def stop_reading(self) -> None:
+        """Take no new requests; jobs already running still get their answers."""
+        if self._read_task is not None:
+            self._read_task.cancel()
+
+    async def _read_loop(self) -> str:
+        decoder = FrameDecoder(max_frame=self.dispatcher.settings.max_frame)
+        while True:
+            data = await self.reader.read(_READ_SIZE)
+            if not data:
+                try:
+                    decoder.eof()
+                except ProtocolError as exc:
+                    log.warning("truncated_stream", code=exc.code, detail=exc.message)
+                return "eof"
+            try:
+                payloads = decoder.feed(data)
+            except FrameTooLarge as exc:
+                # The body is never read: the stream position is lost, so reply and close.
+                self.counters["frames_rejected"] += 1
+                await self._send(Error(code=exc.code, message=exc.message))
+                return "frame_too_large"
+            for payload in payloads:
+                self.counters["frames_in"] += 1
+                if await self._handle(payload):
+                    return "bye"
+
+    async def _handle(self, payload: bytes) -> bool:
+        """Answer one frame; True when the conversation is over."""
+        try:
+            message = decode_message(payload)
+        except ProtocolError as exc:
+            self.counters["frames_rejected"] += 1
+            log.info("bad_frame", code=exc.code, detail=exc.message[:200])
+            await self._send(Error(code=exc.code, message=exc.message, ref=exc.ref))
+            return False
+        if isinstance(message, Calc):
+            await self._slots.acquire()
+            task = asyncio.create_task(self._answer_job(message))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+        elif isinstance(message, Hello):
+            if message.version != PROTOCOL_VERSION:
+                await self._send(
+                    Error(
+                        code="unsupported_version",
+                        message=f"this server speaks version {PROTOCOL_VERSION}",
+                    )
+                )
+            else:
+                await self._send(self.dispatcher.welcome())
+        elif isinstance(message, Stats):
+            await self._send(self.dispatcher.stats())
+        elif isinstance(message, Bye):
+            await self._finish_pending()
+            await self._send(Bye())
+            return True
+        else:
+            await self._send(_unexpected(message))
+        return False
+
+    async def _answer_job(self, request: Calc) -> None:
+        try:
+            reply: Message = await self.dispatcher.calc(request)
+        except Exception:
+            log.exception("job_failed", id=request.id)
+            reply = Error(code="internal_error", message="the job failed", ref=request.id)
+        finally:
+            self._slots.release()
+        with contextlib.suppress(ConnectionError, OSError):
+            await self._send(reply)
+
+    async def _send(self, message: Message) -> None:
+        if self.writer.is_closing():
+            return
+        self.writer.write(pack(message))
+        self.counters["frames_out"] += 1
+        await self.writer.drain()
+
+    async def _finish_pending(self) -> None:
+        if self._pending:
+            await asyncio.gather(*self._pending, return_exceptions=True)
+
+    async def _close(self) -> None:
+        with contextlib.suppress(ConnectionError, OSError):
+            self.writer.close()
+            await self.writer.wait_closed()
+
+
+def _unexpected(message: Message) -> Error:
+    return Error(
+        code="unexpected_message",
+        message=f"a client does not send '{message.type}'",
+        ref=getattr(message, "id", None),
+    )
+
+
+def _format_peer(peer: object) -> str:
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return f"{peer[0]}:{peer[1]}"
+    return str(peer)

@@ -1,0 +1,27 @@
+"""What runs inside a job's child process.
+
+Kept apart from ``jobs.py`` so that the forkserver preloads only this module and the
+interpreter: every job forks from a process that has nothing else in memory.
+"""
+
+from __future__ import annotations
+
+import signal
+from multiprocessing.connection import Connection
+
+from server.interpreter import Limits, evaluate_batch
+
+
+def run_job(conn: Connection, limits: Limits) -> None:
+    """Child entry: receive one batch of expressions, send back the results, exit.
+
+    Exceptions never cross the pipe: every failure is an ``(index, code, message)`` entry.
+    """
+    # The parent owns the child's lifetime; a Ctrl-C that reaches the whole process group
+    # must not turn running jobs into crashes while the parent drains them.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        ops = conn.recv()
+        conn.send(evaluate_batch(ops, limits))
+    finally:
+        conn.close()

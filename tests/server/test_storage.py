@@ -1,0 +1,353 @@
+"""The storage backends, all held to one contract through the parametrized ``repo`` fixture.
+
+PostgreSQL isolation: every test gets a fresh schema (``?schema=fw_test_<hex>``, created by
+the repository, dropped with CASCADE afterwards) in database ``test`` at 127.0.0.1:5432, so
+tests never see each other's rows. If the server is unreachable the postgres cases skip,
+unless ``FORKWIRE_REQUIRE_POSTGRES=1`` makes that a failure (CI with a database).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import sqlite3
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from protocol.messages import Reading
+from server.storage import AddResult, Fanout, Repository, StoredReading, open_repository
+from server.storage.memory import MemoryRepository
+from server.storage.screen import ScreenRepository
+
+POSTGRES_URL = os.environ.get("FORKWIRE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+ROOT = Path(__file__).resolve().parents[2]
+BACKENDS = ["memory", "sqlite", "csv", pytest.param("postgres", marks=pytest.mark.postgres)]
+PERSISTENT = ["sqlite", "csv", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+_postgres_problem: list[str | None] = []  # the probe's answer, cached for the session
+
+
+def reading(sensor: str, seq: int, ts: float = 0.0, value: Any = 1.0) -> Reading:
+    return Reading(sensor=sensor, seq=seq, ts=ts, value=value)
+
+
+async def postgres_problem() -> str | None:
+    """Why PostgreSQL cannot be used, or None; probed once."""
+    if not _postgres_problem:
+        try:
+            conn = await asyncpg.connect(POSTGRES_URL, timeout=3)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            _postgres_problem.append(f"PostgreSQL at {POSTGRES_URL} unreachable: {exc!r}")
+        else:
+            await conn.close()
+            _postgres_problem.append(None)
+    return _postgres_problem[0]
+
+
+@pytest.fixture(params=BACKENDS)
+async def repo_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A storage URL of the backend named by the parameter, isolated to this test."""
+    kind: str = request.param
+    if kind == "memory":
+        yield "memory://"
+    elif kind == "sqlite":
+        yield f"sqlite:///{tmp_path / 'readings.sqlite'}"
+    elif kind == "csv":
+        yield f"csv:///{tmp_path / 'readings.csv'}"
+    elif kind == "postgres":
+        problem = await postgres_problem()
+        if problem is not None:
+            if os.environ.get("FORKWIRE_REQUIRE_POSTGRES") == "1":
+                pytest.fail(f"{problem} (and FORKWIRE_REQUIRE_POSTGRES=1)")
+            pytest.skip(problem)
+        schema = f"fw_test_{uuid.uuid4().hex}"
+        yield f"{POSTGRES_URL}?schema={schema}"
+        conn = await asyncpg.connect(POSTGRES_URL, timeout=3)
+        try:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        finally:
+            await conn.close()
+    else:
+        raise AssertionError(kind)
+
+
+@pytest.fixture
+async def repo(repo_url: str) -> AsyncIterator[Repository]:
+    """An open, empty repository of each backend."""
+    opened = await open_repository(repo_url)
+    yield opened
+    await opened.close()
+
+
+class FailingRepository(MemoryRepository):
+    """A store whose commits fail."""
+
+    async def add_many(self, readings: Sequence[Reading], received_at: float) -> AddResult:
+        raise OSError("disk on fire")
+
+
+VALUES: list[Any] = [
+    7,
+    -3,
+    2**62,
+    1.0,
+    -0.125,
+    1e-300,
+    [],
+    [1.0, -2.5, 3.25],
+    {},
+    {"t": 21.5, "ok": True, "n": None, "tags": ["a,b", 'q"uote'], "deep": {"x": [1, 2]}},
+]
+
+
+async def test_round_trip_of_every_value_kind(repo: Repository) -> None:
+    """Every value kind comes back equal and of the same type, with ts and received_at."""
+    readings = [reading("s", seq, ts=100.0 + seq, value=v) for seq, v in enumerate(VALUES)]
+    result = await repo.add_many(readings, received_at=1234.5)
+    assert result == AddResult(stored=len(VALUES), duplicates=0)
+    rows = await repo.query()
+    assert rows == [StoredReading("s", seq, 100.0 + seq, v, 1234.5) for seq, v in enumerate(VALUES)]
+    for row, value in zip(rows, VALUES, strict=True):
+        assert type(row.value) is type(value)
+        assert type(row.seq) is int
+        assert type(row.ts) is float
+
+
+async def test_int_timestamp_is_stored_as_float(repo: Repository) -> None:
+    """An integral ts (allowed on the wire) is stored and returned as a float."""
+    await repo.add_many([Reading(sensor="s", seq=0, ts=5, value=1)], received_at=0.0)
+    [row] = await repo.query()
+    assert row.ts == 5.0
+    assert type(row.ts) is float
+
+
+async def test_empty_batch_stores_nothing(repo: Repository) -> None:
+    """add_many([]) is a no-op that reports zero."""
+    assert await repo.add_many([], received_at=1.0) == AddResult(stored=0, duplicates=0)
+    assert await repo.query() == []
+
+
+async def test_duplicates_are_stored_once_and_counted(repo: Repository) -> None:
+    """A key already stored, or repeated in the batch, is not stored again but counted."""
+    await repo.add_many([reading("a", 0, value=1), reading("a", 1, value=2)], received_at=1.0)
+    result = await repo.add_many(
+        [reading("a", 1, value=99), reading("a", 2, value=3), reading("a", 2, value=4)],
+        received_at=2.0,
+    )
+    assert result.stored == 1
+    assert result.duplicates == 2
+    assert result.duplicate_keys == {("a", 1), ("a", 2)}
+    rows = await repo.query()
+    assert [(r.seq, r.value, r.received_at) for r in rows] == [
+        (0, 1, 1.0),
+        (1, 2, 1.0),
+        (2, 3, 2.0),
+    ]
+
+
+async def test_same_seq_of_other_sensors_is_not_a_duplicate(repo: Repository) -> None:
+    """The key is (sensor, seq): seq 0 of two sensors is two readings."""
+    result = await repo.add_many([reading("a", 0), reading("b", 0)], received_at=1.0)
+    assert result == AddResult(stored=2, duplicates=0)
+    assert [(r.sensor, r.seq) for r in await repo.query()] == [("a", 0), ("b", 0)]
+
+
+async def test_query_orders_by_sensor_then_numeric_seq(repo: Repository) -> None:
+    """Rows come back by sensor in byte order, then by seq as a number (2 before 10)."""
+    keys = [("b", 10), ("a", 2), ("B10", 1), ("b", 2), ("a", 10), ("a_1", 0), ("a", 1)]
+    await repo.add_many([reading(s, q) for s, q in keys], received_at=1.0)
+    got = [(r.sensor, r.seq) for r in await repo.query()]
+    assert got == [("B10", 1), ("a", 1), ("a", 2), ("a", 10), ("a_1", 0), ("b", 2), ("b", 10)]
+
+
+async def test_query_filters_by_sensors_and_since(repo: Repository) -> None:
+    """`sensors` keeps the named sensors, `since` keeps ts >= since, together they AND."""
+    await repo.add_many(
+        [reading(s, q, ts=float(q)) for s in ("a", "b", "c") for q in range(4)], received_at=1.0
+    )
+
+    def keys(rows: list[StoredReading]) -> list[tuple[str, int]]:
+        return [(r.sensor, r.seq) for r in rows]
+
+    assert keys(await repo.query(sensors=["c", "a"])) == [
+        ("a", 0), ("a", 1), ("a", 2), ("a", 3), ("c", 0), ("c", 1), ("c", 2), ("c", 3)
+    ]  # fmt: skip
+    assert keys(await repo.query(since=2.0)) == [
+        ("a", 2), ("a", 3), ("b", 2), ("b", 3), ("c", 2), ("c", 3)
+    ]  # fmt: skip
+    assert keys(await repo.query(sensors=["b"], since=3.0)) == [("b", 3)]
+    assert await repo.query(sensors=[]) == []
+    assert await repo.query(sensors=["nobody"]) == []
+    assert await repo.query(since=4.0) == []
+
+
+@pytest.mark.parametrize("repo_url", PERSISTENT, indirect=True)
+async def test_data_survives_reopening(repo_url: str) -> None:
+    """Closed and reopened, the store has the rows and still knows their keys."""
+    first = await open_repository(repo_url)
+    try:
+        await first.add_many([reading("a", 0, value=[1.5]), reading("b", 1, value=2)], 10.0)
+    finally:
+        await first.close()
+    second = await open_repository(repo_url)
+    try:
+        assert await second.query() == [
+            StoredReading("a", 0, 0.0, [1.5], 10.0),
+            StoredReading("b", 1, 0.0, 2, 10.0),
+        ]
+        result = await second.add_many([reading("a", 0), reading("a", 1)], received_at=11.0)
+        assert result.stored == 1
+        assert result.duplicate_keys == {("a", 0)}
+    finally:
+        await second.close()
+
+
+async def test_fanout_writes_to_every_repository(repo: Repository) -> None:
+    """Fanout stores the batch in each repository and answers with the first one's result."""
+    second = MemoryRepository()
+    await second.add_many([reading("a", 0)], received_at=0.0)
+    fanout = Fanout([repo, second])
+    result = await fanout.add_many([reading("a", 0), reading("a", 1)], received_at=5.0)
+    assert result == AddResult(stored=2, duplicates=0)
+    assert [(r.seq, r.received_at) for r in await repo.query()] == [(0, 5.0), (1, 5.0)]
+    assert [(r.seq, r.received_at) for r in await second.query()] == [(0, 0.0), (1, 5.0)]
+    assert await fanout.query(sensors=["a"], since=0.0) == await repo.query()
+
+
+async def test_fanout_fails_when_any_repository_fails() -> None:
+    """A batch is committed only if every repository committed it; the others still finish."""
+    healthy = MemoryRepository()
+    fanout = Fanout([healthy, FailingRepository()])
+    with pytest.raises(OSError, match="disk on fire"):
+        await fanout.add_many([reading("a", 0)], received_at=1.0)
+    assert len(await healthy.query()) == 1
+
+
+async def test_fanout_closes_every_repository(tmp_path: Path) -> None:
+    """Closing a Fanout closes each repository it holds."""
+    paths = [tmp_path / "one.csv", tmp_path / "two.csv"]
+    repos = [await open_repository(f"csv:///{path}") for path in paths]
+    await Fanout(repos).close()
+    for repo in repos:
+        with pytest.raises(ValueError, match="closed file"):
+            await repo.add_many([reading("a", 0)], received_at=1.0)
+
+
+def test_fanout_needs_a_repository() -> None:
+    """An empty Fanout is a mistake, refused at once."""
+    with pytest.raises(ValueError, match="at least one"):
+        Fanout([])
+
+
+@pytest.mark.parametrize("url", ["mysql://x/y", "memory", "", "sqlite3:///x.db"])
+async def test_unknown_scheme_names_the_supported_ones(url: str) -> None:
+    """An unknown URL is a ValueError that lists what is supported."""
+    with pytest.raises(ValueError, match=r"supported: memory://, sqlite://.*screen://"):
+        await open_repository(url)
+
+
+async def test_unknown_scheme_error_hides_the_rest_of_the_url() -> None:
+    """The error names the scheme only, so a password in a mistyped URL is not logged."""
+    with pytest.raises(ValueError, match="postgress") as info:
+        await open_repository("postgress://user:s3cret@db/x")
+    assert "s3cret" not in str(info.value)
+
+
+async def test_sqlite_url_with_three_slashes_is_relative(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """sqlite:///data/r.sqlite is relative to the working directory, parents created."""
+    monkeypatch.chdir(tmp_path)
+    repo = await open_repository("sqlite:///data/r.sqlite")
+    await repo.add_many([reading("a", 0)], received_at=1.0)
+    await repo.close()
+    assert (tmp_path / "data" / "r.sqlite").is_file()
+
+
+async def test_sqlite_uses_wal(tmp_path: Path) -> None:
+    """The SQLite file is in WAL mode, so readers do not block the writer."""
+    path = tmp_path / "r.sqlite"
+    repo = await open_repository(f"sqlite:///{path}")
+    await repo.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+async def test_csv_file_layout(tmp_path: Path) -> None:
+    """The CSV has the documented header and the value as compact JSON."""
+    path = tmp_path / "r.csv"
+    repo = await open_repository(f"csv:///{path}")
+    await repo.add_many([reading("a", 3, ts=1.5, value={"k": [1, 2]})], received_at=2.0)
+    await repo.close()
+    assert path.read_text() == 'sensor,seq,ts,value,received_at\na,3,1.5,"{""k"":[1,2]}",2.0\n'
+
+
+async def test_csv_drops_a_torn_last_line(tmp_path: Path) -> None:
+    """A last line cut short by a crash (never acked) is dropped at open."""
+    path = tmp_path / "r.csv"
+    repo = await open_repository(f"csv:///{path}")
+    await repo.add_many([reading("a", 0)], received_at=1.0)
+    await repo.close()
+    with path.open("a") as file:
+        file.write("a,1,0.0,1.")
+    repo = await open_repository(f"csv:///{path}")
+    try:
+        assert [r.seq for r in await repo.query()] == [0]
+        assert (await repo.add_many([reading("a", 1)], received_at=2.0)).stored == 1
+        assert [r.seq for r in await repo.query()] == [0, 1]
+    finally:
+        await repo.close()
+
+
+async def test_csv_refuses_a_foreign_file(tmp_path: Path) -> None:
+    """A CSV without the readings header is not taken over."""
+    path = tmp_path / "other.csv"
+    path.write_text("name,age\nbob,3\n")
+    with pytest.raises(ValueError, match="not a forkwire readings CSV"):
+        await open_repository(f"csv:///{path}")
+    assert path.read_text() == "name,age\nbob,3\n"
+
+
+async def test_postgres_rejects_an_unsafe_schema_name() -> None:
+    """The schema is spliced into DDL, so anything but a plain identifier is refused."""
+    with pytest.raises(ValueError, match="schema must match"):
+        await open_repository('postgresql://u@127.0.0.1:1/db?schema=x";DROP TABLE y;--')
+
+
+async def test_screen_prints_one_line_per_reading_and_stores_nothing() -> None:
+    """screen:// writes a line per reading, acks them all, and has nothing to query."""
+    out = io.StringIO()
+    repo = ScreenRepository(out)
+    result = await repo.add_many([reading("a", 0, value=[1.0]), reading("b", 7)], received_at=1.0)
+    assert result == AddResult(stored=2, duplicates=0)
+    assert out.getvalue().splitlines() == ["a #0 ts=0.0 value=[1.0]", "b #7 ts=0.0 value=1.0"]
+    assert await repo.query() == []
+
+
+async def test_screen_url_prints_to_stdout(capsys: pytest.CaptureFixture[str]) -> None:
+    """screen:// opened by URL prints to the current stdout."""
+    repo = await open_repository("screen://")
+    await repo.add_many([reading("a", 0)], received_at=1.0)
+    await repo.close()
+    assert capsys.readouterr().out == "a #0 ts=0.0 value=1.0\n"
+
+
+def test_drivers_are_imported_only_when_their_backend_is_used() -> None:
+    """Opening memory:// imports neither aiosqlite nor asyncpg."""
+    code = (
+        "import asyncio, sys\n"
+        "from server.storage import open_repository\n"
+        "asyncio.run(open_repository('memory://'))\n"
+        "print(sorted({'aiosqlite', 'asyncpg'} & set(sys.modules)))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert done.stdout.strip() == "[]"

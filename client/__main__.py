@@ -11,8 +11,8 @@ from typing import Annotated, TextIO
 
 import typer
 
-from client.calc import CalcFailed, run_calc
-from client.connection import Connection, ConnectError
+from client.calc import CalcFailed, CalcSummary, run_calc
+from client.connection import ConnectError, Connection
 from client.opsfile import InputError, generate_ops, opened_text
 
 app = typer.Typer(
@@ -38,7 +38,8 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
 def calc(
     file: Annotated[Path, typer.Argument(help="Expressions, one per line (text or .7z).")],
     output: Annotated[
-        str, typer.Option("-o", "--output", help="Results file, one line per input line; - for stdout.")
+        str,
+        typer.Option("-o", "--output", help="Results file, one line per input line; - for stdout."),
     ] = "results.txt",
     host: Host = DEFAULT_HOST,
     port: Port = DEFAULT_PORT,
@@ -77,7 +78,7 @@ async def _calc(
     batch: int,
     window: int,
     progress: bool | None,
-) -> object:
+) -> CalcSummary:
     show = sys.stderr.isatty() if progress is None else progress
     connection = await Connection.open(host, port, client="forkwire-calc")
     async with connection:

@@ -2,7 +2,7 @@
 
 The file is read lazily in batches (one batch is one job), a window of jobs is kept in
 flight, and answers, which may come back in any order, are written strictly in input
-order. Memory is bounded by ``window × batch`` lines whatever the size of the file.
+order. Memory is bounded by ``window * batch`` lines whatever the size of the file.
 """
 
 from __future__ import annotations
@@ -10,13 +10,12 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Coroutine, Iterable, Iterator
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from protocol import Bye, Calc, CalcResult, Error
-
 from client.connection import Connection, ConnectionLost
+from protocol import Bye, Calc, CalcResult, Error
 
 #: Bytes a calc frame spends outside the expressions themselves (type, id, brackets).
 _FRAME_OVERHEAD = 64
@@ -89,7 +88,7 @@ def read_batches(lines: Iterable[str], *, batch: int, budget: int) -> Iterator[_
         yield current
 
 
-def format_answers(batch: _Batch, results: list[object], errors: dict[int, str]) -> list[str]:
+def format_answers(batch: _Batch, results: Sequence[object], errors: dict[int, str]) -> list[str]:
     """One output line per input line of the batch: ``repr`` of the value or the error."""
     answers = iter(zip(results, range(len(results)), strict=True))
     lines: list[str] = []

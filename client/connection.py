@@ -51,7 +51,7 @@ class Connection:
 
     @classmethod
     async def open(
-        cls, host: str, port: int, *, client: str = "forkwire", timeout: float = 10.0
+        cls, host: str, port: int, *, client: str = "forkwire", connect_timeout: float = 10.0
     ) -> Connection:
         """Connect and exchange ``hello``/``welcome``.
 
@@ -60,7 +60,7 @@ class Connection:
         """
         try:
             reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(host, port), timeout=timeout
+                asyncio.open_connection(host, port), timeout=connect_timeout
             )
         except (OSError, TimeoutError) as exc:
             reason = "timed out" if isinstance(exc, TimeoutError) else exc.strerror or str(exc)
@@ -68,7 +68,7 @@ class Connection:
         connection = cls(reader, writer, Welcome(server="?", max_frame=0))
         try:
             await connection.send(Hello(client=client))
-            reply = await asyncio.wait_for(connection.recv(), timeout=timeout)
+            reply = await asyncio.wait_for(connection.recv(), timeout=connect_timeout)
         except (ConnectionLost, OSError, TimeoutError) as exc:
             await connection.close()
             raise ConnectError(f"{host}:{port} did not answer hello: {exc}") from None
@@ -116,11 +116,11 @@ class Connection:
         await self.send(message)
         return await self.recv()
 
-    async def goodbye(self, timeout: float = 30.0) -> None:
+    async def goodbye(self, wait: float = 30.0) -> None:
         """Say ``bye`` and wait for the server to answer it (all earlier replies first)."""
         with contextlib.suppress(ConnectionLost, OSError, TimeoutError):
             await self.send(Bye())
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(wait):
                 while not isinstance(await self.recv(), Bye):
                     pass
 

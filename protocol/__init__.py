@@ -75,4 +75,3 @@ __all__ = [
     "encode_message",
     "pack",
 ]
-

@@ -48,8 +48,7 @@ def decode_datagram(datagram: bytes, *, max_frame: int = DEFAULT_MAX_FRAME) -> b
         raise FrameTooLarge(f"frame of {length} bytes exceeds max_frame {max_frame}")
     if length != len(datagram) - HEADER_SIZE:
         raise TruncatedFrame(
-            f"header declares {length} bytes but the datagram carries "
-            f"{len(datagram) - HEADER_SIZE}"
+            f"header declares {length} bytes but the datagram carries {len(datagram) - HEADER_SIZE}"
         )
     return datagram[HEADER_SIZE:]
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 from typing import Annotated, Any, Literal
 
 import typer
@@ -52,6 +51,21 @@ def serve(
     max_digits: Annotated[
         int | None, typer.Option(help=f"Digits per literal. [{_default('max_digits')}]")
     ] = None,
+    db: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Storage URL, repeatable to fan out: sqlite:///PATH, postgresql://..., "
+            f"csv:///PATH, memory://, screen://. [{_default('db')}]"
+        ),
+    ] = None,
+    commit_interval: Annotated[
+        float | None,
+        typer.Option(help=f"Group-commit interval in seconds. [{_default('commit_interval')}]"),
+    ] = None,
+    commit_batch: Annotated[
+        int | None,
+        typer.Option(help=f"Group-commit size in readings. [{_default('commit_batch')}]"),
+    ] = None,
     log_format: Annotated[
         str | None,
         typer.Option(help=f"auto, console or json. [{_default('log_format')}]"),
@@ -78,8 +92,11 @@ def serve(
         with asyncio.Runner(loop_factory=loop_factory()) as runner:
             runner.run(run(settings))
     except OSError as exc:
-        typer.echo(f"forkwire-server: cannot listen on {settings.host}:{settings.port}: {exc}", err=True)
+        typer.echo(f"forkwire-server: cannot start: {exc}", err=True)
         raise typer.Exit(1) from None
+    except ValueError as exc:  # a storage URL the backends refuse
+        typer.echo(f"forkwire-server: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 def main() -> None:
@@ -88,4 +105,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

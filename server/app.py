@@ -15,7 +15,9 @@ import structlog
 
 from server.config import Settings
 from server.dispatch import Dispatcher
+from server.ingest import Writer
 from server.jobs import JobRunner
+from server.storage import Repository, open_repository
 from server.tcp import TcpConnection
 
 log = structlog.get_logger("forkwire.server")
@@ -38,11 +40,35 @@ class App:
             limits=settings.limits,
         )
         self.dispatcher = Dispatcher(settings, self.runner)
+        self.repositories: list[Repository] = []
         self._connections: dict[asyncio.Task[None], TcpConnection] = {}
         self._stopping = False
 
     async def serve(self, stop: asyncio.Event) -> None:
         """Serve until ``stop`` is set, then shut down gracefully."""
+        async with contextlib.AsyncExitStack() as resources:
+            await self._open_storage(resources)
+            await self._serve(stop)
+
+    async def _open_storage(self, resources: contextlib.AsyncExitStack) -> None:
+        writers = []
+        for url in self.settings.db:
+            repo = await open_repository(url)
+            resources.push_async_callback(repo.close)
+            writer = Writer(
+                repo,
+                flush_interval=self.settings.commit_interval,
+                max_batch=self.settings.commit_batch,
+            )
+            await writer.start()
+            # Registered after the repository, so it runs first: flush, then close.
+            resources.push_async_callback(writer.close)
+            self.repositories.append(repo)
+            writers.append(writer)
+            log.info("storage_opened", url=_redact(url))
+        self.dispatcher.writers = tuple(writers)
+
+    async def _serve(self, stop: asyncio.Event) -> None:
         settings = self.settings
         server = await asyncio.start_server(
             self._on_connect, settings.host, settings.port, reuse_address=True
@@ -62,9 +88,7 @@ class App:
         finally:
             await self._shutdown(server)
 
-    async def _on_connect(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
+    async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self._stopping:
             writer.close()
             return
@@ -81,9 +105,7 @@ class App:
         self._stopping = True
         server.close()
         running = self.runner.counters.running
-        log.info(
-            "server_stopping", connections=len(self._connections), jobs_running=running
-        )
+        log.info("server_stopping", connections=len(self._connections), jobs_running=running)
         for connection in self._connections.values():
             connection.stop_reading()
         tasks = set(self._connections)
@@ -113,3 +135,12 @@ async def run(settings: Settings) -> None:
 def _on_signal(stop: asyncio.Event, signum: int) -> None:
     log.info("signal_received", signal=signal.Signals(signum).name)
     stop.set()
+
+
+def _redact(url: str) -> str:
+    # A PostgreSQL URL may carry a password; the log gets everything but that.
+    scheme, sep, rest = url.partition("://")
+    credentials, at, location = rest.rpartition("@")
+    if at and ":" in credentials:
+        credentials = credentials.split(":", 1)[0] + ":***"
+    return f"{scheme}{sep}{credentials}{at}{location}"

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import re
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from protocol import DEFAULT_MAX_FRAME
 from server.interpreter import Limits
 from server.jobs import default_workers
 
 DEFAULT_PORT = 7700
+DEFAULT_DB = "sqlite:///forkwire.sqlite"
 
 
 class Settings(BaseSettings):
@@ -29,8 +31,23 @@ class Settings(BaseSettings):
     max_length: int = Field(default=Limits().max_length, ge=1)
     max_depth: int = Field(default=Limits().max_depth, ge=1)
     max_digits: int = Field(default=Limits().max_digits, ge=1)
+    #: Where readings go; several URLs fan every batch out to each of them.
+    db: Annotated[tuple[str, ...], NoDecode] = (DEFAULT_DB,)
+    #: Group commit: flush after this many seconds or this many readings, whichever first.
+    commit_interval: float = Field(default=0.05, ge=0, le=10)
+    commit_batch: int = Field(default=1000, ge=1, le=1_000_000)
     log_format: Literal["auto", "console", "json"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("db", mode="before")
+    @classmethod
+    def _split_urls(cls, value: Any) -> Any:
+        # FORKWIRE_DB holds one URL or several separated by commas or spaces.
+        if isinstance(value, str):
+            value = tuple(part for part in re.split(r"[,\s]+", value) if part)
+        if not value:
+            raise ValueError("at least one storage URL is needed")
+        return value
 
     @property
     def limits(self) -> Limits:

@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
-from collections import Counter
+from collections import Counter, defaultdict
+from collections.abc import Sequence
 from typing import Any
 
 import structlog
 
 from protocol import (
     PROTOCOL_VERSION,
+    Ack,
     Calc,
     CalcError,
     CalcResult,
+    Reading,
     StatsResult,
     Welcome,
 )
 from server.config import Settings
+from server.ingest import Writer
 from server.jobs import JobRunner
 
 log = structlog.get_logger("forkwire.server")
@@ -27,9 +32,13 @@ SERVER_NAME = "forkwire/0.1.0"
 class Dispatcher:
     """Turns requests into replies; shared by the TCP and UDP listeners."""
 
-    def __init__(self, settings: Settings, runner: JobRunner) -> None:
+    def __init__(
+        self, settings: Settings, runner: JobRunner, writers: Sequence[Writer] = ()
+    ) -> None:
         self.settings = settings
         self.runner = runner
+        #: One group-commit writer per storage URL; the first one's counts are reported.
+        self.writers = tuple(writers)
         #: Server-wide counters; listeners add their own keys (connections, frames, ...).
         self.counters: Counter[str] = Counter()
 
@@ -70,6 +79,28 @@ class Dispatcher:
             type="calc_result", id=request.id, results=outcome.results, errors=errors
         )
 
+    async def ingest(self, readings: Sequence[Reading]) -> Ack:
+        """Store readings in every repository; the ack names them once all committed.
+
+        Raises:
+            StorageUnavailable: a repository failed; nothing of this batch is acked.
+        """
+        if not self.writers:
+            raise StorageUnavailable("this server has no storage configured")
+        self.counters["readings_received"] += len(readings)
+        try:
+            results = await asyncio.gather(*(writer.submit(readings) for writer in self.writers))
+        except Exception as exc:
+            self.counters["storage_failures"] += 1
+            log.error("storage_failed", error=str(exc), readings=len(readings))
+            raise StorageUnavailable(f"storage failed: {type(exc).__name__}") from exc
+        primary = results[0]
+        self.counters["readings_stored"] += primary.stored
+        self.counters["readings_duplicate"] += primary.duplicates
+        return Ack.model_construct(
+            type="ack", acked=ack_runs(readings), duplicates=primary.duplicates
+        )
+
     def stats(self) -> StatsResult:
         """Counters of the running server."""
         jobs = self.runner.counters
@@ -82,6 +113,34 @@ class Dispatcher:
             jobs_crashed=jobs.crashes,
             expressions=jobs.expressions,
             children_alive=len(self.runner.children),
+            writer_queue_depth=sum(writer.queue_depth for writer in self.writers),
+            commits=self.writers[0].commits if self.writers else 0,
             pid=os.getpid(),
         )
         return StatsResult(counters=counters)
+
+
+class StorageUnavailable(Exception):
+    """A batch could not be committed; the client keeps it and resends."""
+
+    code = "storage_unavailable"
+
+
+def ack_runs(readings: Sequence[Reading]) -> dict[str, list[tuple[int, int]]]:
+    """Compress the keys of a batch into inclusive runs of consecutive seqs per sensor."""
+    seqs: defaultdict[str, list[int]] = defaultdict(list)
+    for reading in readings:
+        seqs[reading.sensor].append(reading.seq)
+    runs: dict[str, list[tuple[int, int]]] = {}
+    for sensor, values in seqs.items():
+        values.sort()
+        sensor_runs: list[tuple[int, int]] = []
+        first = last = values[0]
+        for seq in values[1:]:
+            if seq > last + 1:
+                sensor_runs.append((first, last))
+                first = seq
+            last = seq
+        sensor_runs.append((first, last))
+        runs[sensor] = sensor_runs
+    return runs

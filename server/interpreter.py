@@ -132,7 +132,7 @@ def evaluate_batch(
 
 
 def _checked(value: Number) -> Number:
-    if type(value) is float:
+    if isinstance(value, float):
         if not math.isfinite(value):
             # JSON has no inf or nan; Python would print one, we report why there is none.
             raise OverflowError(f"result is not a finite number ({value!r})")
@@ -163,13 +163,14 @@ def _literal(token: str, limits: Limits, strict: bool) -> Number:
     raise _Syntax(-1, f"unexpected {token!r}")
 
 
-def _run(tokens: list[str], limits: Limits, strict: bool) -> Number:  # noqa: C901
+def _run(tokens: list[str], limits: Limits, strict: bool) -> Number:
     # The state is a running sum `acc` (pending operator `addop`) and a running product
     # `term` (pending operator `mulop`). `+`/`-` folds the product into the sum; `(`
     # pushes both levels; `)` folds and pops. Python's evaluation order is preserved
     # because every fold happens exactly where CPython's bytecode would do the operation.
     acc: Number = 0
     term: Number = 0
+    value: Number | None
     addop = mulop = ""
     neg = False
     stack: list[tuple[Number, str, Number, str, bool]] = []

@@ -82,7 +82,9 @@ class JobRunner:
         self.workers = workers
         self.job_timeout = job_timeout
         self.limits = limits
-        self._ctx = multiprocessing.get_context(start_method)
+        # Typed loosely: typeshed's BaseContext lacks the Process and Pipe that every
+        # concrete context has.
+        self._ctx: Any = multiprocessing.get_context(start_method)
         if start_method == "forkserver":
             self._ctx.set_forkserver_preload(["server.worker"])
         self._target = target
@@ -123,12 +125,12 @@ class JobRunner:
                 # Bounded by max_frame, and the child reads it first thing; the socketpair
                 # behind a duplex Pipe buffers a typical batch whole, so this returns at once.
                 parent_end.send(ops)
-                reply = await asyncio.wait_for(
-                    _recv(loop, parent_end), timeout=self.job_timeout
-                )
+                reply = await asyncio.wait_for(_recv(loop, parent_end), timeout=self.job_timeout)
             except TimeoutError:
                 counters.timeouts += 1
-                return self._fail(ops, "timeout", f"job exceeded {self.job_timeout:g} s", pid, started)
+                return self._fail(
+                    ops, "timeout", f"job exceeded {self.job_timeout:g} s", pid, started
+                )
             except (EOFError, OSError) as exc:
                 counters.crashes += 1
                 reason = _describe_death(proc, exc)

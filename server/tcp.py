@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+from collections.abc import Coroutine, Sequence
 
 import structlog
 
@@ -17,12 +18,14 @@ from protocol import (
     Hello,
     Message,
     ProtocolError,
+    ReadingMsg,
+    ReadingsMsg,
     Stats,
     decode_message,
     pack,
 )
-from protocol.messages import PROTOCOL_VERSION
-from server.dispatch import Dispatcher
+from protocol.messages import PROTOCOL_VERSION, Reading
+from server.dispatch import Dispatcher, StorageUnavailable
 
 log = structlog.get_logger("forkwire.tcp")
 
@@ -114,11 +117,14 @@ class TcpConnection:
             log.info("bad_frame", code=exc.code, detail=exc.message[:200])
             await self._send(Error(code=exc.code, message=exc.message, ref=exc.ref))
             return False
-        if isinstance(message, Calc):
+        if isinstance(message, Calc | ReadingsMsg | ReadingMsg):
             await self._slots.acquire()
-            task = asyncio.create_task(self._answer_job(message))
-            self._pending.add(task)
-            task.add_done_callback(self._pending.discard)
+        if isinstance(message, Calc):
+            self._spawn(self._answer_job(message))
+        elif isinstance(message, ReadingsMsg):
+            self._spawn(self._store(message.items, message.ack))
+        elif isinstance(message, ReadingMsg):
+            self._spawn(self._store([message], message.ack))
         elif isinstance(message, Hello):
             if message.version != PROTOCOL_VERSION:
                 await self._send(
@@ -138,6 +144,28 @@ class TcpConnection:
         else:
             await self._send(_unexpected(message))
         return False
+
+    def _spawn(self, work: Coroutine[None, None, None]) -> None:
+        # The slot is taken here, in the reader loop, so a flood of requests stops the
+        # reading instead of piling up tasks; the task gives it back when it is done.
+        task = asyncio.create_task(work)
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _store(self, readings: Sequence[Reading], want_ack: bool) -> None:
+        try:
+            reply: Message = await self.dispatcher.ingest(readings)
+        except StorageUnavailable as exc:
+            # Nothing was acked. Closing makes the client reconnect and resend from its
+            # outbox, instead of holding network slots for acks that will never come.
+            await self._send(Error(code=exc.code, message=str(exc)))
+            self.writer.close()
+            return
+        finally:
+            self._slots.release()
+        if want_ack:
+            with contextlib.suppress(ConnectionError, OSError):
+                await self._send(reply)
 
     async def _answer_job(self, request: Calc) -> None:
         try:

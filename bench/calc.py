@@ -1,0 +1,111 @@
+"""Benchmark the compute path: interpreter vs CPython ``eval``, and the whole run end to end.
+
+Run as ``python -m bench.calc [--file PATH]``. Everything is measured in this one run on
+this machine, and reported as ratios so that runs on different machines compare:
+
+- interpreter: ``evaluate_batch`` over every line, in this process, one core;
+- eval: CPython's ``eval`` over the same lines (a reference only; the product never calls
+  it), with the same per-line error handling;
+- end to end: a ``forkwire-server`` subprocess on a free port, and the ``forkwire calc``
+  CLI as a second subprocess, timed from its start until it exits with the results file
+  written (file read, frames, child processes, results written in order).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from server.interpreter import evaluate_batch
+
+REPO = Path(__file__).resolve().parents[1]
+REAL_FILE = REPO.parent / "shared" / "data" / "operations.txt"
+
+
+def time_interpreter(lines: list[str]) -> float:
+    """Seconds for the product's interpreter over every line, in process."""
+    started = time.perf_counter()
+    evaluate_batch(lines)
+    return time.perf_counter() - started
+
+
+def time_eval(lines: list[str]) -> float:
+    """Seconds for CPython's eval over the same lines (never used by the product)."""
+    started = time.perf_counter()
+    for line in lines:
+        # Errors count as answers, as they do for ours.
+        with contextlib.suppress(Exception):
+            eval(line, {"__builtins__": {}})  # the reference being measured against
+    return time.perf_counter() - started
+
+
+def start_server(workers: int | None) -> tuple[subprocess.Popen[bytes], int]:
+    """Start a server subprocess on a free port; return it and its port."""
+    args = [sys.executable, "-m", "server", "--port", "0", "--log-format", "json"]
+    args += ["--db", "memory://"]
+    if workers:
+        args += ["--workers", str(workers)]
+    proc = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    assert proc.stderr is not None
+    for raw in proc.stderr:
+        event = json.loads(raw)
+        if event.get("event") == "server_started":
+            port = int(event["port"])
+            break
+    else:
+        raise SystemExit("the server exited before it started")
+    # Keep reading its log so the pipe never fills and blocks the server.
+    threading.Thread(target=proc.stderr.read, daemon=True).start()
+    return proc, port
+
+
+def time_end_to_end(path: Path, port: int, batch: int, window: int) -> tuple[float, str]:
+    """Seconds for the calc CLI, process start to exit, and its summary line."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "results.txt"
+        args = [sys.executable, "-m", "client", "calc", str(path), "-o", str(out)]
+        args += ["--port", str(port), "--batch", str(batch), "--window", str(window)]
+        started = time.perf_counter()
+        done = subprocess.run(args, capture_output=True, text=True, check=False)
+        seconds = time.perf_counter() - started
+        if done.returncode != 0:
+            raise SystemExit(f"calc failed: {done.stderr}")
+        return seconds, done.stdout.strip()
+
+
+def main() -> None:
+    """Measure and print the three timings and their ratios."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    default = REAL_FILE if REAL_FILE.exists() else REPO / "operations.txt"
+    parser.add_argument("--file", type=Path, default=default, help=f"default: {default}")
+    parser.add_argument("--batch", type=int, default=1000, help="lines per job")
+    parser.add_argument("--window", type=int, default=8, help="jobs in flight")
+    parser.add_argument("--workers", type=int, default=None, help="server children")
+    args = parser.parse_args()
+
+    lines = args.file.read_text(encoding="utf-8").splitlines()
+    print(f"file: {args.file} ({len(lines):,} lines)")
+    ours = time_interpreter(lines)
+    reference = time_eval(lines)
+    server, port = start_server(args.workers)
+    try:
+        end_to_end, summary = time_end_to_end(args.file, port, args.batch, args.window)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    print(f"interpreter (in process, 1 core): {ours:8.3f} s")
+    print(f"CPython eval (reference)        : {reference:8.3f} s")
+    print(f"end to end (calc CLI, server)   : {end_to_end:8.3f} s   [{summary}]")
+    print(f"eval / interpreter              : {reference / ours:8.2f}x  (target >= 2)")
+    print(f"eval / end to end               : {reference / end_to_end:8.2f}x  (target >= 1)")
+
+
+if __name__ == "__main__":
+    main()

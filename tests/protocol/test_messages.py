@@ -1,0 +1,380 @@
+"""Message models: exact round trips, strict validation, and errors mapped to stable codes."""
+
+from __future__ import annotations
+
+import ast
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import protocol
+from protocol.errors import BadJSON, BadMessage, ProtocolError, UnknownType
+from protocol.framing import FrameDecoder, encode_frame
+from protocol.messages import (
+    Ack,
+    Bye,
+    Calc,
+    CalcError,
+    CalcResult,
+    Error,
+    Hello,
+    ReadingMsg,
+    ReadingsMsg,
+    Report,
+    ReportResult,
+    Stats,
+    StatsResult,
+    Welcome,
+    decode_message,
+    encode_message,
+    pack,
+)
+from protocol.messages import Reading as ReadingItem
+
+EVERY_MESSAGE: list[Any] = [
+    Hello(),
+    Hello(version=1, client="calc/0.1", token="s3cret"),
+    Welcome(server="forkwire/0.1", max_frame=1024, limits={"max_length": 4096, "timeout": 2.5}),
+    Calc(id=0, ops=[]),
+    Calc(id=2**63 - 1, ops=["1 + 2", "", "é ∑ \u2028 \x00"]),
+    CalcResult(id=7, results=[]),
+    CalcResult(
+        id=7,
+        results=[3, 0.25, None, -1],
+        errors=[CalcError(index=2, code="division_by_zero", message="division by zero")],
+    ),
+    ReadingMsg(sensor="temp-1", seq=0, ts=1.5, value=21),
+    ReadingMsg(sensor="a.b_C", seq=5, ts=0.0, value=-3.25, ack=False),
+    ReadingMsg(sensor="v", seq=1, ts=2.0, value=[1.0, -2.5]),
+    ReadingMsg(sensor="r", seq=2, ts=3.0, value={"k": [1, "x", None, True], "n": {"m": 1.5}}),
+    ReadingsMsg(
+        items=[
+            ReadingItem(sensor="a", seq=1, ts=1.0, value=1),
+            ReadingItem(sensor="b", seq=2, ts=2.0, value=[0.5]),
+        ],
+        ack=False,
+    ),
+    Ack(acked={}),
+    Ack(acked={"a": [(1, 3), (5, 5)], "b": [(0, 0)]}, duplicates=2),
+    Stats(),
+    StatsResult(counters={"jobs": 3, "load": 0.5}),
+    Report(),
+    Report(sensors=["a", "b"], since=10.5),
+    ReportResult(report={"sensors": {"a": {"rate": 1.0, "gaps": [1, 2]}}, "ok": True}),
+    Bye(),
+    Error(code="bad_json", message="nope"),
+    Error(code="bad_message", message="x", ref=7),
+    Error(code="bad_message", message="x", ref="abc"),
+]
+
+
+def raw(obj: object) -> bytes:
+    return json.dumps(obj).encode()
+
+
+def reading(**fields: object) -> bytes:
+    base: dict[str, object] = {"type": "reading", "sensor": "s1", "seq": 0, "ts": 1.0, "value": 1}
+    base.update(fields)
+    return raw(base)
+
+
+@pytest.mark.parametrize("message", EVERY_MESSAGE, ids=lambda m: type(m).__name__)
+def test_every_message_type_round_trips(message: Any) -> None:
+    """encode_message then decode_message gives back an equal message of the same type."""
+    decoded = decode_message(encode_message(message))
+    assert type(decoded) is type(message)
+    assert decoded == message
+
+
+def test_every_message_type_is_covered() -> None:
+    """The round-trip table names every message of the union."""
+    tags = {m.type for m in EVERY_MESSAGE}
+    assert tags == {
+        "hello",
+        "welcome",
+        "calc",
+        "calc_result",
+        "reading",
+        "readings",
+        "ack",
+        "stats",
+        "stats_result",
+        "report",
+        "report_result",
+        "bye",
+        "error",
+    }
+
+
+def test_pack_frames_the_encoded_message() -> None:
+    """pack() is encode_frame(encode_message()), and a decoder gets the message back."""
+    message = Calc(id=3, ops=["1 + 1"])
+    assert pack(message) == encode_frame(encode_message(message))
+    (payload,) = FrameDecoder().feed(pack(message))
+    assert decode_message(payload) == message
+
+
+def test_calc_result_numbers_survive_exactly() -> None:
+    """Big ints, -0.0 and 0.1 + 0.2 come back from a CalcResult round trip with equal repr."""
+    values = [10**4000, -(10**4000), -0.0, 0.1 + 0.2, 5e-324, 1.7976931348623157e308, 3, None]
+    decoded = decode_message(encode_message(CalcResult(id=1, results=values)))
+    assert isinstance(decoded, CalcResult)
+    assert [repr(v) for v in decoded.results] == [repr(v) for v in values]
+    assert [type(v) for v in decoded.results] == [type(v) for v in values]
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b"", b"nope", b"{", b'{"type": "calc",}', b"\xff\xfe\x00", b'\xef\xbb\xbf{"type":"bye"}'],
+)
+def test_not_json_is_bad_json(payload: bytes) -> None:
+    """A payload that is not UTF-8 JSON raises BadJSON with code bad_json."""
+    with pytest.raises(BadJSON) as info:
+        decode_message(payload)
+    assert info.value.code == "bad_json"
+
+
+@pytest.mark.parametrize("payload", [b"[1]", b"5", b'"calc"', b"null", b"true", b"[]"])
+def test_json_that_is_not_an_object_is_bad_json(payload: bytes) -> None:
+    """Valid JSON that is not an object raises BadJSON."""
+    with pytest.raises(BadJSON) as info:
+        decode_message(payload)
+    assert info.value.code == "bad_json"
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b"{}", raw({"id": 1, "ops": []}), raw({"type": "zzz"}), raw({"type": 5}), raw({"type": None})],
+)
+def test_missing_or_unknown_type_is_unknown_type(payload: bytes) -> None:
+    """An object without a known 'type' raises UnknownType with code unknown_type."""
+    with pytest.raises(UnknownType) as info:
+        decode_message(payload)
+    assert info.value.code == "unknown_type"
+
+
+@pytest.mark.parametrize(
+    ("obj", "ref"),
+    [
+        ({"type": "calc", "id": 7, "ops": [5]}, 7),
+        ({"type": "calc", "id": 7, "ops": "1 + 1"}, 7),
+        ({"type": "calc", "id": 7, "ops": [], "extra": 1}, 7),
+        ({"type": "calc", "id": "5", "ops": []}, "5"),
+        ({"type": "calc", "id": -1, "ops": []}, -1),
+        ({"type": "calc", "id": 2**63, "ops": []}, 2**63),
+        ({"type": "calc", "id": True, "ops": []}, None),
+        ({"type": "calc", "id": 1.0, "ops": []}, None),
+        ({"type": "calc", "ops": []}, None),
+        ({"type": "error", "code": 5, "message": "m", "id": "abc"}, "abc"),
+        ({"type": "hello", "version": "1"}, None),
+        ({"type": "bye", "why": "done"}, None),
+    ],
+)
+def test_invalid_fields_are_bad_message_with_ref(obj: dict[str, object], ref: object) -> None:
+    """Wrong field types or extra fields raise BadMessage, with ref taken from an 'id' field."""
+    with pytest.raises(BadMessage) as info:
+        decode_message(raw(obj))
+    assert info.value.code == "bad_message"
+    assert info.value.ref == ref
+    assert type(info.value.ref) is type(ref)
+
+
+def test_bad_message_names_the_type_and_field() -> None:
+    """A BadMessage message names the message type and the offending field."""
+    with pytest.raises(BadMessage, match=r"^calc: .*ops\.0"):
+        decode_message(raw({"type": "calc", "id": 1, "ops": ["ok", 5]}))
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [
+        {"type": "calc", "id": "5", "ops": []},
+        {"type": "calc", "id": 5, "ops": [1]},
+        {"type": "welcome", "server": 1, "max_frame": 10},
+        {"type": "welcome", "server": "s", "max_frame": "10"},
+        {"type": "hello", "client": 3},
+        {"type": "error", "code": "x", "message": 1.5},
+        {"type": "calc_result", "id": 1, "results": ["1"]},
+        {"type": "calc_result", "id": 1, "results": [True]},
+        {"type": "reading", "sensor": "s", "seq": "1", "ts": 1.0, "value": 1},
+        {"type": "reading", "sensor": "s", "seq": 1, "ts": "1.0", "value": 1},
+        {"type": "reading", "sensor": "s", "seq": 1, "ts": 1.0, "value": 1, "ack": "yes"},
+        {"type": "reading", "sensor": "s", "seq": 1, "ts": 1.0, "value": 1, "ack": 1},
+    ],
+)
+def test_no_coercion_between_strings_numbers_and_bools(obj: dict[str, object]) -> None:
+    """Strict models: "5" is not an int, a number is not a string, a bool is neither."""
+    with pytest.raises(BadMessage):
+        decode_message(raw(obj))
+
+
+@pytest.mark.parametrize("sensor", ["a", "A-z_0.9", "x" * 64])
+def test_reading_accepts_portable_sensor_names(sensor: str) -> None:
+    """Sensor names of 1..64 characters from [A-Za-z0-9_.-] are accepted."""
+    decoded = decode_message(reading(sensor=sensor))
+    assert isinstance(decoded, ReadingMsg)
+    assert decoded.sensor == sensor
+
+
+@pytest.mark.parametrize(
+    "sensor", ["", "x" * 65, "a b", "a/b", "abc\n", "\nabc", "é", "a\x00", "../etc"]
+)
+def test_reading_rejects_other_sensor_names(sensor: str) -> None:
+    """Empty, overlong or non-portable sensor names (a trailing newline too) are bad_message."""
+    with pytest.raises(BadMessage):
+        decode_message(reading(sensor=sensor))
+
+
+@pytest.mark.parametrize("seq", [-1, 2**63, 1.0, True, None])
+def test_reading_rejects_bad_seq(seq: object) -> None:
+    """seq is an int in 0..2**63-1; negatives, floats, bools and null are bad_message."""
+    with pytest.raises(BadMessage):
+        decode_message(reading(seq=seq))
+
+
+def test_reading_accepts_seq_bounds() -> None:
+    """seq 0 and 2**63-1 are valid."""
+    for seq in (0, 2**63 - 1):
+        decoded = decode_message(reading(seq=seq))
+        assert isinstance(decoded, ReadingMsg)
+        assert decoded.seq == seq
+
+
+@pytest.mark.parametrize("ts", [b"NaN", b"Infinity", b"-Infinity", b"1e400"])
+def test_reading_rejects_non_finite_ts(ts: bytes) -> None:
+    """ts must be a finite number: NaN and infinities (spelled or overflowing) are bad_message."""
+    payload = b'{"type":"reading","sensor":"s","seq":0,"ts":' + ts + b',"value":1}'
+    with pytest.raises(BadMessage):
+        decode_message(payload)
+
+
+def test_reading_rejects_non_finite_ts_in_python() -> None:
+    """Building a reading with a non-finite ts in Python fails validation too."""
+    with pytest.raises(ValueError, match="finite"):
+        ReadingItem(sensor="s", seq=0, ts=math.inf, value=1)
+
+
+@pytest.mark.parametrize(
+    ("value", "kind"),
+    [
+        (21, int),
+        (-3.5, float),
+        ([1.5, -2.0], list),
+        ([], list),
+        ({"a": 1, "b": [None, "x", 2.5]}, dict),
+    ],
+)
+def test_reading_value_kinds(value: object, kind: type) -> None:
+    """A reading's value is an int, a float, a list of floats, or a JSON object."""
+    decoded = decode_message(reading(value=value))
+    assert isinstance(decoded, ReadingMsg)
+    assert type(decoded.value) is kind
+    assert decoded.value == value
+
+
+@pytest.mark.parametrize("value", [True, False, "21", None, [True], ["1.5"], [[1.0]]])
+def test_reading_rejects_other_values(value: object) -> None:
+    """Bools, strings, null and lists of non-numbers are not reading values."""
+    with pytest.raises(BadMessage):
+        decode_message(reading(value=value))
+
+
+def test_reading_rejects_bool_value_in_python() -> None:
+    """A bool is not a value even when the model is built in Python."""
+    with pytest.raises(ValueError, match="value"):
+        ReadingItem(sensor="s", seq=0, ts=1.0, value=True)
+
+
+def test_readings_batch_must_not_be_empty() -> None:
+    """A readings message carries at least one reading."""
+    with pytest.raises(BadMessage):
+        decode_message(raw({"type": "readings", "items": []}))
+
+
+def test_messages_are_frozen() -> None:
+    """Models are immutable once built."""
+    message = Calc(id=1, ops=["1"])
+    with pytest.raises(ValueError, match="frozen"):
+        message.id = 2  # type: ignore[misc]
+
+
+@settings(max_examples=200)
+@given(job_id=st.integers(min_value=0, max_value=2**63 - 1), ops=st.lists(st.text(), max_size=20))
+def test_any_calc_round_trips(job_id: int, ops: list[str]) -> None:
+    """Any calc (ids up to 2**63-1, any unicode ops) survives encode then decode."""
+    message = Calc(id=job_id, ops=ops)
+    assert decode_message(encode_message(message)) == message
+
+
+@settings(max_examples=300)
+@given(payload=st.binary(max_size=200))
+def test_random_bytes_raise_only_protocol_errors(payload: bytes) -> None:
+    """Random bytes either decode or raise a ProtocolError subclass, nothing else."""
+    try:
+        decode_message(payload)
+    except ProtocolError as exc:
+        assert type(exc) is not ProtocolError
+        assert exc.code in {"bad_json", "unknown_type", "bad_message"}
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner),
+    max_leaves=20,
+)
+TYPES = st.sampled_from([*sorted({m.type for m in EVERY_MESSAGE}), "nope"])
+
+
+@settings(max_examples=300)
+@given(
+    fields=st.dictionaries(
+        st.sampled_from(["id", "ops", "sensor", "seq", "ts", "value", "items", "code", "x"]), JSON
+    ),
+    tag=TYPES,
+)
+def test_random_json_objects_raise_only_protocol_errors(fields: dict[str, Any], tag: str) -> None:
+    """Random JSON objects with a plausible 'type' either decode or raise a ProtocolError."""
+    payload = json.dumps({"type": tag, **fields}).encode()
+    try:
+        decode_message(payload)
+    except ProtocolError as exc:
+        assert type(exc) is not ProtocolError
+
+
+def test_importing_protocol_does_not_import_asyncio() -> None:
+    """`import protocol` in a fresh interpreter pulls in no asyncio."""
+    code = (
+        "import sys, protocol; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'asyncio'))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip() == "[]"
+
+
+def test_protocol_sources_import_no_io_modules() -> None:
+    """No module in protocol/ imports asyncio, socket, selectors, or the server/client packages."""
+    forbidden = {"asyncio", "socket", "selectors", "server", "client"}
+    package = Path(protocol.__file__).parent
+    offenders = []
+    sources = sorted(package.glob("*.py"))
+    assert sources
+    for source in sources:
+        tree = ast.parse(source.read_text(), filename=str(source))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            offenders += [(source.name, n) for n in names if n.split(".")[0] in forbidden]
+    assert offenders == []

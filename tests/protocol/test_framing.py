@@ -55,12 +55,12 @@ def test_stream_fed_byte_by_byte_decodes_every_payload() -> None:
     decoder.eof()
 
 
-@pytest.mark.parametrize("split", range(len(STREAM) + 1))
-def test_stream_split_at_every_offset_decodes_every_payload(split: int) -> None:
+def test_stream_split_at_every_offset_decodes_every_payload() -> None:
     """A stream cut in two at any offset yields the same payloads as fed whole."""
-    decoder = FrameDecoder()
-    assert feed_all(decoder, [STREAM[:split], STREAM[split:]]) == PAYLOADS
-    decoder.eof()
+    for split in range(len(STREAM) + 1):
+        decoder = FrameDecoder()
+        assert feed_all(decoder, [STREAM[:split], STREAM[split:]]) == PAYLOADS, split
+        decoder.eof()
 
 
 def test_short_stream_split_at_every_pair_of_offsets_decodes_every_payload() -> None:

@@ -327,12 +327,12 @@ def test_random_bytes_raise_only_protocol_errors(payload: bytes) -> None:
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner),
-    max_leaves=20,
+    max_leaves=8,
 )
 TYPES = st.sampled_from([*sorted({m.type for m in EVERY_MESSAGE}), "nope"])
 
 
-@settings(max_examples=300)
+@settings(max_examples=150)
 @given(
     fields=st.dictionaries(
         st.sampled_from(["id", "ops", "sensor", "seq", "ts", "value", "items", "code", "x"]), JSON

@@ -204,6 +204,11 @@ class Outbox:
         )
         return [(row_id, Reading.model_validate_json(body)) for row_id, body in rows]
 
+    def has_after(self, after: int) -> bool:
+        """Whether any row has ``id > after`` (a :meth:`scan` would return something)."""
+        row = self._db.execute("SELECT 1 FROM outbox WHERE id > ? LIMIT 1", (after,)).fetchone()
+        return row is not None
+
     def close(self) -> None:
         """Close the database; unacked readings stay in the file for the next run."""
         self._db.close()

@@ -123,8 +123,10 @@ class Sensor:
                 self.failed += 1
                 log.warning("probe failed", sensor=self.name, exc_info=True)
                 reading = None
-            if reading is not None and await sink.put(reading) and on_stored is not None:
-                on_stored(reading)
+            if reading is not None:
+                stored = await sink.put(reading)
+                if stored and on_stored is not None:
+                    on_stored(reading)
             due += self.period
             now = loop.time()
             if due < now:

@@ -26,6 +26,18 @@ def _default(name: str) -> str:
 def serve(
     host: Annotated[str | None, typer.Option(help=f"Address to bind. [{_default('host')}]")] = None,
     port: Annotated[int | None, typer.Option(help=f"TCP port. [{_default('port')}]")] = None,
+    udp: Annotated[
+        bool | None,
+        typer.Option("--udp/--no-udp", help=f"Serve UDP too. [{_default('udp')}]"),
+    ] = None,
+    udp_port: Annotated[
+        int | None,
+        typer.Option(help="UDP port. [the TCP port number] (env FORKWIRE_UDP_PORT)"),
+    ] = None,
+    udp_rcvbuf: Annotated[
+        int | None,
+        typer.Option(help="SO_RCVBUF bytes for UDP. [the OS default] (env FORKWIRE_UDP_RCVBUF)"),
+    ] = None,
     workers: Annotated[
         int | None, typer.Option(help=f"Job children alive at once. [{_default('workers')}]")
     ] = None,

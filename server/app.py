@@ -19,6 +19,7 @@ from server.ingest import Writer
 from server.jobs import JobRunner
 from server.storage import Repository, open_repository
 from server.tcp import TcpConnection
+from server.udp import kernel_udp_stats, open_udp
 
 log = structlog.get_logger("forkwire.server")
 
@@ -34,6 +35,7 @@ class App:
         self.settings = settings
         self.started = asyncio.Event()
         self.port: int | None = None
+        self.udp_port: int | None = None
         self.runner = JobRunner(
             workers=settings.workers,
             job_timeout=settings.job_timeout,
@@ -74,10 +76,19 @@ class App:
             self._on_connect, settings.host, settings.port, reuse_address=True
         )
         self.port = server.sockets[0].getsockname()[1]
+        udp = None
+        if settings.udp:
+            udp_port = self.port if settings.udp_port is None else settings.udp_port
+            udp_transport, udp = await open_udp(
+                self.dispatcher, settings.host, udp_port, settings.udp_rcvbuf
+            )
+            self.udp_port = udp_transport.get_extra_info("sockname")[1]
+            self.dispatcher.stats_sources.append(kernel_udp_stats)
         log.info(
             "server_started",
             host=settings.host,
             port=self.port,
+            udp_port=self.udp_port,
             workers=settings.workers,
             max_frame=settings.max_frame,
             job_timeout=settings.job_timeout,
@@ -86,7 +97,12 @@ class App:
         try:
             await stop.wait()
         finally:
+            if udp is not None:
+                udp.stop_accepting()
             await self._shutdown(server)
+            if udp is not None:
+                await udp.drain(self.settings.grace)
+                udp_transport.close()
 
     async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self._stopping:

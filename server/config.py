@@ -23,6 +23,11 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(default=DEFAULT_PORT, ge=0, le=65535)
+    #: UDP listens on the TCP port number unless told otherwise; ``udp=False`` turns it off.
+    udp: bool = True
+    udp_port: int | None = Field(default=None, ge=0, le=65535)
+    #: SO_RCVBUF for the UDP socket; the kernel may grant less (net.core.rmem_max).
+    udp_rcvbuf: int | None = Field(default=None, ge=1024)
     workers: int = Field(default_factory=default_workers, ge=1, le=256)
     max_frame: int = Field(default=DEFAULT_MAX_FRAME, ge=1024, le=2**31)
     job_timeout: float = Field(default=10.0, gt=0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import structlog
@@ -16,6 +16,9 @@ from protocol import (
     Calc,
     CalcError,
     CalcResult,
+    Error,
+    Hello,
+    Message,
     Reading,
     StatsResult,
     Welcome,
@@ -41,6 +44,8 @@ class Dispatcher:
         self.writers = tuple(writers)
         #: Server-wide counters; listeners add their own keys (connections, frames, ...).
         self.counters: Counter[str] = Counter()
+        #: More counters read when stats are asked for (the kernel's UDP drops, ...).
+        self.stats_sources: list[Callable[[], dict[str, int]]] = []
 
     def welcome(self) -> Welcome:
         """The answer to ``hello``: version, frame limit, and the interpreter's limits."""
@@ -57,6 +62,15 @@ class Dispatcher:
                 "job_timeout": self.runner.job_timeout,
             },
         )
+
+    def greet(self, hello: Hello) -> Welcome | Error:
+        """Answer ``hello``: a welcome, or an error for a version this server does not speak."""
+        if hello.version != PROTOCOL_VERSION:
+            return Error(
+                code="unsupported_version",
+                message=f"this server speaks version {PROTOCOL_VERSION}, not {hello.version}",
+            )
+        return self.welcome()
 
     async def calc(self, request: Calc) -> CalcResult:
         """Run one job in its own child and answer every expression, in order."""
@@ -117,6 +131,8 @@ class Dispatcher:
             commits=self.writers[0].commits if self.writers else 0,
             pid=os.getpid(),
         )
+        for source in self.stats_sources:
+            counters.update(source())
         return StatsResult(counters=counters)
 
 
@@ -144,3 +160,12 @@ def ack_runs(readings: Sequence[Reading]) -> dict[str, list[tuple[int, int]]]:
         sensor_runs.append((first, last))
         runs[sensor] = sensor_runs
     return runs
+
+
+def unexpected(message: Message) -> Error:
+    """The answer to a message only a server sends (``welcome``, ``ack``, ...)."""
+    return Error(
+        code="unexpected_message",
+        message=f"a client does not send '{message.type}'",
+        ref=getattr(message, "id", None),
+    )

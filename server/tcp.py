@@ -24,8 +24,8 @@ from protocol import (
     decode_message,
     pack,
 )
-from protocol.messages import PROTOCOL_VERSION, Reading
-from server.dispatch import Dispatcher, StorageUnavailable
+from protocol.messages import Reading
+from server.dispatch import Dispatcher, StorageUnavailable, unexpected
 
 log = structlog.get_logger("forkwire.tcp")
 
@@ -126,15 +126,7 @@ class TcpConnection:
         elif isinstance(message, ReadingMsg):
             self._spawn(self._store([message], message.ack))
         elif isinstance(message, Hello):
-            if message.version != PROTOCOL_VERSION:
-                await self._send(
-                    Error(
-                        code="unsupported_version",
-                        message=f"this server speaks version {PROTOCOL_VERSION}",
-                    )
-                )
-            else:
-                await self._send(self.dispatcher.welcome())
+            await self._send(self.dispatcher.greet(message))
         elif isinstance(message, Stats):
             await self._send(self.dispatcher.stats())
         elif isinstance(message, Bye):
@@ -142,7 +134,7 @@ class TcpConnection:
             await self._send(Bye())
             return True
         else:
-            await self._send(_unexpected(message))
+            await self._send(unexpected(message))
         return False
 
     def _spawn(self, work: Coroutine[None, None, None]) -> None:
@@ -193,14 +185,6 @@ class TcpConnection:
         with contextlib.suppress(ConnectionError, OSError):
             self.writer.close()
             await self.writer.wait_closed()
-
-
-def _unexpected(message: Message) -> Error:
-    return Error(
-        code="unexpected_message",
-        message=f"a client does not send '{message.type}'",
-        ref=getattr(message, "id", None),
-    )
 
 
 def _format_peer(peer: object) -> str:

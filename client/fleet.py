@@ -1,0 +1,473 @@
+"""The sensor fleet: N sensors, one outbox, one connection, a fixed number of slots.
+
+Three kinds of tasks run side by side and meet only at the outbox:
+
+* each sensor probes on its own schedule and writes its readings to the outbox;
+* the sender walks the outbox oldest first, takes a network slot per reading and sends
+  ``readings`` frames;
+* the reader takes ``ack`` frames, deletes the acked rows and gives their slots back.
+
+When the connection is lost, every slot is released, the link reconnects with exponential
+backoff, and the sender starts again from the oldest row: whatever was not acked is resent
+(the server stores a ``(sensor, seq)`` once and acks it again).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+import structlog
+from rich.table import Table
+
+from client.connection import ConnectError, Connection, ConnectionLost
+from client.network import Network
+from client.outbox import DEFAULT_MAX_ROWS, Outbox, OutboxPolicy
+from client.sensors import KINDS, Noise, Sensor, make_sensor
+from protocol import Ack, Error, ReadingsMsg
+
+log = structlog.get_logger("forkwire.sensors")
+
+#: How long a closing fleet says ``bye`` and waits for the answer.
+_BYE_TIMEOUT: Final = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class FleetConfig:
+    """What to run and where.
+
+    Args:
+        host, port: the forkwire server.
+        count: sensors to run; their kinds cycle through ``kinds``.
+        kinds: sensor kinds (see :func:`client.sensors.make_sensor`).
+        period: overrides every kind's period, in seconds.
+        duration: seconds to run; None runs until cancelled or ``stop`` is set.
+        slots: readings in flight (sent, not yet acked) across the whole fleet.
+        outbox: the SQLite outbox file; reuse it to resume seqs and unsent readings.
+        outbox_max, outbox_policy: the outbox bound and what happens when it is reached.
+        batch: the most readings per ``readings`` frame; a frame never holds more than the
+            slots free when it is sent, so more than ``slots`` is the same as ``slots``.
+        prefix: sensor names are ``{prefix}-{i}``.
+        on_status: called every ``status_interval`` seconds, and once at the end, with a
+            :class:`FleetSummary` (for a live table).
+        drain_timeout: on stop, how long to wait for the acks of readings in flight.
+        ack_timeout: a connection with readings in flight and no ack for this long is
+            considered dead (a server that hangs instead of closing).
+        backoff_initial, backoff_max: reconnect delays in seconds, doubling, with jitter.
+        noise: builds the noise stage of each sensor (None: keep every reading).
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 7700
+    count: int = 5
+    kinds: Sequence[str] = ("random",)
+    period: float | None = None
+    duration: float | None = None
+    slots: int = 5
+    outbox: str | Path = "forkwire-outbox.sqlite"
+    outbox_max: int = DEFAULT_MAX_ROWS
+    outbox_policy: OutboxPolicy = "block"
+    batch: int = 1
+    prefix: str = "sensor"
+    on_status: Callable[[FleetSummary], None] | None = None
+    status_interval: float = 1.0
+    drain_timeout: float = 5.0
+    ack_timeout: float = 30.0
+    backoff_initial: float = 0.1
+    backoff_max: float = 5.0
+    noise: Callable[[Sensor], Noise | None] | None = None
+
+    def __post_init__(self) -> None:
+        if self.count < 0:
+            raise ValueError(f"count must be >= 0, got {self.count}")
+        if self.batch < 1:
+            raise ValueError(f"batch must be >= 1, got {self.batch}")
+        if not self.kinds:
+            raise ValueError("kinds must name at least one sensor kind")
+        unknown = [kind for kind in self.kinds if kind not in KINDS]
+        if unknown:
+            raise ValueError(f"unknown sensor kinds {unknown}; known: {', '.join(KINDS)}")
+        if self.duration is not None and self.duration < 0:
+            raise ValueError(f"duration must be >= 0, got {self.duration}")
+
+
+@dataclass(frozen=True, slots=True)
+class SensorStats:
+    """One sensor's counters.
+
+    ``sent`` counts readings written to the wire, resends included; ``acked`` counts
+    readings removed from the outbox by an ack, each once; ``pending`` is what the outbox
+    still holds; ``probed`` is seqs consumed, including readings dropped by noise.
+    """
+
+    name: str
+    kind: str
+    probed: int = 0
+    sent: int = 0
+    acked: int = 0
+    pending: int = 0
+    dropped_by_noise: int = 0
+    dropped_by_outbox: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class FleetSummary:
+    """A snapshot of a fleet: the live status while it runs, the summary when it ends."""
+
+    server: str
+    connected: bool
+    slots: int
+    in_flight: int
+    max_in_flight: int
+    reconnects: int
+    elapsed: float
+    sensors: tuple[SensorStats, ...] = field(default_factory=tuple)
+
+    @property
+    def sent(self) -> int:
+        return sum(s.sent for s in self.sensors)
+
+    @property
+    def acked(self) -> int:
+        return sum(s.acked for s in self.sensors)
+
+    @property
+    def pending(self) -> int:
+        return sum(s.pending for s in self.sensors)
+
+
+def build_sensors(config: FleetConfig) -> list[Sensor]:
+    """The sensors a config describes: ``count`` of them, kinds cycled, names numbered."""
+    sensors = []
+    for i in range(config.count):
+        sensor = make_sensor(
+            config.kinds[i % len(config.kinds)], f"{config.prefix}-{i}", period=config.period
+        )
+        if config.noise is not None:
+            sensor.noise = config.noise(sensor)
+        sensors.append(sensor)
+    return sensors
+
+
+async def run_fleet(
+    config: FleetConfig,
+    *,
+    sensors: Sequence[Sensor] | None = None,
+    stop: asyncio.Event | None = None,
+) -> FleetSummary:
+    """Run a fleet until ``duration`` passes, ``stop`` is set, or the task is cancelled.
+
+    Cancelling (Ctrl-C under ``asyncio.run``) is a normal way to end: probing stops, the
+    acks of readings in flight are awaited for up to ``drain_timeout``, the rest stays in
+    the outbox, and the summary is returned instead of the cancellation.
+
+    Args:
+        sensors: run these instead of the ones ``config`` describes (custom probes).
+
+    Raises:
+        ValueError: a bad config, or two sensors with one name.
+    """
+    return await Fleet(config, sensors=sensors).run(stop)
+
+
+class Fleet:
+    """One run of a sensor fleet; see :func:`run_fleet`. Single use."""
+
+    def __init__(self, config: FleetConfig, *, sensors: Sequence[Sensor] | None = None) -> None:
+        self.config = config
+        self.sensors = list(sensors) if sensors is not None else build_sensors(config)
+        names = Counter(sensor.name for sensor in self.sensors)
+        twice = sorted(name for name, n in names.items() if n > 1)
+        if twice:
+            # Two sensors sharing a name would share a seq counter and one stream.
+            raise ValueError(f"sensor names must be unique, repeated: {twice}")
+        self.network = Network(config.slots)
+        self.outbox = Outbox(config.outbox, max_rows=config.outbox_max, policy=config.outbox_policy)
+        self.reconnects = 0
+        self._server = f"{config.host}:{config.port}"
+        self._sent: Counter[str] = Counter()
+        self._acked: Counter[str] = Counter()
+        self._in_flight: set[tuple[str, int]] = set()
+        self._wake = asyncio.Event()  # new rows in the outbox, or closing
+        self._closed = asyncio.Event()  # closing: cuts a reconnect backoff short
+        self._closing = False
+        self._connected = False
+        self._progress_at = 0.0  # loop time of the last ack, or of the first send after one
+        self._started = time.monotonic()
+
+    def summary(self) -> FleetSummary:
+        """The fleet's counters right now."""
+        return FleetSummary(
+            server=self._server,
+            connected=self._connected,
+            slots=self.network.slots,
+            in_flight=self.network.in_flight,
+            max_in_flight=self.network.max_in_flight,
+            reconnects=self.reconnects,
+            elapsed=time.monotonic() - self._started,
+            sensors=tuple(
+                SensorStats(
+                    name=s.name,
+                    kind=s.kind,
+                    probed=s.probed,
+                    sent=self._sent[s.name],
+                    acked=self._acked[s.name],
+                    pending=self.outbox.pending_count(s.name),
+                    dropped_by_noise=s.dropped_by_noise,
+                    dropped_by_outbox=self.outbox.dropped_by_sensor[s.name],
+                )
+                for s in self.sensors
+            ),
+        )
+
+    async def run(self, stop: asyncio.Event | None = None) -> FleetSummary:
+        """Run until the config's ``duration``, ``stop``, or cancellation; see run_fleet."""
+        self._started = time.monotonic()
+        probing = [
+            asyncio.create_task(s.run(self.outbox, self._on_stored), name=f"sensor {s.name}")
+            for s in self.sensors
+        ]
+        link = asyncio.create_task(self._link(), name="fleet link")
+        status = asyncio.create_task(self._report_status(), name="fleet status")
+        try:
+            try:
+                await self._until_end(stop, [link, *probing])
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None:
+                    # Cancellation is how Ctrl-C ends a run; the caller gets the summary.
+                    task.uncancel()
+                log.info("fleet cancelled, draining")
+            await self._cancel(probing)
+            await self._drain(link)
+        finally:
+            await self._cancel([*probing, link, status])
+            self.outbox.close()
+        summary = self.summary()
+        if self.config.on_status is not None:
+            self.config.on_status(summary)
+        log.info(
+            "fleet stopped",
+            sent=summary.sent,
+            acked=summary.acked,
+            pending=summary.pending,
+            reconnects=summary.reconnects,
+        )
+        return summary
+
+    async def _until_end(
+        self, stop: asyncio.Event | None, workers: list[asyncio.Task[None]]
+    ) -> None:
+        ender = asyncio.create_task(self._wait_stop(stop))
+        try:
+            done, _ = await asyncio.wait([ender, *workers], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ender.cancel()
+        for task in done:
+            if task is not ender:
+                task.result()  # a worker only ends by failing: let its error out
+                raise RuntimeError(f"{task.get_name()} ended on its own")
+
+    async def _wait_stop(self, stop: asyncio.Event | None) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.config.duration):
+                await (stop or asyncio.Event()).wait()
+
+    async def _drain(self, link: asyncio.Task[None]) -> None:
+        # Probing has stopped; the sender stops taking slots, the link says bye once the
+        # readings in flight are acked, and whatever is left stays in the outbox.
+        self._closing = True
+        self._closed.set()
+        self._wake.set()
+        try:
+            async with asyncio.timeout(self.config.drain_timeout):
+                await asyncio.shield(link)
+        except TimeoutError:
+            log.warning(
+                "gave up waiting for acks",
+                in_flight=self.network.in_flight,
+                timeout=self.config.drain_timeout,
+            )
+
+    @staticmethod
+    async def _cancel(tasks: Sequence[asyncio.Task[None]]) -> None:
+        for task in tasks:
+            task.cancel()
+        # Errors were already reported by _until_end; here only the cleanup matters.
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _on_stored(self, _reading: object) -> None:
+        self._wake.set()
+
+    async def _report_status(self) -> None:
+        if self.config.on_status is None:
+            return
+        while True:
+            # A display refresh rate, not synchronisation.
+            await asyncio.sleep(self.config.status_interval)
+            self.config.on_status(self.summary())
+
+    async def _link(self) -> None:
+        attempt = 0
+        while not self._closing:
+            try:
+                connection = await Connection.open(
+                    self.config.host, self.config.port, client="forkwire-sensors"
+                )
+            except ConnectError as exc:
+                await self._back_off(attempt, str(exc))
+                attempt += 1
+                continue
+            attempt = 0
+            self._connected = True
+            log.info("connected", server=self._server, welcome=connection.welcome.server)
+            try:
+                await self._converse(connection)
+            except* (ConnectionLost, OSError) as group:
+                reason = str(group.exceptions[0])
+            else:
+                return  # said bye while closing
+            finally:
+                self._connected = False
+                self._in_flight.clear()
+                self.network.release_all()
+                await connection.close()
+            if self._closing:
+                return  # lost while draining: the rest stays in the outbox
+            self.reconnects += 1
+            await self._back_off(attempt, reason)
+            attempt += 1
+
+    async def _back_off(self, attempt: int, reason: str) -> None:
+        ceiling = min(self.config.backoff_max, self.config.backoff_initial * 2**attempt)
+        # Jitter keeps a fleet of clients from reconnecting in lockstep after a restart;
+        # half the delay is kept so the backoff still grows.
+        delay = random.uniform(ceiling / 2, ceiling)
+        log.warning(
+            f"server away, retrying in {delay:.1f} s",
+            server=self._server,
+            reason=reason,
+            retry_in=round(delay, 3),
+        )
+        # The backoff timer, cut short when the fleet closes.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await self._closed.wait()
+
+    async def _converse(self, connection: Connection) -> None:
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._send(connection))
+                group.create_task(self._receive(connection))
+        except* _Drained:
+            await connection.goodbye(_BYE_TIMEOUT)
+
+    async def _send(self, connection: Connection) -> None:
+        cursor = 0  # the outbox id of the last row sent on this connection
+        loop = asyncio.get_running_loop()
+        while not self._closing:
+            if not self.outbox.has_after(cursor):
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            taken = await self.network.acquire_up_to(self.config.batch)
+            rows = [] if self._closing else self.outbox.scan(cursor, taken)
+            if len(rows) < taken:
+                # Closing, or rows dropped by drop-oldest while we waited for a slot.
+                self.network.release(taken - len(rows))
+            if not rows:
+                continue
+            cursor = rows[-1][0]
+            items = [reading for _, reading in rows]
+            if not self._in_flight:
+                self._progress_at = loop.time()
+            self._in_flight.update((r.sensor, r.seq) for r in items)
+            self._sent.update(r.sensor for r in items)
+            await connection.send(ReadingsMsg(items=items))
+        await self.network.wait_idle()
+        raise _Drained
+
+    async def _receive(self, connection: Connection) -> None:
+        loop = asyncio.get_running_loop()
+        timeout = self.config.ack_timeout
+        while True:
+            try:
+                async with asyncio.timeout(timeout):
+                    message = await connection.recv()
+            except TimeoutError:
+                if self._in_flight and loop.time() - self._progress_at >= timeout:
+                    raise ConnectionLost(f"no ack for {timeout} s") from None
+                continue
+            if isinstance(message, Ack):
+                self._on_ack(message)
+                self._progress_at = loop.time()
+            elif isinstance(message, Error):
+                # An error frame carries no seqs, so we cannot tell which readings it
+                # refused (a failed commit refuses all of its batch). Reconnecting
+                # resends everything unacked, which the idempotency key makes safe.
+                log.warning("server refused readings", code=message.code, error=message.message)
+                raise ConnectionLost(f"server error {message.code}: {message.message}")
+            else:
+                log.debug("ignored message", type=message.type)
+
+    def _on_ack(self, ack: Ack) -> None:
+        released = 0
+        for sensor, runs in ack.acked.items():
+            for first, last in runs:
+                self._acked[sensor] += self.outbox.ack(sensor, first, last)
+                released += self._forget(sensor, first, last)
+        # Only readings in flight hold a slot; a duplicate acked again holds none.
+        if released:
+            self.network.release(released)
+
+    def _forget(self, sensor: str, first: int, last: int) -> int:
+        if last - first < len(self._in_flight):
+            keys = [(sensor, seq) for seq in range(first, last + 1)]
+        else:
+            # A run wider than what is in flight (never from an honest server): walk the
+            # in-flight set instead of the run.
+            keys = [(s, q) for s, q in self._in_flight if s == sensor and first <= q <= last]
+        before = len(self._in_flight)
+        self._in_flight.difference_update(keys)
+        return before - len(self._in_flight)
+
+
+class _Drained(Exception):
+    """The sender stopped and every slot came back: time to say bye."""
+
+
+def render_status(summary: FleetSummary) -> Table:
+    """A table of the fleet: one row per sensor, a totals footer, the link in the title."""
+    link = "connected" if summary.connected else "server away"
+    table = Table(
+        title=(
+            f"forkwire sensors → {summary.server} ({link}) · in flight "
+            f"{summary.in_flight}/{summary.slots} (max {summary.max_in_flight}) · "
+            f"reconnects {summary.reconnects} · {summary.elapsed:.0f} s"
+        ),
+        show_footer=True,
+    )
+    columns = ("probed", "sent", "acked", "pending", "noise drops", "outbox drops")
+    table.add_column("sensor", footer="total")
+    table.add_column("kind")
+    totals = [
+        sum(s.probed for s in summary.sensors),
+        summary.sent,
+        summary.acked,
+        summary.pending,
+        sum(s.dropped_by_noise for s in summary.sensors),
+        sum(s.dropped_by_outbox for s in summary.sensors),
+    ]
+    for name, total in zip(columns, totals, strict=True):
+        table.add_column(name, footer=f"{total:,}", justify="right")
+    for s in summary.sensors:
+        values = (s.probed, s.sent, s.acked, s.pending, s.dropped_by_noise, s.dropped_by_outbox)
+        table.add_row(s.name, s.kind, *(f"{v:,}" for v in values))
+    return table

@@ -1,0 +1,160 @@
+"""A fake ingest server for the fleet tests: real sockets, the real codec, a dict as storage.
+
+It speaks just enough of protocol v1 (``hello``, ``reading``/``readings``, ``bye``) to test
+the client without depending on the real server. It commits a frame by putting its
+readings in :attr:`FakeIngest.stored` after ``ack_delay`` (and after ``ack_gate`` is set),
+then acks it, and records how many readings were ever outstanding (received, not acked).
+Stopping it closes every connection and forgets every unacked reading, like a crash
+between receipt and commit; :attr:`stored` survives a stop/start, like a database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+
+from protocol import (
+    DEFAULT_MAX_FRAME,
+    Ack,
+    Bye,
+    FrameDecoder,
+    Hello,
+    ProtocolError,
+    Reading,
+    ReadingMsg,
+    ReadingsMsg,
+    Welcome,
+    decode_message,
+    pack,
+)
+
+
+def ack_runs(keys: Iterable[tuple[str, int]]) -> dict[str, list[tuple[int, int]]]:
+    """Group ``(sensor, seq)`` keys into inclusive runs of consecutive seqs per sensor."""
+    by_sensor: defaultdict[str, list[int]] = defaultdict(list)
+    for sensor, seq in keys:
+        by_sensor[sensor].append(seq)
+    runs: dict[str, list[tuple[int, int]]] = {}
+    for sensor, seqs in by_sensor.items():
+        seqs.sort()
+        out: list[tuple[int, int]] = []
+        for seq in seqs:
+            if out and seq <= out[-1][1] + 1:
+                out[-1] = (out[-1][0], max(out[-1][1], seq))
+            else:
+                out.append((seq, seq))
+        runs[sensor] = out
+    return runs
+
+
+class FakeIngest:
+    """An ingest server on 127.0.0.1; ``port`` is chosen on the first start and kept."""
+
+    def __init__(self, *, ack_delay: float = 0.0) -> None:
+        self.ack_delay = ack_delay
+        #: Clear it to hold every ack until it is set again.
+        self.ack_gate = asyncio.Event()
+        self.ack_gate.set()
+        self.port = 0
+        self.stored: dict[tuple[str, int], Reading] = {}
+        self.received = 0
+        self.duplicates = 0
+        self.outstanding = 0
+        self.max_outstanding = 0
+        self.max_items = 0
+        self.connections = 0
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._acks: set[asyncio.Task[None]] = set()
+        self._changed = asyncio.Event()
+
+    async def start(self) -> None:
+        """Listen (on a fresh port the first time, on the same port afterwards)."""
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        """Stop listening, drop every connection and every unacked frame."""
+        assert self._server is not None
+        self._server.close()
+        for task in list(self._acks):
+            task.cancel()
+        await asyncio.gather(*self._acks, return_exceptions=True)
+        for writer in list(self._writers):
+            writer.close()
+        await self._server.wait_closed()
+        self._server = None
+
+    def seqs(self, sensor: str) -> list[int]:
+        """The stored seqs of one sensor, sorted."""
+        return sorted(seq for name, seq in self.stored if name == sensor)
+
+    async def wait_until(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+        """Wait until ``predicate()`` holds, re-checking after every change of state."""
+        async with asyncio.timeout(timeout):
+            while not predicate():
+                self._changed.clear()
+                await self._changed.wait()
+
+    def _touch(self) -> None:
+        self._changed.set()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
+        self.connections += 1
+        self._touch()
+        decoder = FrameDecoder(max_frame=DEFAULT_MAX_FRAME)
+        mine: set[asyncio.Task[None]] = set()
+        try:
+            while data := await reader.read(64 * 1024):
+                for payload in decoder.feed(data):
+                    await self._answer(decode_message(payload), writer, mine)
+        except (ConnectionError, ProtocolError):
+            pass
+        finally:
+            self._writers.discard(writer)
+            writer.close()
+            self._touch()
+
+    async def _answer(
+        self, message: object, writer: asyncio.StreamWriter, mine: set[asyncio.Task[None]]
+    ) -> None:
+        if isinstance(message, Hello):
+            writer.write(pack(Welcome(server="fake-ingest", max_frame=DEFAULT_MAX_FRAME)))
+        elif isinstance(message, ReadingsMsg | ReadingMsg):
+            items = list(message.items) if isinstance(message, ReadingsMsg) else [message]
+            self.received += len(items)
+            self.outstanding += len(items)
+            self.max_outstanding = max(self.max_outstanding, self.outstanding)
+            self.max_items = max(self.max_items, len(items))
+            task = asyncio.create_task(self._commit(items, writer))
+            for tasks in (mine, self._acks):
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            self._touch()
+        elif isinstance(message, Bye):
+            # Bye is answered after everything the connection sent before it.
+            await asyncio.gather(*mine, return_exceptions=True)
+            writer.write(pack(Bye()))
+        await writer.drain()
+
+    async def _commit(self, items: list[Reading], writer: asyncio.StreamWriter) -> None:
+        try:
+            await self.ack_gate.wait()
+            if self.ack_delay:
+                # Simulated commit latency, not synchronisation.
+                await asyncio.sleep(self.ack_delay)
+        finally:
+            self.outstanding -= len(items)
+            self._touch()
+        duplicates = 0
+        for item in items:
+            key = (item.sensor, Reading.model_validate(item.model_dump()).seq)
+            if key in self.stored:
+                duplicates += 1
+            self.stored[key] = item
+        with contextlib.suppress(ConnectionError):
+            writer.write(pack(Ack(acked=ack_runs((r.sensor, r.seq) for r in items), duplicates=duplicates)))
+        self._touch()

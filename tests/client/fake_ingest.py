@@ -151,10 +151,11 @@ class FakeIngest:
             self._touch()
         duplicates = 0
         for item in items:
-            key = (item.sensor, Reading.model_validate(item.model_dump()).seq)
+            key = (item.sensor, item.seq)
             if key in self.stored:
                 duplicates += 1
             self.stored[key] = item
         with contextlib.suppress(ConnectionError):
-            writer.write(pack(Ack(acked=ack_runs((r.sensor, r.seq) for r in items), duplicates=duplicates)))
+            acked = ack_runs((r.sensor, r.seq) for r in items)
+            writer.write(pack(Ack(acked=acked, duplicates=duplicates)))
         self._touch()

@@ -1,0 +1,45 @@
+"""Child entry points for the job runner tests.
+
+The forkserver child imports these by module name, so they are top-level functions of an
+importable module (this directory is on ``sys.path`` under pytest's default import mode,
+and the forkserver inherits the parent's ``sys.path``). Each has ``run_job``'s signature.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from multiprocessing.connection import Connection
+
+from server.interpreter import Limits, evaluate_batch
+
+#: How long a "hanging" child sleeps: far longer than any test waits for it.
+HANG_SECONDS = 60.0
+#: How long each job of the concurrency test keeps its child busy.
+BUSY_SECONDS = 0.3
+
+
+def report_interval(conn: Connection, limits: Limits) -> None:
+    """Stay busy for BUSY_SECONDS, then answer with the monotonic [start, end] of the work."""
+    conn.recv()
+    start = time.monotonic()
+    time.sleep(BUSY_SECONDS)
+    conn.send(([start, time.monotonic()], []))
+    conn.close()
+
+
+def act_on_directive(conn: Connection, limits: Limits) -> None:
+    """Misbehave as the first op asks ('#hang', '#raise', '#exit', '#garbage'), else evaluate."""
+    ops = conn.recv()
+    directive = ops[0] if ops else ""
+    if directive == "#hang":
+        time.sleep(HANG_SECONDS)
+    elif directive == "#raise":
+        raise RuntimeError("child target failed on purpose")
+    elif directive == "#exit":
+        os._exit(3)
+    elif directive == "#garbage":
+        conn.send("not a (results, errors) pair")
+        return
+    conn.send(evaluate_batch(ops, limits))
+    conn.close()

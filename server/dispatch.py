@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
@@ -20,12 +21,18 @@ from protocol import (
     Hello,
     Message,
     Reading,
+    ReadingMsg,
+    ReadingsMsg,
+    ReportResult,
+    Stats,
     StatsResult,
     Welcome,
 )
+from protocol import Report as ReportRequest
 from server.config import Settings
 from server.ingest import Writer
 from server.jobs import JobRunner
+from server.report import build_report
 
 log = structlog.get_logger("forkwire.server")
 
@@ -62,6 +69,42 @@ class Dispatcher:
                 "job_timeout": self.runner.job_timeout,
             },
         )
+
+    def answer_now(self, message: Message) -> Message:
+        """Answer a request that takes no time: ``hello``, ``stats``, and what is unexpected."""
+        if isinstance(message, Hello):
+            return self.greet(message)
+        if isinstance(message, Stats):
+            return self.stats()
+        return unexpected(message)
+
+    async def answer(self, message: Message) -> Message | None:
+        """Answer a request that takes time: a job, readings, a report. Never raises.
+
+        Returns None for readings sent with ``ack: false``. A storage failure comes back as
+        an ``error`` with code ``storage_unavailable``: nothing of that batch is stored.
+        """
+        try:
+            if isinstance(message, Calc):
+                return await self.calc(message)
+            if isinstance(message, ReadingsMsg):
+                ack = await self.ingest(message.items)
+                return ack if message.ack else None
+            if isinstance(message, ReadingMsg):
+                ack = await self.ingest([message])
+                return ack if message.ack else None
+            if isinstance(message, ReportRequest):
+                return await self.report(message)
+        except StorageUnavailable as exc:
+            return Error(code=exc.code, message=str(exc))
+        except Exception:
+            log.exception("request_failed", type=message.type)
+            return Error(
+                code="internal_error",
+                message=f"the {message.type} request failed",
+                ref=getattr(message, "id", None),
+            )
+        return self.answer_now(message)
 
     def greet(self, hello: Hello) -> Welcome | Error:
         """Answer ``hello``: a welcome, or an error for a version this server does not speak."""
@@ -114,6 +157,22 @@ class Dispatcher:
         return Ack.model_construct(
             type="ack", acked=ack_runs(readings), duplicates=primary.duplicates
         )
+
+    async def report(self, request: ReportRequest) -> ReportResult:
+        """The analytics report of the stored streams, as ``forkwire report`` writes it.
+
+        Raises:
+            StorageUnavailable: there is no storage, or reading it failed.
+        """
+        if not self.writers:
+            raise StorageUnavailable("this server has no storage configured")
+        try:
+            rows = await self.writers[0].repo.query(request.sensors, request.since)
+        except Exception as exc:
+            raise StorageUnavailable(f"reading the store failed: {type(exc).__name__}") from exc
+        # numpy work on a whole store: off the event loop, so ingest and jobs keep going.
+        report = await asyncio.to_thread(build_report, rows)
+        return ReportResult(report=json.loads(json.dumps(report, allow_nan=False)))
 
     def stats(self) -> StatsResult:
         """Counters of the running server."""
@@ -169,3 +228,7 @@ def unexpected(message: Message) -> Error:
         message=f"a client does not send '{message.type}'",
         ref=getattr(message, "id", None),
     )
+
+
+#: Requests answered by :meth:`Dispatcher.answer`, off the listener's read path.
+SLOW_REQUESTS = (Calc, ReadingsMsg, ReadingMsg, ReportRequest)

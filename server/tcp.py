@@ -5,27 +5,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from collections.abc import Coroutine, Sequence
 
 import structlog
 
 from protocol import (
     Bye,
-    Calc,
     Error,
     FrameDecoder,
     FrameTooLarge,
-    Hello,
     Message,
     ProtocolError,
-    ReadingMsg,
-    ReadingsMsg,
-    Stats,
     decode_message,
     pack,
 )
-from protocol.messages import Reading
-from server.dispatch import Dispatcher, StorageUnavailable, unexpected
+from server.dispatch import SLOW_REQUESTS, Dispatcher, StorageUnavailable
 
 log = structlog.get_logger("forkwire.tcp")
 
@@ -117,58 +110,34 @@ class TcpConnection:
             log.info("bad_frame", code=exc.code, detail=exc.message[:200])
             await self._send(Error(code=exc.code, message=exc.message, ref=exc.ref))
             return False
-        if isinstance(message, Calc | ReadingsMsg | ReadingMsg):
+        if isinstance(message, SLOW_REQUESTS):
+            # The slot is taken here, in the reader loop, so a flood of requests stops the
+            # reading instead of piling up tasks; the task gives it back when it is done.
             await self._slots.acquire()
-        if isinstance(message, Calc):
-            self._spawn(self._answer_job(message))
-        elif isinstance(message, ReadingsMsg):
-            self._spawn(self._store(message.items, message.ack))
-        elif isinstance(message, ReadingMsg):
-            self._spawn(self._store([message], message.ack))
-        elif isinstance(message, Hello):
-            await self._send(self.dispatcher.greet(message))
-        elif isinstance(message, Stats):
-            await self._send(self.dispatcher.stats())
+            task = asyncio.create_task(self._answer(message))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
         elif isinstance(message, Bye):
             await self._finish_pending()
             await self._send(Bye())
             return True
         else:
-            await self._send(unexpected(message))
+            await self._send(self.dispatcher.answer_now(message))
         return False
 
-    def _spawn(self, work: Coroutine[None, None, None]) -> None:
-        # The slot is taken here, in the reader loop, so a flood of requests stops the
-        # reading instead of piling up tasks; the task gives it back when it is done.
-        task = asyncio.create_task(work)
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
-
-    async def _store(self, readings: Sequence[Reading], want_ack: bool) -> None:
+    async def _answer(self, request: Message) -> None:
         try:
-            reply: Message = await self.dispatcher.ingest(readings)
-        except StorageUnavailable as exc:
-            # Nothing was acked. Closing makes the client reconnect and resend from its
-            # outbox, instead of holding network slots for acks that will never come.
-            await self._send(Error(code=exc.code, message=str(exc)))
-            self.writer.close()
+            reply = await self.dispatcher.answer(request)
+        finally:
+            self._slots.release()
+        if reply is None:
             return
-        finally:
-            self._slots.release()
-        if want_ack:
-            with contextlib.suppress(ConnectionError, OSError):
-                await self._send(reply)
-
-    async def _answer_job(self, request: Calc) -> None:
-        try:
-            reply: Message = await self.dispatcher.calc(request)
-        except Exception:
-            log.exception("job_failed", id=request.id)
-            reply = Error(code="internal_error", message="the job failed", ref=request.id)
-        finally:
-            self._slots.release()
         with contextlib.suppress(ConnectionError, OSError):
             await self._send(reply)
+        if isinstance(reply, Error) and reply.code == StorageUnavailable.code:
+            # Nothing was acked. Closing makes the client reconnect and resend from its
+            # outbox, instead of holding network slots for acks that will never come.
+            self.writer.close()
 
     async def _send(self, message: Message) -> None:
         if self.writer.is_closing():

@@ -18,19 +18,14 @@ import structlog
 
 from protocol import (
     Bye,
-    Calc,
     Error,
-    Hello,
     Message,
     ProtocolError,
-    ReadingMsg,
-    ReadingsMsg,
-    Stats,
     decode_datagram,
     decode_message,
     pack,
 )
-from server.dispatch import Dispatcher, StorageUnavailable
+from server.dispatch import SLOW_REQUESTS, Dispatcher
 
 log = structlog.get_logger("forkwire.udp")
 
@@ -78,47 +73,19 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         self.counters["udp_send_errors"] += 1
 
     def _handle(self, message: Message, addr: Address) -> None:
-        if isinstance(message, Calc):
-            self._spawn(self._answer_job(message, addr))
-        elif isinstance(message, ReadingsMsg):
-            self._spawn(self._store(message.items, message.ack, addr))
-        elif isinstance(message, ReadingMsg):
-            self._spawn(self._store([message], message.ack, addr))
-        elif isinstance(message, Hello):
-            self._reply(self.dispatcher.greet(message), addr)
-        elif isinstance(message, Stats):
-            self._reply(self.dispatcher.stats(), addr)
+        if isinstance(message, SLOW_REQUESTS):
+            task = asyncio.create_task(self._answer(message, addr))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         elif isinstance(message, Bye):
-            self._reply(Bye(), addr)
+            self._reply(Bye(), addr)  # no conversation to wind down over UDP
         else:
-            self._reply(
-                Error(
-                    code="unexpected_message", message=f"a client does not send '{message.type}'"
-                ),
-                addr,
-            )
+            self._reply(self.dispatcher.answer_now(message), addr)
 
-    def _spawn(self, work: Any) -> None:
-        task = asyncio.create_task(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _answer_job(self, request: Calc, addr: Address) -> None:
-        try:
-            reply: Message = await self.dispatcher.calc(request)
-        except Exception:
-            log.exception("job_failed", id=request.id)
-            reply = Error(code="internal_error", message="the job failed", ref=request.id)
-        self._reply(reply, addr, ref=request.id)
-
-    async def _store(self, readings: Any, want_ack: bool, addr: Address) -> None:
-        try:
-            ack = await self.dispatcher.ingest(readings)
-        except StorageUnavailable as exc:
-            self._reply(Error(code=exc.code, message=str(exc)), addr)
-            return
-        if want_ack:
-            self._reply(ack, addr)
+    async def _answer(self, request: Message, addr: Address) -> None:
+        reply = await self.dispatcher.answer(request)
+        if reply is not None:
+            self._reply(reply, addr, ref=getattr(request, "id", None))
 
     def _reply(self, message: Message, addr: Address, ref: int | None = None) -> None:
         if self.transport is None or self.transport.is_closing():

@@ -75,6 +75,11 @@ class FakeIngest:
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
         self.port = self._server.sockets[0].getsockname()[1]
 
+    @property
+    def serving(self) -> bool:
+        """Whether it is listening."""
+        return self._server is not None
+
     async def stop(self) -> None:
         """Stop listening, drop every connection and every unacked frame."""
         assert self._server is not None

@@ -1,7 +1,8 @@
-"""Length-prefixed framing: every split of a stream decodes the same, limits hold before the body."""
+"""Length-prefixed framing: every split of a stream decodes alike; limits apply before the body."""
 
 from __future__ import annotations
 
+import itertools
 import struct
 
 import pytest
@@ -227,7 +228,7 @@ def test_any_payloads_split_anywhere_decode_back(payloads: list[bytes], cuts: li
     """Any payloads, concatenated as frames and cut anywhere, decode back to themselves."""
     stream = b"".join(encode_frame(p) for p in payloads)
     points = sorted({cut % (len(stream) + 1) for cut in cuts} | {0, len(stream)})
-    chunks = [stream[a:b] for a, b in zip(points, points[1:], strict=False)]
+    chunks = [stream[a:b] for a, b in itertools.pairwise(points)]
     decoder = FrameDecoder()
     assert feed_all(decoder, chunks) == payloads
     decoder.eof()

@@ -403,7 +403,12 @@ INTS = st.integers(min_value=0, max_value=10**6).map(str)
 FRACTIONS = st.text(alphabet="0123456789", min_size=1, max_size=6)
 DECIMALS = st.one_of(
     st.builds(lambda whole, frac: f"{whole}.{frac}", INTS, FRACTIONS),
-    st.builds(lambda zeros, whole, frac: f"{'0' * zeros}{whole}.{frac}", st.integers(1, 2), INTS, FRACTIONS),
+    st.builds(
+        lambda zeros, whole, frac: f"{'0' * zeros}{whole}.{frac}",
+        st.integers(1, 2),
+        INTS,
+        FRACTIONS,
+    ),
     FRACTIONS.map(lambda frac: f".{frac}"),
     INTS.map(lambda whole: f"{whole}."),
 )

@@ -26,9 +26,9 @@ def pid_exists(pid: int) -> bool:
     return True
 
 
-async def wait_for_condition(check: Callable[[], bool], timeout: float = REAP_WAIT) -> bool:
-    """Poll ``check`` from the event loop until it holds or ``timeout`` passes."""
-    deadline = time.monotonic() + timeout
+async def wait_for_condition(check: Callable[[], bool], within: float = REAP_WAIT) -> bool:
+    """Poll ``check`` from the event loop until it holds or ``within`` seconds pass."""
+    deadline = time.monotonic() + within
     while not check():
         if time.monotonic() > deadline:
             return False
@@ -139,13 +139,17 @@ async def test_child_killed_mid_job_is_worker_crashed() -> None:
     """A child SIGKILLed while working answers 'worker_crashed' for each expression."""
     runner = JobRunner(workers=1, job_timeout=30, target=child_targets.act_on_directive)
     job = asyncio.ensure_future(runner.run(["#hang", "1", "2"]))
-    assert await wait_for_condition(lambda: bool(runner.children), timeout=10)
+    assert await wait_for_condition(lambda: bool(runner.children), within=10)
     (pid,) = runner.children
     os.kill(pid, signal.SIGKILL)
     outcome = await job
     assert outcome.pid == pid
     assert outcome.results == [None, None, None]
-    assert codes_of(outcome.errors) == [(0, "worker_crashed"), (1, "worker_crashed"), (2, "worker_crashed")]
+    assert codes_of(outcome.errors) == [
+        (0, "worker_crashed"),
+        (1, "worker_crashed"),
+        (2, "worker_crashed"),
+    ]
     assert runner.counters.crashes == 1
     assert runner.counters.timeouts == 0
     await assert_all_gone(runner, [pid])
@@ -167,6 +171,7 @@ async def test_child_that_fails_is_worker_crashed(directive: str) -> None:
 
 @pytest.mark.xfail(
     strict=True,
+    raises=ValueError,
     reason="JobRunner._run_in_child unpacks the child's reply with `results, errors = reply` "
     "outside any handler, so a malformed reply raises ValueError out of run(), breaking "
     "its 'never raises for a bad child' contract",
@@ -178,10 +183,8 @@ async def test_child_with_a_malformed_reply_is_worker_crashed() -> None:
     assert codes_of(outcome.errors) == [(0, "worker_crashed"), (1, "worker_crashed")]
 
 
-@pytest.mark.parametrize(
-    ("workers", "job_timeout"), [(0, 1.0), (-1, 1.0), (1, 0.0), (1, -1.0)]
-)
+@pytest.mark.parametrize(("workers", "job_timeout"), [(0, 1.0), (-1, 1.0), (1, 0.0), (1, -1.0)])
 def test_runner_rejects_bad_settings(workers: int, job_timeout: float) -> None:
     """workers must be at least 1 and job_timeout positive."""
-    with pytest.raises(ValueError, match="workers|job_timeout"):
+    with pytest.raises(ValueError, match=r"workers|job_timeout"):
         JobRunner(workers=workers, job_timeout=job_timeout)

@@ -96,9 +96,9 @@ class FakeIngest:
         """The stored seqs of one sensor, sorted."""
         return sorted(seq for name, seq in self.stored if name == sensor)
 
-    async def wait_until(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    async def wait_until(self, predicate: Callable[[], bool], within: float = 10.0) -> None:
         """Wait until ``predicate()`` holds, re-checking after every change of state."""
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(within):
             while not predicate():
                 self._changed.clear()
                 await self._changed.wait()
@@ -129,7 +129,9 @@ class FakeIngest:
         if isinstance(message, Hello):
             writer.write(pack(Welcome(server="fake-ingest", max_frame=DEFAULT_MAX_FRAME)))
         elif isinstance(message, ReadingsMsg | ReadingMsg):
-            items = list(message.items) if isinstance(message, ReadingsMsg) else [message]
+            items: list[Reading] = (
+                list(message.items) if isinstance(message, ReadingsMsg) else [message]
+            )
             self.received += len(items)
             self.outstanding += len(items)
             self.max_outstanding = max(self.max_outstanding, self.outstanding)

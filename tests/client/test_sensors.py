@@ -56,17 +56,20 @@ def test_every_kind_makes_a_valid_reading(kind: str) -> None:
 
 
 def test_kind_values() -> None:
-    """random is an int in [-100, 100], sine a float in [-1, 1], vector dims floats, system a record."""
+    """random: int in [-100, 100]; sine: float in [-1, 1]; vector: dims floats; system: record."""
     sink = Sink()
     values = [make_sensor("random", "r", seed=s).probe() for s in range(50)]
     assert all(isinstance(v, int) and -100 <= v <= 100 for v in values)
     sine = make_sensor("sine", "s").probe()
-    assert isinstance(sine, float) and -1.0 <= sine <= 1.0
+    assert isinstance(sine, float)
+    assert -1.0 <= sine <= 1.0
     vector = make_sensor("vector", "v", dims=4, seed=0).probe()
-    assert isinstance(vector, list) and len(vector) == 4
+    assert isinstance(vector, list)
+    assert len(vector) == 4
     assert all(isinstance(x, float) and math.isfinite(x) for x in vector)
     record = make_sensor("system", "sys").measure(sink)
-    assert record is not None and isinstance(record.value, dict)
+    assert record is not None
+    assert isinstance(record.value, dict)
     assert set(record.value) == {"cpu", "mem", "load1"}
 
 

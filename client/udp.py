@@ -1,0 +1,103 @@
+"""The client's UDP shell: one frame per datagram to one server address.
+
+UDP promises nothing, so this shell promises nothing either: ``send`` hands a datagram to
+the kernel, ``recv`` returns the next well-formed reply, and malformed datagrams are
+dropped and counted. Retries, acks and loss accounting belong to the callers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any, cast
+
+from client.connection import CLIENT_MAX_FRAME, ConnectError
+from protocol import (
+    Hello,
+    Message,
+    ProtocolError,
+    Welcome,
+    decode_datagram,
+    decode_message,
+    pack,
+)
+
+#: A payload that fits one Ethernet frame with IP and UDP headers, so it is never
+#: fragmented: a lost fragment loses the whole datagram.
+DEFAULT_DATAGRAM = 1400
+
+
+class _Receiver(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[Message] = asyncio.Queue()
+        self.malformed = 0
+        self.errors = 0
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        try:
+            self.queue.put_nowait(decode_message(decode_datagram(data, max_frame=CLIENT_MAX_FRAME)))
+        except ProtocolError:
+            self.malformed += 1
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable: nobody listens there (yet). Callers see it as silence.
+        self.errors += 1
+
+
+class UdpConnection:
+    """A connected UDP socket speaking frames to one server."""
+
+    def __init__(self, transport: asyncio.DatagramTransport, receiver: _Receiver) -> None:
+        self._transport = transport
+        self._receiver = receiver
+        self.sent = 0
+
+    @classmethod
+    async def open(cls, host: str, port: int) -> UdpConnection:
+        """Create the socket (UDP has no handshake: nothing is checked here).
+
+        Raises:
+            ConnectError: the address cannot be used.
+        """
+        loop = asyncio.get_running_loop()
+        try:
+            transport, receiver = await loop.create_datagram_endpoint(
+                _Receiver, remote_addr=(host, port)
+            )
+        except OSError as exc:
+            raise ConnectError(f"cannot open UDP to {host}:{port}: {exc}") from None
+        return cls(cast(asyncio.DatagramTransport, transport), receiver)
+
+    @property
+    def malformed(self) -> int:
+        """Datagrams received that were not one valid frame."""
+        return self._receiver.malformed
+
+    def send(self, message: Message) -> None:
+        """Send one datagram; it may be lost."""
+        self._transport.sendto(pack(message))
+        self.sent += 1
+
+    async def recv(self) -> Message:
+        """The next reply, in arrival order."""
+        return await self._receiver.queue.get()
+
+    async def hello(self, wait: float = 2.0, tries: int = 3) -> Welcome:
+        """Ask for the server's welcome, trying a few times since a datagram may be lost.
+
+        Raises:
+            ConnectError: no welcome after ``tries`` attempts.
+        """
+        for _ in range(tries):
+            self.send(Hello(client="forkwire-udp"))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    while True:
+                        reply = await self.recv()
+                        if isinstance(reply, Welcome):
+                            return reply
+        raise ConnectError(f"no answer to hello over UDP after {tries} tries")
+
+    def close(self) -> None:
+        """Close the socket."""
+        self._transport.close()

@@ -55,8 +55,9 @@ class FleetConfig:
         batch: the most readings per ``readings`` frame; a frame never holds more than the
             slots free when it is sent, so more than ``slots`` is the same as ``slots``.
         prefix: sensor names are ``{prefix}-{i}``.
-        on_status: called every ``status_interval`` seconds, and once at the end, with a
-            :class:`FleetSummary` (for a live table).
+        on_status: called with a :class:`FleetSummary` every ``status_interval`` seconds,
+            whenever the link connects, is lost or fails to connect, and once at the end
+            (for a live table).
         drain_timeout: on stop, how long to wait for the acks of readings in flight.
         ack_timeout: a connection with readings in flight and no ack for this long is
             considered dead (a server that hangs instead of closing).
@@ -127,6 +128,7 @@ class FleetSummary:
     in_flight: int
     max_in_flight: int
     reconnects: int
+    failed_connects: int
     elapsed: float
     sensors: tuple[SensorStats, ...] = field(default_factory=tuple)
 
@@ -190,7 +192,9 @@ class Fleet:
             raise ValueError(f"sensor names must be unique, repeated: {twice}")
         self.network = Network(config.slots)
         self.outbox = Outbox(config.outbox, max_rows=config.outbox_max, policy=config.outbox_policy)
+        #: Connections lost after they were up, and connection attempts that failed.
         self.reconnects = 0
+        self.failed_connects = 0
         self._server = f"{config.host}:{config.port}"
         self._sent: Counter[str] = Counter()
         self._acked: Counter[str] = Counter()
@@ -211,6 +215,7 @@ class Fleet:
             in_flight=self.network.in_flight,
             max_in_flight=self.network.max_in_flight,
             reconnects=self.reconnects,
+            failed_connects=self.failed_connects,
             elapsed=time.monotonic() - self._started,
             sensors=tuple(
                 SensorStats(
@@ -312,6 +317,10 @@ class Fleet:
         while True:
             # A display refresh rate, not synchronisation.
             await asyncio.sleep(self.config.status_interval)
+            self._notify()
+
+    def _notify(self) -> None:
+        if self.config.on_status is not None:
             self.config.on_status(self.summary())
 
     async def _link(self) -> None:
@@ -322,12 +331,15 @@ class Fleet:
                     self.config.host, self.config.port, client="forkwire-sensors"
                 )
             except ConnectError as exc:
+                self.failed_connects += 1
+                self._notify()
                 await self._back_off(attempt, str(exc))
                 attempt += 1
                 continue
             attempt = 0
             self._connected = True
             log.info("connected", server=self._server, welcome=connection.welcome.server)
+            self._notify()
             try:
                 await self._converse(connection)
             except* (ConnectionLost, OSError) as group:
@@ -342,6 +354,7 @@ class Fleet:
             if self._closing:
                 return  # lost while draining: the rest stays in the outbox
             self.reconnects += 1
+            self._notify()
             await self._back_off(attempt, reason)
             attempt += 1
 
@@ -351,7 +364,7 @@ class Fleet:
         # half the delay is kept so the backoff still grows.
         delay = random.uniform(ceiling / 2, ceiling)
         log.warning(
-            f"server away, retrying in {delay:.1f} s",
+            f"server away, retrying in {delay:.2f} s",
             server=self._server,
             reason=reason,
             retry_in=round(delay, 3),
@@ -450,7 +463,8 @@ def render_status(summary: FleetSummary) -> Table:
         title=(
             f"forkwire sensors → {summary.server} ({link}) · in flight "
             f"{summary.in_flight}/{summary.slots} (max {summary.max_in_flight}) · "
-            f"reconnects {summary.reconnects} · {summary.elapsed:.0f} s"
+            f"reconnects {summary.reconnects} · failed connects {summary.failed_connects} · "
+            f"{summary.elapsed:.0f} s"
         ),
         show_footer=True,
     )

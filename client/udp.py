@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any, cast
+from typing import Any
 
 from client.connection import CLIENT_MAX_FRAME, ConnectError
 from protocol import (
@@ -66,7 +66,7 @@ class UdpConnection:
             )
         except OSError as exc:
             raise ConnectError(f"cannot open UDP to {host}:{port}: {exc}") from None
-        return cls(cast(asyncio.DatagramTransport, transport), receiver)
+        return cls(transport, receiver)
 
     @property
     def malformed(self) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import struct
 from typing import Final
 
-from protocol.errors import FrameTooLarge, TruncatedFrame
+from protocol.errors import FrameTooLarge, ProtocolError, TruncatedFrame
 
 HEADER: Final = struct.Struct("!I")
 HEADER_SIZE: Final = HEADER.size
@@ -68,7 +68,12 @@ class FrameDecoder:
         self.max_frame = max_frame
         self._buffer = bytearray()
         self._need: int | None = None  # body length of the frame in progress
-        self._error: Exception | None = None
+        self._error: ProtocolError | None = None
+
+    @property
+    def error(self) -> ProtocolError | None:
+        """The error that ended the stream, once a bad header was seen."""
+        return self._error
 
     @property
     def buffered(self) -> int:
@@ -79,10 +84,11 @@ class FrameDecoder:
         """Add received bytes; return every payload they complete, in order.
 
         Raises:
-            FrameTooLarge: a header declared more than ``max_frame`` bytes.
+            FrameTooLarge: a header declared more than ``max_frame`` bytes, and no payload
+                completed before it in this call (else it is raised by the next call).
         """
         if self._error is not None:
-            raise RuntimeError("decoder is unusable after a protocol error") from self._error
+            raise self._error
         buffer = self._buffer
         buffer += data
         frames: list[bytes] = []
@@ -99,6 +105,11 @@ class FrameDecoder:
                         f"frame of {need} bytes exceeds max_frame {self.max_frame}"
                     )
                     del buffer[:]
+                    if frames:
+                        # What came before the bad header is good: hand it over now and
+                        # raise on the next call, so the outcome never depends on how the
+                        # transport split the stream.
+                        return frames
                     raise self._error
                 pos += HEADER_SIZE
                 self._need = need
@@ -116,7 +127,10 @@ class FrameDecoder:
 
         Raises:
             TruncatedFrame: the stream ended inside a frame.
+            FrameTooLarge: a bad header was seen earlier and not yet raised.
         """
+        if self._error is not None:
+            raise self._error
         if self._buffer or self._need is not None:
             raise TruncatedFrame(
                 f"stream ended inside a frame ({len(self._buffer)} bytes buffered)"

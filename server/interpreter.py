@@ -68,6 +68,9 @@ _DECIMAL: Final = re.compile(r"[0-9]+\.[0-9]*|\.[0-9]+", re.ASCII)
 _TOKEN: Final = re.compile(r"[0-9]+\.?[0-9]*|\.[0-9]+|[^ \t\f]", re.ASCII)
 
 
+_NEUTRAL_OPERATORS: Final = {"-": "+", "/": "*"}
+
+
 class ExpressionError(Exception):
     """An expression has no value; ``code`` says why."""
 
@@ -110,8 +113,10 @@ def evaluate(text: str, limits: Limits = DEFAULT_LIMITS) -> Number:
         except _Syntax as exc:
             raise ExpressionError("syntax", _locate(text, exc)) from None
     except ZeroDivisionError:
+        _check_form(text, limits)
         raise ExpressionError("division_by_zero", "division by zero") from None
     except OverflowError as exc:
+        _check_form(text, limits)
         raise ExpressionError("overflow", str(exc)) from None
 
 
@@ -129,6 +134,30 @@ def evaluate_batch(
             append(None)
             errors.append((index, exc.code, exc.message))
     return results, errors
+
+
+def _check_form(text: str, limits: Limits) -> None:
+    """Raise the syntax or limit error of ``text``, if it has one, before an arithmetic one.
+
+    Python compiles a whole line before evaluating any of it, so ``1 / 0 +`` is a syntax
+    error, not a division by zero; evaluating while parsing meets the division first. The
+    check parses the line again with every valid literal replaced by ``1``, which keeps
+    its shape; ``-`` becomes ``+`` and ``/`` becomes ``*`` (each pair is interchangeable in
+    the grammar), so the check computes with positive ints only and cannot fail
+    arithmetically.
+    """
+    neutral: list[str] = []
+    for token in _TOKEN.findall(text):
+        try:
+            _literal(token, limits, strict=True)
+        except (_Syntax, ExpressionError):
+            neutral.append(_NEUTRAL_OPERATORS.get(token, token))
+        else:
+            neutral.append("1")
+    try:
+        _run(neutral, limits, strict=True)
+    except _Syntax as exc:
+        raise ExpressionError("syntax", _locate(text, exc)) from None
 
 
 def _checked(value: Number) -> Number:
@@ -175,7 +204,8 @@ def _run(tokens: list[str], limits: Limits, strict: bool) -> Number:
     neg = False
     stack: list[tuple[Number, str, Number, str, bool]] = []
     expect_operand = True
-    small = _SMALL_INTS
+    # The table holds literals of up to 3 digits; a tighter max_digits must see them all.
+    small = _SMALL_INTS if limits.max_digits >= 3 else {}
     # A plain iterator keeps `enumerate` off the hot path; `_position` recovers the index
     # from what is left of it when an error needs one.
     remaining = iter(tokens)

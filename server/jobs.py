@@ -135,6 +135,10 @@ class JobRunner:
                 counters.crashes += 1
                 reason = _describe_death(proc, exc)
                 return self._fail(ops, "worker_crashed", reason, pid, started)
+            if not _is_answer(reply, len(ops)):
+                counters.crashes += 1
+                message = f"child {pid} answered something that is not a result"
+                return self._fail(ops, "worker_crashed", message, pid, started)
             results, errors = reply
             return JobOutcome(results, errors, pid, _ms(started))
         finally:
@@ -217,6 +221,18 @@ async def _readable(loop: asyncio.AbstractEventLoop, fd: int) -> None:
         await future
     finally:
         loop.remove_reader(fd)
+
+
+def _is_answer(reply: Any, size: int) -> bool:
+    # The pipe carries pickles from our own child, but a child that went wrong must not
+    # be able to break the parent: check the shape before trusting it.
+    return (
+        isinstance(reply, tuple)
+        and len(reply) == 2
+        and isinstance(reply[0], list)
+        and isinstance(reply[1], list)
+        and len(reply[0]) == size
+    )
 
 
 def _describe_death(proc: Any, exc: BaseException) -> str:

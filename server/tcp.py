@@ -100,6 +100,10 @@ class TcpConnection:
                 self.counters["frames_in"] += 1
                 if await self._handle(payload):
                     return "bye"
+            if decoder.error is not None:  # a bad header came after good frames
+                self.counters["frames_rejected"] += 1
+                await self._send(Error(code=decoder.error.code, message=decoder.error.message))
+                return decoder.error.code
 
     async def _handle(self, payload: bytes) -> bool:
         """Answer one frame; True when the conversation is over."""

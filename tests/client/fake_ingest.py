@@ -19,6 +19,7 @@ from protocol import (
     DEFAULT_MAX_FRAME,
     Ack,
     Bye,
+    Error,
     FrameDecoder,
     Hello,
     ProtocolError,
@@ -57,6 +58,8 @@ class FakeIngest:
         #: Clear it to hold every ack until it is set again.
         self.ack_gate = asyncio.Event()
         self.ack_gate.set()
+        #: Answer this many ``readings`` frames with an ``error`` (a failed commit).
+        self.refuse_frames = 0
         self.port = 0
         self.stored: dict[tuple[str, int], Reading] = {}
         self.received = 0
@@ -132,6 +135,12 @@ class FakeIngest:
             items: list[Reading] = (
                 list(message.items) if isinstance(message, ReadingsMsg) else [message]
             )
+            if self.refuse_frames > 0:
+                self.refuse_frames -= 1
+                writer.write(pack(Error(code="storage_failed", message="commit failed")))
+                self._touch()
+                await writer.drain()
+                return
             self.received += len(items)
             self.outstanding += len(items)
             self.max_outstanding = max(self.max_outstanding, self.outstanding)

@@ -184,10 +184,17 @@ async def test_reconnects_after_a_server_restart_on_the_same_port(
 ) -> None:
     """The fleet survives a server restart by itself; every seq ends up stored exactly once."""
     fake.ack_delay = 0.02
-    config = make_config(fake, tmp_path, count=3)
+    refused = asyncio.Event()
+
+    def watch(status: FleetSummary) -> None:
+        if status.failed_connects >= 2:
+            refused.set()
+
+    config = make_config(fake, tmp_path, count=3, on_status=watch)
     run = launch(Fleet(config))
     await fake.wait_until(lambda: len(fake.stored) >= 20 and fake.outstanding > 0)
-    await fake.stop()
+    await fake.stop()  # readings in flight are lost with the connection
+    await asyncio.wait_for(refused.wait(), WAIT)  # the fleet found the port closed, twice
     stored_before = len(fake.stored)
     await fake.start()
     await fake.wait_until(lambda: fake.connections >= 2 and len(fake.stored) >= stored_before + 30)
@@ -199,6 +206,36 @@ async def test_reconnects_after_a_server_restart_on_the_same_port(
             assert seqs == list(range(len(seqs))), f"{stats.name} has a gap or a repeat"
             left = [r.seq for r in outbox.pending(stats.name)]
             assert set(seqs) | set(left) == set(range(stats.probed))
+
+
+async def test_a_server_that_stops_acking_is_left_and_rejoined(
+    fake: FakeIngest, launch: Callable[[Fleet], Run], tmp_path: Path
+) -> None:
+    """No ack within ack_timeout counts as a lost connection: reconnect and resend."""
+    fake.ack_gate.clear()
+    run = launch(Fleet(make_config(fake, tmp_path, count=2, ack_timeout=0.1)))
+    await fake.wait_until(lambda: fake.connections >= 2)
+    fake.ack_gate.set()
+    await fake.wait_until(lambda: len(fake.stored) >= 20)
+    summary = await run.finish()
+    assert summary.reconnects >= 1
+    for stats in summary.sensors:
+        seqs = fake.seqs(stats.name)
+        assert seqs == list(range(len(seqs)))
+
+
+async def test_an_error_frame_makes_the_fleet_resend(
+    fake: FakeIngest, launch: Callable[[Fleet], Run], tmp_path: Path
+) -> None:
+    """A refused frame names no seqs, so the fleet reconnects and resends what is unacked."""
+    fake.refuse_frames = 3
+    run = launch(Fleet(make_config(fake, tmp_path, count=2)))
+    await fake.wait_until(lambda: fake.refuse_frames == 0 and len(fake.stored) >= 20)
+    summary = await run.finish()
+    assert summary.reconnects >= 1
+    for stats in summary.sensors:
+        seqs = fake.seqs(stats.name)
+        assert seqs == list(range(len(seqs)))
 
 
 async def test_drop_oldest_keeps_the_outbox_bounded_while_the_server_is_away(
@@ -317,6 +354,7 @@ def test_render_status_lists_every_sensor() -> None:
         in_flight=0,
         max_in_flight=5,
         reconnects=2,
+        failed_connects=3,
         elapsed=12.0,
         sensors=(
             SensorStats("sensor-0", "fast", probed=12, sent=11, acked=10, pending=2),

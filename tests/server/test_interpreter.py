@@ -279,12 +279,6 @@ def test_division_by_zero(text: str) -> None:
         pytest.param("1 / 0 2", id="operand-after-operand"),
     ],
 )
-@pytest.mark.xfail(
-    strict=True,
-    reason="the one-pass evaluator divides before it has parsed the whole line, so a "
-    "syntactically invalid line containing a division by zero reports division_by_zero; "
-    "Python (the reference) rejects it as a SyntaxError without evaluating anything",
-)
 def test_syntax_errors_win_over_division_by_zero(text: str) -> None:
     """A line that is not well formed is a syntax error even if it divides by zero first."""
     assert error_of(text).code == "syntax"
@@ -386,11 +380,6 @@ def test_evaluate_batch_applies_limits() -> None:
 
 
 @pytest.mark.parametrize("text", ["123", "1 + 999", "(10)"])
-@pytest.mark.xfail(
-    strict=True,
-    reason="the _SMALL_INTS fast path returns ints 0..999 before _literal checks max_digits, "
-    "so with max_digits < 3 a 2- or 3-digit int literal is accepted (decimals are checked)",
-)
 def test_max_digits_below_three_applies_to_small_ints(text: str) -> None:
     """max_digits=1 rejects every literal of 2 or more digits, small ints included."""
     assert error_of(text, Limits(max_digits=1)).code == "too_long"

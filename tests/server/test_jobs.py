@@ -169,13 +169,6 @@ async def test_child_that_fails_is_worker_crashed(directive: str) -> None:
     assert (await runner.run(["1 + 1"])).results == [2]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="JobRunner._run_in_child unpacks the child's reply with `results, errors = reply` "
-    "outside any handler, so a malformed reply raises ValueError out of run(), breaking "
-    "its 'never raises for a bad child' contract",
-)
 async def test_child_with_a_malformed_reply_is_worker_crashed() -> None:
     """A child that answers something other than (results, errors) gives 'worker_crashed'."""
     runner = JobRunner(workers=1, job_timeout=30, target=child_targets.act_on_directive)

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, TextIO
 
 import typer
+from rich.console import Console
 
-from client.calc import CalcFailed, CalcSummary, run_calc
+from client.calc import CalcFailed, CalcSummary, run_calc, run_calc_udp
 from client.connection import ConnectError, Connection
 from client.opsfile import InputError, generate_ops, opened_text
+from client.udp import DEFAULT_DATAGRAM, UdpConnection
 
 app = typer.Typer(
     add_completion=False,
@@ -22,6 +27,14 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
     help="forkwire client: send compute jobs and sensor streams to a forkwire server.",
 )
+
+
+class Transport(enum.StrEnum):
+    """How a client reaches the server."""
+
+    tcp = "tcp"
+    udp = "udp"
+
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7700
@@ -43,8 +56,14 @@ def calc(
     ] = "results.txt",
     host: Host = DEFAULT_HOST,
     port: Port = DEFAULT_PORT,
-    batch: Annotated[int, typer.Option(min=1, help="Lines per job.")] = 1000,
+    batch: Annotated[int, typer.Option(min=1, help="Lines per job (at most).")] = 1000,
     window: Annotated[int, typer.Option(min=1, help="Jobs in flight at once.")] = 8,
+    transport: Annotated[
+        Transport, typer.Option(help="tcp, or udp: jobs sized to one datagram, retried.")
+    ] = Transport.tcp,
+    datagram: Annotated[
+        int, typer.Option(min=256, max=65_507, help="UDP: largest datagram in bytes.")
+    ] = DEFAULT_DATAGRAM,
     progress: Annotated[
         bool | None, typer.Option(help="Progress bar (default: on a terminal).")
     ] = None,
@@ -52,7 +71,8 @@ def calc(
     """Evaluate every line of FILE on the server; write the results in input order."""
     try:
         with opened_text(file) as (text_path, size), _output(output) as out:
-            summary = asyncio.run(_calc(text_path, size, out, host, port, batch, window, progress))
+            options = _CalcOptions(host, port, batch, window, transport, datagram, progress)
+            summary = asyncio.run(_calc(text_path, size, out, options))
     except InputError as exc:
         raise _fail(str(exc), 2) from None
     except ConnectError as exc:
@@ -61,62 +81,87 @@ def calc(
         raise _fail(f"calc failed: {exc}") from None
     except KeyboardInterrupt:
         raise _fail("interrupted; the results file is incomplete", 130) from None
+    udp = (
+        f", {summary.retries} retries, {summary.given_up} jobs given up"
+        if transport is Transport.udp
+        else ""
+    )
     typer.echo(
-        f"{summary.lines} lines, {summary.errors} errors, {summary.jobs} jobs, "
+        f"{summary.lines} lines, {summary.errors} errors, {summary.jobs} jobs{udp}, "
         f"{summary.seconds:.2f} s, {summary.rate:,.0f} lines/s"
         + ("" if output == "-" else f" -> {output}"),
         err=output == "-",
     )
 
 
-async def _calc(
-    path: Path,
-    size: int,
-    out: TextIO,
-    host: str,
-    port: int,
-    batch: int,
-    window: int,
-    progress: bool | None,
-) -> CalcSummary:
-    show = sys.stderr.isatty() if progress is None else progress
-    connection = await Connection.open(host, port, client="forkwire-calc")
-    async with connection:
-        with path.open(encoding="utf-8", errors="replace") as lines:
-            if not show:
-                return await run_calc(lines, out, connection, batch=batch, window=window)
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeRemainingColumn,
+@dataclass(frozen=True)
+class _CalcOptions:
+    host: str
+    port: int
+    batch: int
+    window: int
+    transport: Transport
+    datagram: int
+    progress: bool | None
+
+
+async def _calc(path: Path, size: int, out: TextIO, options: _CalcOptions) -> CalcSummary:
+    show = sys.stderr.isatty() if options.progress is None else options.progress
+    with path.open(encoding="utf-8", errors="replace") as lines, _progress(show, size) as tick:
+        if options.transport is Transport.udp:
+            udp = await UdpConnection.open(options.host, options.port)
+            try:
+                await udp.hello()
+                return await run_calc_udp(
+                    lines,
+                    out,
+                    udp,
+                    datagram=options.datagram,
+                    batch=options.batch,
+                    window=options.window,
+                    on_written=tick,
+                )
+            finally:
+                udp.close()
+        connection = await Connection.open(options.host, options.port, client="forkwire-calc")
+        async with connection:
+            return await run_calc(
+                lines, out, connection, batch=options.batch, window=options.window, on_written=tick
             )
 
-            with Progress(
-                TextColumn("[progress.description]{task.description}"),
-                BarColumn(),
-                TextColumn("{task.percentage:>3.0f}%"),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[rate]:>10,.0f} lines/s"),
-                TimeRemainingColumn(),
-                transient=False,
-                console=None,
-            ) as bar:
-                task = bar.add_task("calc", total=size, rate=0.0)
-                loop = asyncio.get_running_loop()
-                started = loop.time()
-                written = 0
 
-                def on_written(count: int, chars: int) -> None:
-                    nonlocal written
-                    written += count
-                    elapsed = max(loop.time() - started, 1e-9)
-                    bar.update(task, advance=chars, rate=written / elapsed)
+@contextlib.contextmanager
+def _progress(show: bool, total: int) -> Iterator[Callable[[int, int], None] | None]:
+    """A rich progress bar over the input's characters, with lines/s; None when hidden."""
+    if not show:
+        yield None
+        return
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
-                return await run_calc(
-                    lines, out, connection, batch=batch, window=window, on_written=on_written
-                )
+    columns = (
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TextColumn("{task.fields[rate]:>10,.0f} lines/s"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=Console(stderr=True)) as bar:
+        task = bar.add_task("calc", total=total, rate=0.0)
+        started = time.perf_counter()
+        written = 0
+
+        def tick(count: int, chars: int) -> None:
+            nonlocal written
+            written += count
+            elapsed = max(time.perf_counter() - started, 1e-9)
+            bar.update(task, advance=chars, rate=written / elapsed)
+
+        yield tick
 
 
 @contextlib.contextmanager

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from typing import TextIO
 
 from client.connection import Connection, ConnectionLost
-from protocol import Bye, Calc, CalcResult, Error
+from client.udp import DEFAULT_DATAGRAM, UdpConnection
+from protocol import HEADER_SIZE, Bye, Calc, CalcError, CalcResult, Error
 
 #: Bytes a calc frame spends outside the expressions themselves (type, id, brackets).
 _FRAME_OVERHEAD = 64
@@ -33,6 +34,9 @@ class CalcSummary:
     errors: int = 0
     jobs: int = 0
     seconds: float = 0.0
+    #: UDP only: jobs sent again after a silence, and jobs given up after every try.
+    retries: int = 0
+    given_up: int = 0
 
     @property
     def rate(self) -> float:
@@ -77,8 +81,8 @@ def read_batches(lines: Iterable[str], *, batch: int, budget: int) -> Iterator[_
             size = 0
         if need > budget:
             current.local[len(current.texts)] = (
-                f"error: too_long: line of {need} bytes does not fit in a "
-                f"{budget + _FRAME_OVERHEAD}-byte frame"
+                f"error: too_long: line of {need} bytes is over the {budget}-byte "
+                "budget of one request"
             )
         else:
             size += need
@@ -102,6 +106,64 @@ def format_answers(batch: _Batch, results: Sequence[object], errors: dict[int, s
     return lines
 
 
+class _Window:
+    """Jobs in flight and the in-order writing of their answers, whatever the transport."""
+
+    def __init__(
+        self,
+        out: TextIO,
+        window: int,
+        summary: CalcSummary,
+        on_written: Callable[[int, int], None] | None,
+    ) -> None:
+        self.out = out
+        self.summary = summary
+        self.on_written = on_written
+        self.inflight: dict[int, _Batch] = {}
+        self.slots = asyncio.Semaphore(window)
+        self._answered: dict[int, tuple[list[str], int]] = {}
+        self._next_to_write = 0
+
+    async def admit(self, job_id: int, job: _Batch) -> None:
+        """Wait for room in the window, then count the job as in flight."""
+        await self.slots.acquire()
+        self.inflight[job_id] = job
+        self.summary.jobs += 1
+        self.summary.errors += len(job.local)
+        if len(job.local) == len(job.texts):  # every line was answered locally
+            self.settle(job_id, [job.local[i] for i in range(len(job.texts))])
+
+    def answer(self, job_id: int, results: Sequence[object], errors: Sequence[CalcError]) -> None:
+        """Settle a job with the server's answer."""
+        lines = {e.index: _error_line(e.code, e.message) for e in errors}
+        self.summary.errors += len(lines)
+        self.settle(job_id, format_answers(self.inflight[job_id], results, lines))
+
+    def fail(self, job_id: int, code: str, message: str) -> None:
+        """Settle a job whose every line gets the same error."""
+        job = self.inflight[job_id]
+        line = _error_line(code, message)
+        self.summary.errors += len(job.texts) - len(job.local)
+        self.settle(job_id, [job.local.get(i, line) for i in range(len(job.texts))])
+
+    def settle(self, job_id: int, answer_lines: list[str]) -> None:
+        """Record a job's lines and write every job that is now next in input order."""
+        self._answered[job_id] = (answer_lines, self.inflight.pop(job_id).chars)
+        self.slots.release()
+        while self._next_to_write in self._answered:
+            chunk, chars = self._answered.pop(self._next_to_write)
+            self.out.write("\n".join(chunk))
+            self.out.write("\n")
+            self.summary.lines += len(chunk)
+            if self.on_written is not None:
+                self.on_written(len(chunk), chars)
+            self._next_to_write += 1
+
+
+def _error_line(code: str, message: str) -> str:
+    return f"error: {code}: {message}".replace("\n", " ")
+
+
 async def run_calc(
     lines: Iterable[str],
     out: TextIO,
@@ -111,7 +173,7 @@ async def run_calc(
     window: int = 8,
     on_written: Callable[[int, int], None] | None = None,
 ) -> CalcSummary:
-    """Send every line as part of a job and write one answer line per input line.
+    """Send every line as part of a job over TCP and write one answer line per input line.
 
     Args:
         lines: the input, read lazily.
@@ -128,43 +190,20 @@ async def run_calc(
         raise ValueError("batch and window must be at least 1")
     summary = CalcSummary()
     started = time.perf_counter()
+    jobs = _Window(out, window, summary, on_written)
     budget = connection.welcome.max_frame - _FRAME_OVERHEAD
-    inflight: dict[int, _Batch] = {}
-    answered: dict[int, tuple[list[str], int]] = {}
-    slots = asyncio.Semaphore(window)
-    next_to_write = 0
-
-    def settle(job_id: int, answer_lines: list[str]) -> None:
-        nonlocal next_to_write
-        answered[job_id] = (answer_lines, inflight.pop(job_id).chars)
-        slots.release()
-        while next_to_write in answered:
-            chunk, chars = answered.pop(next_to_write)
-            out.write("\n".join(chunk))
-            out.write("\n")
-            summary.lines += len(chunk)
-            if on_written is not None:
-                on_written(len(chunk), chars)
-            next_to_write += 1
 
     async def receive() -> None:
         while True:
             try:
                 message = await connection.recv()
             except ConnectionLost as exc:
-                raise CalcFailed(f"{exc} with {len(inflight)} jobs unanswered") from None
-            if isinstance(message, CalcResult) and message.id in inflight:
-                errors = {
-                    e.index: f"error: {e.code}: {e.message}".replace("\n", " ")
-                    for e in message.errors
-                }
-                summary.errors += len(errors)
-                settle(message.id, format_answers(inflight[message.id], message.results, errors))
-            elif isinstance(message, Error) and message.ref in inflight:
-                job = inflight[message.ref]
-                line = f"error: {message.code}: {message.message}".replace("\n", " ")
-                summary.errors += len(job.texts)
-                settle(message.ref, [job.local.get(i, line) for i in range(len(job.texts))])
+                raise CalcFailed(f"{exc} with {len(jobs.inflight)} jobs unanswered") from None
+            if isinstance(message, CalcResult) and message.id in jobs.inflight:
+                jobs.answer(message.id, message.results, message.errors)
+            elif isinstance(message, Error) and message.ref in jobs.inflight:
+                assert isinstance(message.ref, int)
+                jobs.fail(message.ref, message.code, message.message)
             elif isinstance(message, Bye):
                 return
             elif isinstance(message, Error):
@@ -172,16 +211,10 @@ async def run_calc(
 
     async def send() -> None:
         for job_id, job in enumerate(read_batches(lines, batch=batch, budget=budget)):
-            await slots.acquire()
-            inflight[job_id] = job
-            summary.jobs += 1
-            summary.errors += len(job.local)
-            ops = job.ops()
-            if ops:
-                connection.send_nowait(Calc.model_construct(type="calc", id=job_id, ops=ops))
+            await jobs.admit(job_id, job)
+            if job_id in jobs.inflight:
+                connection.send_nowait(Calc.model_construct(type="calc", id=job_id, ops=job.ops()))
                 await connection.drain()
-            else:  # every line was answered locally
-                settle(job_id, [job.local[i] for i in range(len(job.texts))])
         await connection.send(Bye())
 
     try:
@@ -190,6 +223,92 @@ async def run_calc(
         raise CalcFailed(f"connection failed: {exc}") from None
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+async def run_calc_udp(
+    lines: Iterable[str],
+    out: TextIO,
+    udp: UdpConnection,
+    *,
+    datagram: int = DEFAULT_DATAGRAM,
+    batch: int = 1000,
+    window: int = 8,
+    wait: float = 2.0,
+    tries: int = 4,
+    on_written: Callable[[int, int], None] | None = None,
+) -> CalcSummary:
+    """Like :func:`run_calc`, over UDP: each job fits one datagram and is retried on silence.
+
+    A job is idempotent (its id names it), so a request or an answer lost on the way is
+    simply asked again after ``wait`` seconds, doubling each time; after ``tries`` sends
+    its lines become ``error: lost: ...`` and the summary counts it as given up.
+    """
+    if batch < 1 or window < 1 or tries < 1 or wait <= 0:
+        raise ValueError("batch, window and tries must be at least 1 and wait positive")
+    summary = CalcSummary()
+    started = time.perf_counter()
+    jobs = _Window(out, window, summary, on_written)
+    loop = asyncio.get_running_loop()
+    timers: dict[int, asyncio.TimerHandle] = {}
+    sent: dict[int, int] = {}
+    all_sent = asyncio.Event()
+    finished = asyncio.Event()
+
+    def check_done() -> None:
+        if all_sent.is_set() and not jobs.inflight:
+            finished.set()
+
+    def transmit(job_id: int) -> None:
+        if job_id not in jobs.inflight:
+            return
+        if sent.get(job_id, 0) >= tries:
+            summary.given_up += 1
+            jobs.fail(job_id, "lost", f"no answer over UDP after {tries} tries")
+            check_done()
+            return
+        if job_id in sent:
+            summary.retries += 1
+        sent[job_id] = sent.get(job_id, 0) + 1
+        udp.send(Calc.model_construct(type="calc", id=job_id, ops=jobs.inflight[job_id].ops()))
+        delay = wait * 2 ** (sent[job_id] - 1)
+        timers[job_id] = loop.call_later(delay, transmit, job_id)
+
+    async def receive() -> None:
+        while True:
+            message = await udp.recv()
+            job_id = getattr(message, "id", getattr(message, "ref", None))
+            if not isinstance(job_id, int) or job_id not in jobs.inflight:
+                continue  # a late duplicate of an answer already written
+            timers.pop(job_id).cancel()
+            if isinstance(message, CalcResult):
+                jobs.answer(job_id, message.results, message.errors)
+            elif isinstance(message, Error):
+                jobs.fail(job_id, message.code, message.message)
+            check_done()
+
+    async def send() -> None:
+        budget = datagram - HEADER_SIZE - _FRAME_OVERHEAD
+        for job_id, job in enumerate(read_batches(lines, batch=batch, budget=budget)):
+            await jobs.admit(job_id, job)
+            transmit(job_id)
+        all_sent.set()
+        check_done()
+
+    receiver = asyncio.create_task(receive())
+    try:
+        # Done when every job is answered or given up; the receiver is then cancelled.
+        await _both(_until(finished), send())
+    finally:
+        for timer in timers.values():
+            timer.cancel()
+        receiver.cancel()
+        await asyncio.gather(receiver, return_exceptions=True)
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+async def _until(event: asyncio.Event) -> None:
+    await event.wait()
 
 
 async def _both(receiver: Coroutine[None, None, None], sender: Coroutine[None, None, None]) -> None:

@@ -226,7 +226,7 @@ async def test_line_too_long_for_a_frame_is_an_error_line(tmp_path: Path) -> Non
     results = out.read_text(encoding="utf-8").splitlines()
     assert results[0] == "2"
     assert results[2] == "6"
-    assert results[1].startswith("error: too_long: line of")
+    assert results[1].startswith("error: too_long: line of 4004 bytes is over the")
 
 
 async def test_7z_archive_is_accepted(server: ServerProcess, tmp_path: Path) -> None:

@@ -195,6 +195,62 @@ def gen_ops(
     typer.echo(f"{lines} lines -> {output}")
 
 
+class Fill(enum.StrEnum):
+    """How report gaps are filled."""
+
+    linear = "linear"
+    previous = "previous"
+    none = "none"
+
+
+@app.command()
+def report(
+    db: Annotated[
+        str | None,
+        typer.Option(
+            help="Read this store directly (sqlite:///PATH, postgresql://...); "
+            "without it, ask the server."
+        ),
+    ] = None,
+    sensor: Annotated[
+        list[str] | None, typer.Option("--sensor", help="Only this sensor (repeatable).")
+    ] = None,
+    since: Annotated[float | None, typer.Option(help="Only readings with ts >= this.")] = None,
+    out: Annotated[Path, typer.Option(help="Folder for report.json, filled.csv, report.png.")] = (
+        Path("report")
+    ),
+    fill: Annotated[Fill, typer.Option(help="Gap filling for filled.csv and the plot.")] = (
+        Fill.linear
+    ),
+    max_gap: Annotated[
+        int | None, typer.Option(min=1, help="Leave gaps longer than this many seqs unfilled.")
+    ] = None,
+    host: Host = DEFAULT_HOST,
+    port: Port = DEFAULT_PORT,
+) -> None:
+    """Rates, dropouts, gap filling and statistics of the stored streams."""
+    from client.report import ReportFailed, report_from_server, report_from_store, save_report
+
+    try:
+        if db is not None:
+            outcome = asyncio.run(
+                report_from_store(
+                    db, out, sensors=sensor, since=since, fill=fill.value, max_gap=max_gap
+                )
+            )
+        else:
+            received = asyncio.run(report_from_server(host, port, sensors=sensor, since=since))
+            outcome = save_report(received, out)
+    except ConnectError as exc:
+        raise _fail(f"{exc} (or pass --db to read the store directly)") from None
+    except ReportFailed as exc:
+        raise _fail(str(exc)) from None
+    from server.report import render_table  # the report's own table; see client/report.py
+
+    Console().print(render_table(outcome.report))
+    typer.echo("wrote " + ", ".join(str(path) for path in outcome.files))
+
+
 def main() -> None:
     """Console-script entry point."""
     app(prog_name="forkwire")

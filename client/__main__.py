@@ -251,6 +251,60 @@ def report(
     typer.echo("wrote " + ", ".join(str(path) for path in outcome.files))
 
 
+@app.command()
+def demo(
+    host: Annotated[
+        str | None, typer.Option(help="Measure this server instead of starting one.")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="Its TCP (and UDP) port.")] = None,
+    rates: Annotated[
+        str | None,
+        typer.Option(
+            help="Offered rates, readings/s, comma-separated; 'max' = unpaced. "
+            "[1000,5000,20000,50000,100000,max]"
+        ),
+    ] = None,
+    count: Annotated[
+        int | None, typer.Option(min=1, help="Readings per run. [20000; --quick 5000]")
+    ] = None,
+    quick: Annotated[bool, typer.Option(help="Fewer rates and readings: under a minute.")] = False,
+    out: Annotated[Path, typer.Option(help="Folder for demo.json and demo.png.")] = Path("."),
+    seed: Annotated[int, typer.Option(help="Seed of the noise runs.")] = 0,
+    noise: Annotated[
+        str, typer.Option(help="Noise of the extra low-rate pair; 'none' skips it.")
+    ] = "dropout:2-3",
+    udp_rcvbuf: Annotated[
+        int | None, typer.Option(help="SO_RCVBUF for the demo's own server.")
+    ] = None,
+) -> None:
+    """Send the same readings over TCP and UDP at several rates and account for every loss."""
+    from client.demo import DemoConfig, DemoError, parse_rates, run_demo_sync
+
+    console = Console()
+    try:
+        config = DemoConfig(
+            host=host,
+            port=port,
+            rates=parse_rates(rates) if rates else None,
+            count=count,
+            quick=quick,
+            out_dir=out,
+            seed=seed,
+            noise=None if noise == "none" else noise,
+            udp_rcvbuf=udp_rcvbuf,
+            progress=lambda line: console.print(f"[dim]{line}[/]"),
+            console=console,
+        )
+    except ValueError as exc:
+        raise _fail(str(exc), 2) from None
+    try:
+        run_demo_sync(config)
+    except ConnectError as exc:
+        raise _fail(str(exc)) from None
+    except DemoError as exc:
+        raise _fail(f"demo failed: {exc}") from None
+
+
 def main() -> None:
     """Console-script entry point."""
     app(prog_name="forkwire")

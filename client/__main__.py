@@ -14,9 +14,11 @@ from typing import Annotated, TextIO
 
 import typer
 from rich.console import Console
+from rich.live import Live
 
 from client.calc import CalcFailed, CalcSummary, run_calc, run_calc_udp
 from client.connection import ConnectError, Connection
+from client.logs import configure_logging
 from client.opsfile import InputError, generate_ops, opened_text
 from client.udp import DEFAULT_DATAGRAM, UdpConnection
 
@@ -27,6 +29,13 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
     help="forkwire client: send compute jobs and sensor streams to a forkwire server.",
 )
+
+
+class OutboxPolicyChoice(enum.StrEnum):
+    """What a full outbox does."""
+
+    block = "block"
+    drop_oldest = "drop-oldest"
 
 
 class Transport(enum.StrEnum):
@@ -40,6 +49,24 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7700
 Host = Annotated[str, typer.Option(envvar="FORKWIRE_HOST", help="Server address.")]
 Port = Annotated[int, typer.Option(envvar="FORKWIRE_PORT", help="Server TCP port.")]
+
+
+class LogLevel(enum.StrEnum):
+    """How much the commands log (to stderr)."""
+
+    debug = "debug"
+    info = "info"
+    warning = "warning"
+    error = "error"
+
+
+@app.callback()
+def _setup(
+    log_level: Annotated[
+        LogLevel, typer.Option(envvar="FORKWIRE_LOG_LEVEL", help="Log level (logs go to stderr).")
+    ] = LogLevel.info,
+) -> None:
+    configure_logging(log_level.value)
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
@@ -249,6 +276,108 @@ def report(
 
     Console().print(render_table(outcome.report))
     typer.echo("wrote " + ", ".join(str(path) for path in outcome.files))
+
+
+@app.command()
+def sensors(
+    count: Annotated[int, typer.Option(min=0, help="Sensors to run.")] = 5,
+    kinds: Annotated[
+        str,
+        typer.Option(
+            help="Sensor kinds, comma-separated, cycled over the sensors: "
+            "random (5 s), fast (1 s), slow (15 s), sine, vector, system."
+        ),
+    ] = "random",
+    period: Annotated[
+        float | None, typer.Option(min=0.001, help="Seconds between readings (overrides kinds).")
+    ] = None,
+    duration: Annotated[
+        float | None, typer.Option(min=0, help="Seconds to run (default: until Ctrl-C).")
+    ] = None,
+    slots: Annotated[int, typer.Option(min=1, help="Readings in flight across the fleet.")] = 5,
+    batch: Annotated[int, typer.Option(min=1, help="Most readings per frame.")] = 5,
+    outbox: Annotated[
+        Path, typer.Option(help="Local outbox (SQLite): unacked readings and seqs survive.")
+    ] = Path("forkwire-outbox.sqlite"),
+    outbox_max: Annotated[int, typer.Option(min=1, help="Outbox bound, in readings.")] = 100_000,
+    outbox_policy: Annotated[
+        OutboxPolicyChoice, typer.Option(help="When the outbox is full.")
+    ] = OutboxPolicyChoice.block,
+    prefix: Annotated[str, typer.Option(help="Sensors are named PREFIX-N.")] = "sensor",
+    transport: Annotated[Transport, typer.Option(help="tcp, or udp (fire-and-forget).")] = (
+        Transport.tcp
+    ),
+    udp_ack: Annotated[
+        bool, typer.Option(help="Over UDP, wait for acks and resend like TCP.")
+    ] = False,
+    noise: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Noise stage, repeatable: dropout:2-3 (one drop every 2-3 s), "
+            "random:0.05 (drop with p)."
+        ),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the noise stages.")] = 0,
+    host: Host = DEFAULT_HOST,
+    port: Port = DEFAULT_PORT,
+    live: Annotated[bool | None, typer.Option(help="Live table (default: on a terminal).")] = None,
+) -> None:
+    """Run a fleet of sensors that stream readings to the server through a shared network."""
+    import zlib
+
+    from client.fleet import FleetConfig, FleetSummary, render_status, run_fleet
+    from client.noise import parse_noise
+    from client.sensors import Sensor
+
+    specs = list(noise or [])
+    try:
+        parse_noise(specs)  # a bad spec is a usage error before anything starts
+    except ValueError as exc:
+        raise _fail(str(exc), 2) from None
+
+    def noise_for(sensor: Sensor) -> Callable[[object], bool] | None:
+        if not specs:
+            return None
+        # Each sensor its own seeded stream, so runs repeat and sensors drop independently.
+        return parse_noise(specs, seed=zlib.crc32(f"{seed}:{sensor.name}".encode()))
+
+    console = Console(stderr=True)
+    show = console.is_terminal if live is None else live
+    display: Live | None = None
+
+    def on_status(summary: FleetSummary) -> None:
+        if display is not None:
+            display.update(render_status(summary))
+
+    try:
+        config = FleetConfig(
+            host=host,
+            port=port,
+            count=count,
+            kinds=[kind.strip() for kind in kinds.split(",") if kind.strip()],
+            period=period,
+            duration=duration,
+            slots=slots,
+            batch=batch,
+            outbox=outbox,
+            outbox_max=outbox_max,
+            outbox_policy=outbox_policy.value,
+            prefix=prefix,
+            transport=transport.value,
+            udp_ack=udp_ack,
+            noise=noise_for,
+            on_status=on_status if show else None,
+        )
+    except ValueError as exc:
+        raise _fail(str(exc), 2) from None
+    with contextlib.ExitStack() as stack:
+        if show:
+            display = stack.enter_context(Live(console=console, refresh_per_second=4))
+        try:
+            summary = asyncio.run(run_fleet(config))
+        except KeyboardInterrupt:
+            raise _fail("interrupted; unsent readings stay in the outbox", 130) from None
+    Console().print(render_status(summary))
 
 
 @app.command()

@@ -22,7 +22,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Final, Literal
 
 import structlog
 from rich.table import Table
@@ -31,6 +31,7 @@ from client.connection import ConnectError, Connection, ConnectionLost
 from client.network import Network
 from client.outbox import DEFAULT_MAX_ROWS, Outbox, OutboxPolicy
 from client.sensors import KINDS, Noise, Sensor, make_sensor
+from client.udp import UdpLink
 from protocol import Ack, Error, ReadingsMsg
 
 log = structlog.get_logger("forkwire.sensors")
@@ -63,6 +64,10 @@ class FleetConfig:
             considered dead (a server that hangs instead of closing).
         backoff_initial, backoff_max: reconnect delays in seconds, doubling, with jitter.
         noise: builds the noise stage of each sensor (None: keep every reading).
+        transport: ``tcp``, or ``udp``: one ``readings`` frame per datagram.
+        udp_ack: over UDP, ask for acks and resend from the outbox like TCP (after
+            ``udp_ack_timeout`` of silence); without it readings are fire-and-forget: a
+            slot is held only for the send and the row leaves the outbox once sent.
     """
 
     host: str = "127.0.0.1"
@@ -84,6 +89,10 @@ class FleetConfig:
     backoff_initial: float = 0.1
     backoff_max: float = 5.0
     noise: Callable[[Sensor], Noise | None] | None = None
+    transport: Literal["tcp", "udp"] = "tcp"
+    udp_ack: bool = False
+    #: Over UDP with acks, a datagram lost either way shows as silence: resend after this.
+    udp_ack_timeout: float = 1.0
 
     def __post_init__(self) -> None:
         if self.count < 0:
@@ -130,6 +139,8 @@ class FleetSummary:
     reconnects: int
     failed_connects: int
     elapsed: float
+    #: False in the summary of a run that has ended.
+    running: bool = True
     sensors: tuple[SensorStats, ...] = field(default_factory=tuple)
 
     @property
@@ -180,7 +191,10 @@ async def run_fleet(
 
 
 class Fleet:
-    """One run of a sensor fleet; see :func:`run_fleet`. Single use."""
+    """One run of a sensor fleet; see :func:`run_fleet`.
+
+    Single use: the outbox is opened here and closed when :meth:`run` ends.
+    """
 
     def __init__(self, config: FleetConfig, *, sensors: Sequence[Sensor] | None = None) -> None:
         self.config = config
@@ -195,13 +209,15 @@ class Fleet:
         #: Connections lost after they were up, and connection attempts that failed.
         self.reconnects = 0
         self.failed_connects = 0
-        self._server = f"{config.host}:{config.port}"
+        self._server = f"{config.transport}://{config.host}:{config.port}"
+        self._fire_and_forget = config.transport == "udp" and not config.udp_ack
         self._sent: Counter[str] = Counter()
         self._acked: Counter[str] = Counter()
         self._in_flight: set[tuple[str, int]] = set()
         self._wake = asyncio.Event()  # new rows in the outbox, or closing
         self._closed = asyncio.Event()  # closing: cuts a reconnect backoff short
         self._closing = False
+        self._stopped = False
         self._connected = False
         self._progress_at = 0.0  # loop time of the last ack, or of the first send after one
         self._started = time.monotonic()
@@ -209,6 +225,7 @@ class Fleet:
     def summary(self) -> FleetSummary:
         """The fleet's counters right now."""
         return FleetSummary(
+            running=not self._stopped,
             server=self._server,
             connected=self._connected,
             slots=self.network.slots,
@@ -253,8 +270,12 @@ class Fleet:
             await self._cancel(probing)
             await self._drain(link)
         finally:
-            await self._cancel([*probing, link, status])
-            self.outbox.close()
+            try:
+                await self._cancel([*probing, link, status])
+            finally:
+                # Even if a second Ctrl-C cuts the cleanup short, the file is closed cleanly.
+                self.outbox.close()
+                self._stopped = True
         summary = self.summary()
         if self.config.on_status is not None:
             self.config.on_status(summary)
@@ -327,9 +348,7 @@ class Fleet:
         attempt = 0
         while not self._closing:
             try:
-                connection = await Connection.open(
-                    self.config.host, self.config.port, client="forkwire-sensors"
-                )
+                connection = await self._connect()
             except ConnectError as exc:
                 self.failed_connects += 1
                 self._notify()
@@ -358,6 +377,11 @@ class Fleet:
             await self._back_off(attempt, reason)
             attempt += 1
 
+    async def _connect(self) -> Connection | UdpLink:
+        if self.config.transport == "udp":
+            return await UdpLink.open(self.config.host, self.config.port)
+        return await Connection.open(self.config.host, self.config.port, client="forkwire-sensors")
+
     async def _back_off(self, attempt: int, reason: str) -> None:
         ceiling = min(self.config.backoff_max, self.config.backoff_initial * 2**attempt)
         # Jitter keeps a fleet of clients from reconnecting in lockstep after a restart;
@@ -374,7 +398,7 @@ class Fleet:
             async with asyncio.timeout(delay):
                 await self._closed.wait()
 
-    async def _converse(self, connection: Connection) -> None:
+    async def _converse(self, connection: Connection | UdpLink) -> None:
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._send(connection))
@@ -382,7 +406,7 @@ class Fleet:
         except* _Drained:
             await connection.goodbye(_BYE_TIMEOUT)
 
-    async def _send(self, connection: Connection) -> None:
+    async def _send(self, connection: Connection | UdpLink) -> None:
         cursor = 0  # the outbox id of the last row sent on this connection
         loop = asyncio.get_running_loop()
         while not self._closing:
@@ -399,6 +423,15 @@ class Fleet:
                 continue
             cursor = rows[-1][0]
             items = [reading for _, reading in rows]
+            if self._fire_and_forget:
+                # Handed to the kernel is as far as UDP without acks can know: the slot
+                # was for the send, and the row leaves the outbox now.
+                await connection.send(ReadingsMsg(items=items, ack=False))
+                self._sent.update(r.sensor for r in items)
+                for reading in items:
+                    self.outbox.ack(reading.sensor, reading.seq, reading.seq)
+                self.network.release(len(items))
+                continue
             if not self._in_flight:
                 self._progress_at = loop.time()
             self._in_flight.update((r.sensor, r.seq) for r in items)
@@ -407,9 +440,11 @@ class Fleet:
         await self.network.wait_idle()
         raise _Drained
 
-    async def _receive(self, connection: Connection) -> None:
+    async def _receive(self, connection: Connection | UdpLink) -> None:
         loop = asyncio.get_running_loop()
         timeout = self.config.ack_timeout
+        if self.config.transport == "udp":
+            timeout = min(timeout, self.config.udp_ack_timeout)
         while True:
             try:
                 async with asyncio.timeout(timeout):
@@ -459,6 +494,7 @@ class _Drained(Exception):
 def render_status(summary: FleetSummary) -> Table:
     """A table of the fleet: one row per sensor, a totals footer, the link in the title."""
     link = "connected" if summary.connected else "server away"
+    link = link if summary.running else "stopped"
     table = Table(
         title=(
             f"forkwire sensors → {summary.server} ({link}) · in flight "

@@ -101,3 +101,46 @@ class UdpConnection:
     def close(self) -> None:
         """Close the socket."""
         self._transport.close()
+
+
+class UdpLink:
+    """A :class:`UdpConnection` in the shape of a TCP :class:`Connection`, for the fleet.
+
+    ``send`` never waits (the kernel takes the datagram or drops it), ``goodbye`` has no
+    conversation to end, and a welcome is asked for first so that a server that is not
+    there shows up as a connect failure, like TCP's refused connection.
+    """
+
+    def __init__(self, udp: UdpConnection, welcome: Welcome) -> None:
+        self.udp = udp
+        self.welcome = welcome
+
+    @classmethod
+    async def open(cls, host: str, port: int) -> UdpLink:
+        """Open the socket and wait for the server's welcome.
+
+        Raises:
+            ConnectError: no welcome came back.
+        """
+        udp = await UdpConnection.open(host, port)
+        try:
+            welcome = await udp.hello(wait=1.0, tries=2)
+        except ConnectError:
+            udp.close()
+            raise
+        return cls(udp, welcome)
+
+    async def send(self, message: Message) -> None:
+        """Send one datagram."""
+        self.udp.send(message)
+
+    async def recv(self) -> Message:
+        """The next reply."""
+        return await self.udp.recv()
+
+    async def goodbye(self, wait: float = 0.0) -> None:
+        """Nothing to end over UDP."""
+
+    async def close(self) -> None:
+        """Close the socket."""
+        self.udp.close()

@@ -232,21 +232,11 @@ def _run(tokens: list[str], limits: Limits, strict: bool) -> Number:
                 except _Syntax as exc:
                     exc.index = _position(tokens, remaining)
                     raise
-            if neg:
-                # Negation is an involution on ints and floats (signed zero included),
-                # so a chain of unary minus reduces to its parity.
-                value = -value
-                neg = False
-            if not mulop:
-                term = value
-            elif mulop == "*":
-                term = term * value
-            else:
-                term = term / value
             expect_operand = False
         elif token == "*" or token == "/":
             mulop = token
             expect_operand = True
+            continue
         elif token == "+" or token == "-":
             if not addop:
                 acc = term
@@ -257,11 +247,13 @@ def _run(tokens: list[str], limits: Limits, strict: bool) -> Number:
             addop = token
             mulop = ""
             expect_operand = True
+            continue
         elif token == ")":
             if not stack:
                 if not strict:
                     raise _Unsplit
                 raise _Syntax(_position(tokens, remaining), "unmatched ')'")
+            # The group's value is an operand of the level that opened it.
             if not addop:
                 value = term
             elif addop == "+":
@@ -269,19 +261,23 @@ def _run(tokens: list[str], limits: Limits, strict: bool) -> Number:
             else:
                 value = acc - term
             acc, addop, term, mulop, neg = stack.pop()
-            if neg:
-                value = -value
-                neg = False
-            if not mulop:
-                term = value
-            elif mulop == "*":
-                term = term * value
-            else:
-                term = term / value
         else:
             if not strict:
                 raise _Unsplit
             raise _Syntax(_position(tokens, remaining), f"unexpected {token!r} after an operand")
+        # An operand is complete (a literal or a closed group): apply the pending unary
+        # minus, then the pending * or /.
+        if neg:
+            # Negation is an involution on ints and floats (signed zero included), so a
+            # chain of unary minus reduces to its parity.
+            value = -value
+            neg = False
+        if not mulop:
+            term = value
+        elif mulop == "*":
+            term = term * value
+        else:
+            term = term / value
     if expect_operand or stack:
         if not strict:
             raise _Unsplit

@@ -149,8 +149,8 @@ async def run(settings: Settings) -> None:
 
 
 def _on_signal(stop: asyncio.Event, signum: int) -> None:
+    stop.set()  # first: nothing after this may keep the server from stopping
     log.info("signal_received", signal=signal.Signals(signum).name)
-    stop.set()
 
 
 def _redact(url: str) -> str:

@@ -281,7 +281,11 @@ async def test_sigterm_lets_running_jobs_finish_and_exits_0(tmp_path: Path) -> N
         finally:
             client.close()
 
-    reply = await in_thread(converse)
+    try:
+        reply = await in_thread(converse)
+    except BaseException:
+        await running.stop(signal.SIGKILL)
+        raise
     code = await running.stop(signum=None)
     assert isinstance(reply, CalcResult)
     assert reply.results == [2] * len(lines)

@@ -69,6 +69,11 @@ def _setup(
     configure_logging(log_level.value)
 
 
+def _stdout() -> Console:
+    # Piped into a file, rich would fold wide tables to 80 columns and elide the numbers.
+    return Console(width=None if sys.stdout.isatty() else 200)
+
+
 def _fail(message: str, code: int = 1) -> typer.Exit:
     typer.echo(f"forkwire: {message}", err=True)
     return typer.Exit(code)
@@ -274,7 +279,7 @@ def report(
         raise _fail(str(exc)) from None
     from server.report import render_table  # the report's own table; see client/report.py
 
-    Console().print(render_table(outcome.report))
+    _stdout().print(render_table(outcome.report))
     typer.echo("wrote " + ", ".join(str(path) for path in outcome.files))
 
 
@@ -377,7 +382,147 @@ def sensors(
             summary = asyncio.run(run_fleet(config))
         except KeyboardInterrupt:
             raise _fail("interrupted; unsent readings stay in the outbox", 130) from None
-    Console().print(render_status(summary))
+    _stdout().print(render_status(summary))
+
+
+@app.command()
+def replay(
+    file: Annotated[Path, typer.Argument(help="CSV file; its first row names the columns.")],
+    sensor: Annotated[
+        str | None, typer.Option(help="Stream name (default: the file's stem).")
+    ] = None,
+    column: Annotated[
+        str | None,
+        typer.Option(help="Send this column as a number (default: each row as a record)."),
+    ] = None,
+    interval: Annotated[
+        str,
+        typer.Option(help="Seconds between rows: LOW-HIGH (uniform) or one number; 0: no wait."),
+    ] = "1-3",
+    loop: Annotated[bool, typer.Option(help="Start again at the end, forever.")] = False,
+    out: Annotated[
+        Path, typer.Option(help="Append 'seq,ts,<row>' here for each row sent to the outbox.")
+    ] = Path("out9.txt"),
+    transport: Annotated[Transport, typer.Option(help="tcp, or udp (fire-and-forget).")] = (
+        Transport.tcp
+    ),
+    udp_ack: Annotated[
+        bool, typer.Option(help="Over UDP, wait for acks and resend like TCP.")
+    ] = False,
+    outbox: Annotated[
+        Path, typer.Option(help="Local outbox (SQLite): unacked rows and seqs survive.")
+    ] = Path("forkwire-replay.sqlite"),
+    seed: Annotated[int | None, typer.Option(help="Seed of the interval draws.")] = None,
+    host: Host = DEFAULT_HOST,
+    port: Port = DEFAULT_PORT,
+) -> None:
+    """Stream FILE to the server, one row every interval; Ctrl-C stops (rest stays queued)."""
+    from client.replay import ReplayConfig, parse_interval, run_replay
+
+    try:
+        config = ReplayConfig(
+            file=file,
+            sensor=sensor,
+            column=column,
+            interval=parse_interval(interval),
+            loop=loop,
+            out=out,
+            host=host,
+            port=port,
+            transport=transport.value,
+            udp_ack=udp_ack,
+            outbox=outbox,
+            seed=seed,
+        )
+        summary = asyncio.run(run_replay(config))
+    except (ValueError, InputError) as exc:
+        raise _fail(str(exc), 2) from None
+    except KeyboardInterrupt:
+        raise _fail("interrupted; unsent rows stay in the outbox", 130) from None
+    ending = "file done" if summary.exhausted else "stopped"
+    typer.echo(
+        f"{summary.sensor}: {summary.rows} rows sent in {summary.passes} pass(es), "
+        f"{summary.skipped} skipped, {summary.acked} acked, {summary.pending} left in "
+        f"{outbox} ({ending}), {summary.seconds:.2f} s -> {summary.out}"
+    )
+
+
+class SpoolFormat(enum.StrEnum):
+    """How the profiles spool stores records."""
+
+    json = "json"
+    pickle = "pickle"
+
+
+class ProfileLocale(enum.StrEnum):
+    """Faker locales of the profiles (and of the ages printed)."""
+
+    en_US = "en_US"
+    ru_RU = "ru_RU"
+
+
+@app.command()
+def profiles(
+    ctx: typer.Context,
+    count: Annotated[int, typer.Argument(min=1, help="Profiles to generate.")],
+    interval: Annotated[
+        float, typer.Option(min=0, help="Seconds between generated profiles.")
+    ] = 0.5,
+    spool: Annotated[
+        Path | None,
+        typer.Option(help="Spool file of kept profiles (default: profiles-spool.jsonl/.pickle)."),
+    ] = None,
+    spool_format: Annotated[
+        SpoolFormat, typer.Option("--format", help="Spool format: json lines, or pickles.")
+    ] = SpoolFormat.json,
+    locale: Annotated[ProfileLocale, typer.Option(help="Faker locale.")] = ProfileLocale.en_US,
+    ages: Annotated[str, typer.Option(help="Keep ages LOW-HIGH (inclusive).")] = "30-40",
+    drain_timeout: Annotated[
+        float,
+        typer.Option(min=0, help="At the end, seconds the sender may take to empty the spool."),
+    ] = 30.0,
+    seed: Annotated[int | None, typer.Option(help="Seed of the Faker profiles.")] = None,
+    host: Host = DEFAULT_HOST,
+    port: Port = DEFAULT_PORT,
+) -> None:
+    """Generate COUNT Faker profiles, keep those in the age range, send them to the server.
+
+    Three processes at once: a generator, a processor writing the spool file, and a
+    sender that empties it into the 'profiles' stream.
+    """
+    from client.profiles import ProfilesConfig, parse_ages, run_profiles
+
+    log_level = ctx.find_root().params.get("log_level") or "info"
+    try:
+        low, high = parse_ages(ages)
+        config = ProfilesConfig(
+            count=count,
+            interval=interval,
+            spool=spool,
+            format=spool_format.value,
+            locale=locale.value,
+            ages=(low, high),
+            drain_timeout=drain_timeout,
+            seed=seed,
+            host=host,
+            port=port,
+            log_level=str(log_level),
+        )
+        summary = run_profiles(config)
+    except (ValueError, InputError) as exc:
+        raise _fail(str(exc), 2) from None
+    except KeyboardInterrupt:
+        raise _fail("interrupted twice; unsent profiles stay in the spool", 130) from None
+    typer.echo(
+        f"generated {summary.generated}, kept {summary.kept}"
+        + (f" (+{summary.resumed} resumed from the spool)" if summary.resumed else "")
+        + f", sent {summary.sent}, "
+        f"retried {summary.retried} ({summary.failures} failed sends), "
+        f"left in spool {summary.left} -> {summary.spool}"
+        + (" (interrupted)" if summary.interrupted else "")
+    )
+    if summary.failed:
+        raise _fail("; ".join(summary.failed))
 
 
 @app.command()
@@ -409,7 +554,7 @@ def demo(
     """Send the same readings over TCP and UDP at several rates and account for every loss."""
     from client.demo import DemoConfig, DemoError, parse_rates, run_demo_sync
 
-    console = Console()
+    console = _stdout()
     try:
         config = DemoConfig(
             host=host,

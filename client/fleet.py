@@ -175,7 +175,9 @@ async def run_fleet(
     sensors: Sequence[Sensor] | None = None,
     stop: asyncio.Event | None = None,
 ) -> FleetSummary:
-    """Run a fleet until ``duration`` passes, ``stop`` is set, or the task is cancelled.
+    """Run a fleet until ``duration`` passes, ``stop`` is set, or the task is cancelled,
+    or until every sensor has ended (its probe raised ``StopProbing``) and the outbox holds
+    none of their readings any more (all acked, or sent without acks over plain UDP).
 
     Cancelling (Ctrl-C under ``asyncio.run``) is a normal way to end: probing stops, the
     acks of readings in flight are awaited for up to ``drain_timeout``, the rest stays in
@@ -215,6 +217,7 @@ class Fleet:
         self._acked: Counter[str] = Counter()
         self._in_flight: set[tuple[str, int]] = set()
         self._wake = asyncio.Event()  # new rows in the outbox, or closing
+        self._delivered = asyncio.Event()  # rows left the outbox (acked, or sent over UDP)
         self._closed = asyncio.Event()  # closing: cuts a reconnect backoff short
         self._closing = False
         self._stopped = False
@@ -260,7 +263,7 @@ class Fleet:
         status = asyncio.create_task(self._report_status(), name="fleet status")
         try:
             try:
-                await self._until_end(stop, [link, *probing])
+                await self._until_end(stop, link, probing)
             except asyncio.CancelledError:
                 task = asyncio.current_task()
                 if task is not None:
@@ -289,17 +292,37 @@ class Fleet:
         return summary
 
     async def _until_end(
-        self, stop: asyncio.Event | None, workers: list[asyncio.Task[None]]
+        self,
+        stop: asyncio.Event | None,
+        link: asyncio.Task[None],
+        probing: list[asyncio.Task[None]],
     ) -> None:
         ender = asyncio.create_task(self._wait_stop(stop))
+        watched: set[asyncio.Task[None]] = {ender, link, *probing}
+        delivered: asyncio.Task[None] | None = None
         try:
-            done, _ = await asyncio.wait([ender, *workers], return_when=asyncio.FIRST_COMPLETED)
+            while True:
+                done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+                for task in done - {ender, delivered}:
+                    task.result()  # a failed worker: let its error out
+                    if task is link:
+                        raise RuntimeError(f"{task.get_name()} ended on its own")
+                    watched.discard(task)  # a sensor whose probe raised StopProbing
+                if ender in done or delivered in done:
+                    return
+                if probing and delivered is None and watched.isdisjoint(probing):
+                    # Every sensor ended: keep the link up until what they stored is out.
+                    delivered = asyncio.create_task(self._until_delivered())
+                    watched.add(delivered)
         finally:
             ender.cancel()
-        for task in done:
-            if task is not ender:
-                task.result()  # a worker only ends by failing: let its error out
-                raise RuntimeError(f"{task.get_name()} ended on its own")
+            if delivered is not None:
+                delivered.cancel()
+
+    async def _until_delivered(self) -> None:
+        while any(self.outbox.pending_count(s.name) for s in self.sensors):
+            self._delivered.clear()
+            await self._delivered.wait()
 
     async def _wait_stop(self, stop: asyncio.Event | None) -> None:
         with contextlib.suppress(TimeoutError):
@@ -430,6 +453,7 @@ class Fleet:
                 self._sent.update(r.sensor for r in items)
                 for reading in items:
                     self.outbox.ack(reading.sensor, reading.seq, reading.seq)
+                self._delivered.set()
                 self.network.release(len(items))
                 continue
             if not self._in_flight:
@@ -471,6 +495,7 @@ class Fleet:
             for first, last in runs:
                 self._acked[sensor] += self.outbox.ack(sensor, first, last)
                 released += self._forget(sensor, first, last)
+        self._delivered.set()
         # Only readings in flight hold a slot; a duplicate acked again holds none.
         if released:
             self.network.release(released)

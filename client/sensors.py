@@ -7,6 +7,10 @@ sensor never waits on another.
 
 Probes run on the event loop and must return promptly; the built-in ones take
 microseconds (the ``system`` probe reads ``/proc`` through psutil without sampling).
+
+A probe with a finite source (a replayed file) ends its sensor by raising
+:class:`StopProbing`; a fleet whose sensors have all ended delivers what they stored and
+returns.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ from protocol.messages import SENSOR_PATTERN, Value
 Probe = Callable[[], Value]
 #: The noise stage between probe and network: True keeps the reading, False drops it.
 Noise = Callable[[Reading], bool]
+#: A period drawn afresh for every wait (seconds, >= 0), e.g. uniform in [1, 3].
+PeriodSource = Callable[[], float]
 
 #: The default period of each kind, in seconds (5 s unless the kind says otherwise).
 KIND_PERIODS: Final[dict[str, float]] = {
@@ -52,6 +58,14 @@ _NAME: Final = re.compile(SENSOR_PATTERN)
 log = structlog.get_logger("forkwire.sensors")
 
 
+class StopProbing(Exception):
+    """Raised by a probe that has nothing more to measure: its sensor ends normally.
+
+    Like ``StopIteration`` for an iterator, this is how a finite source says it is
+    exhausted, not a failure: no seq is consumed and nothing is logged.
+    """
+
+
 class ReadingSink(Protocol):
     """Where a sensor's readings go: the outbox, or a stand-in in tests."""
 
@@ -67,7 +81,8 @@ class Sensor:
     Args:
         name: the stream's name on the wire (``[A-Za-z0-9_.-]{1,64}``).
         probe: returns the current value.
-        period: seconds between probes.
+        period: seconds between probes, or a callable drawing each wait afresh (it may
+            return 0: the next probe then follows as soon as the event loop allows).
         kind: what made it, for the status table.
         noise: an optional stage that may drop a reading before the outbox; a dropped
             reading still consumes its seq, so the consumer sees the gap.
@@ -75,7 +90,7 @@ class Sensor:
 
     name: str
     probe: Probe
-    period: float
+    period: float | PeriodSource
     kind: str = "custom"
     noise: Noise | None = None
     #: Seqs consumed (readings probed, kept or not), readings the noise stage dropped,
@@ -87,13 +102,14 @@ class Sensor:
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
             raise ValueError(f"sensor name must match {SENSOR_PATTERN}, got {self.name!r}")
-        if not self.period > 0:
+        if not callable(self.period) and not self.period > 0:
             raise ValueError(f"period must be > 0, got {self.period}")
 
     def measure(self, sink: ReadingSink) -> Reading | None:
         """Probe once and return the reading to store, or None if there is none.
 
         Raises:
+            StopProbing: the probe has nothing more to measure.
             Exception: whatever the probe raised; no seq is consumed then.
         """
         value = self.probe()
@@ -108,7 +124,8 @@ class Sensor:
     async def run(
         self, sink: ReadingSink, on_stored: Callable[[Reading], None] | None = None
     ) -> None:
-        """Probe every ``period`` seconds until cancelled, storing each kept reading.
+        """Probe every ``period`` seconds until cancelled or the probe raises
+        :class:`StopProbing`, storing each kept reading.
 
         The schedule is fixed-rate from the start. When the sensor falls behind (a
         ``block`` outbox that is full), missed ticks are skipped rather than probed in a
@@ -119,6 +136,8 @@ class Sensor:
         while True:
             try:
                 reading = self.measure(sink)
+            except StopProbing:
+                return
             except Exception:
                 self.failed += 1
                 log.warning("probe failed", sensor=self.name, exc_info=True)
@@ -127,7 +146,7 @@ class Sensor:
                 stored = await sink.put(reading)
                 if stored and on_stored is not None:
                     on_stored(reading)
-            due += self.period
+            due += self.period() if callable(self.period) else self.period
             now = loop.time()
             if due < now:
                 due = now

@@ -1,0 +1,270 @@
+"""The profile pipeline: ages in words, the spool, the CLI's checks, and real runs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import pickle
+import re
+import socket
+import sqlite3
+import subprocess
+import sys
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fwtest import REPO, ServerProcess, start_server
+
+from client.agewords import age_words
+from client.opsfile import InputError
+from client.profiles import SeqCounter, Spool, SpoolEntry, age_on, jsonable, parse_ages
+
+#: Every wait here is bounded by this.
+WAIT = 90.0
+SENT = re.compile(r"^sent: (.+), ([MF]), (.+), (\d+) years?$")
+SUMMARY = re.compile(r"generated (\d+), kept (\d+), sent (\d+), retried (\d+)")
+
+
+@pytest.mark.parametrize(
+    ("years", "words"),
+    [
+        (1, "1 год"),
+        (2, "2 года"),
+        (4, "4 года"),
+        (5, "5 лет"),
+        (11, "11 лет"),
+        (12, "12 лет"),
+        (14, "14 лет"),
+        (21, "21 год"),
+        (22, "22 года"),
+        (25, "25 лет"),
+        (30, "30 лет"),
+        (31, "31 год"),
+        (33, "33 года"),
+        (35, "35 лет"),
+        (111, "111 лет"),
+        (112, "112 лет"),
+        (114, "114 лет"),
+        (121, "121 год"),
+    ],
+)
+def test_russian_plurals(years: int, words: str) -> None:
+    """Russian ages take год / года / лет by the last two digits (11-14 are always лет)."""
+    assert age_words(years, "ru_RU") == words
+
+
+def test_english_plurals_and_bad_input() -> None:
+    """English is "1 year", otherwise "N years"; unknown languages and negatives refuse."""
+    assert age_words(1, "en_US") == "1 year"
+    assert age_words(0, "en_US") == "0 years"
+    assert age_words(33, "en_US") == "33 years"
+    with pytest.raises(ValueError, match="locale"):
+        age_words(3, "de_DE")
+    with pytest.raises(ValueError, match=">= 0"):
+        age_words(-1, "en_US")
+
+
+def test_age_counts_whole_years_on_the_day() -> None:
+    """An age goes up on the birthday, and on 1 March for a 29 February birthday."""
+    assert age_on(date(1990, 6, 15), date(2024, 6, 14)) == 33
+    assert age_on(date(1990, 6, 15), date(2024, 6, 15)) == 34
+    assert age_on(date(2000, 2, 29), date(2023, 2, 28)) == 22
+    assert age_on(date(2000, 2, 29), date(2023, 3, 1)) == 23
+    assert parse_ages("30-40") == (30, 40)
+    with pytest.raises(ValueError, match="ages"):
+        parse_ages("40-30")
+
+
+def entry(seq: int) -> SpoolEntry:
+    """A spool record with a Faker-like profile (dates and decimals made JSON-able)."""
+    from decimal import Decimal
+
+    profile = jsonable(
+        {"name": f"P {seq}", "birthdate": date(1990, 1, 1), "loc": (Decimal("1.5"),)}
+    )
+    assert isinstance(profile, dict)
+    return SpoolEntry(seq=seq, ts=1.5, profile=profile)
+
+
+@pytest.mark.parametrize("fmt", ["json", "pickle"])
+def test_spool_appends_removes_and_cuts_a_torn_tail(tmp_path: Path, fmt: Any) -> None:
+    """Records come back in order; remove() deletes only the named seqs; a torn last
+    record (a crash mid-append) is cut off at start-up and later appends read fine."""
+    path = tmp_path / "spool"
+    spool = Spool(path, fmt)
+    for seq in range(4):
+        spool.append(entry(seq))
+    assert [e["seq"] for e in spool.load()] == [0, 1, 2, 3]
+    assert spool.load()[0]["profile"] == {"name": "P 0", "birthdate": "1990-01-01", "loc": [1.5]}
+    assert spool.remove({1, 3, 99}) == 2
+    assert [e["seq"] for e in spool.load()] == [0, 2]
+
+    whole = path.read_bytes()
+    torn = spool._encode(entry(7))[:-3]  # the record being appended when the crash came
+    path.write_bytes(whole + torn)
+    entries, cut = spool.repair()
+    assert ([e["seq"] for e in entries], cut) == ([0, 2], len(torn))
+    assert path.read_bytes() == whole
+    spool.append(entry(8))
+    assert [e["seq"] for e in spool.load()] == [0, 2, 8]
+
+
+def test_spool_refuses_a_file_of_the_other_format(tmp_path: Path) -> None:
+    """A JSON spool read as pickles (or the reverse) is an error, never truncated."""
+    path = tmp_path / "spool"
+    Spool(path, "json").append(entry(0))
+    before = path.read_bytes()
+    with pytest.raises(InputError, match="not a pickle spool"):
+        Spool(path, "pickle").repair()
+    assert path.read_bytes() == before
+    path.write_bytes(pickle.dumps(entry(0)) + b"\n")
+    with pytest.raises(InputError, match="not a JSON spool record"):
+        Spool(path, "json").repair()
+
+
+def test_seq_counter_is_saved_before_use(tmp_path: Path) -> None:
+    """take() writes the next seq first, so a new counter on the file continues from it."""
+    path = tmp_path / "spool.seq"
+    counter = SeqCounter(path)
+    assert [counter.take(), counter.take()] == [0, 1]
+    assert path.read_text().strip() == "2"
+    assert SeqCounter(path).take() == 2
+    assert SeqCounter(path, floor=10).take() == 10
+    path.write_text("garbage")
+    with pytest.raises(InputError, match="next seq"):
+        SeqCounter(path)
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m client ARGS`` to completion."""
+    return subprocess.run(
+        [sys.executable, "-m", "client", *args],
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+        check=False,
+        cwd=REPO,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["0"], "Invalid value for 'count': Input should be greater than or equal to 1"),
+        (["ten"], "Invalid value for 'count': Input should be a valid integer"),
+        (["5", "--format", "xml"], "'xml' is not one of 'json', 'pickle'"),
+        (["5", "--ages", "40-30"], "ages must be 0 <= LOW <= HIGH"),
+    ],
+    ids=["zero", "not-int", "xml", "ages"],
+)
+def test_bad_arguments_are_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
+    """A COUNT below 1 or not an int, an unknown format or bad ages: exit 2, said clearly."""
+    done = run_cli("profiles", *args, "--spool", str(tmp_path / "s.jsonl"), "--port", "1")
+    assert done.returncode == 2
+    assert message in " ".join(done.stderr.split()), done.stderr
+    assert not (tmp_path / "s.jsonl").exists()
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nobody listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def stored_profiles(store: Path) -> dict[int, dict[str, Any]]:
+    """The ``profiles`` stream's records by seq."""
+    with sqlite3.connect(store) as db:
+        rows = db.execute("SELECT seq, value FROM readings WHERE sensor = 'profiles'")
+        return {seq: json.loads(value) for seq, value in rows}
+
+
+async def run_profiles_cli(
+    *args: str, failures_before: int = 0, on_failures: Any = None
+) -> tuple[int, list[str], str]:
+    """Run ``forkwire profiles``; after ``failures_before`` failed sends call
+    ``on_failures()``. Returns the exit status, stdout lines and stderr."""
+    proc = await asyncio.create_subprocess_exec(
+        *[sys.executable, "-m", "client", "profiles", *args],
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=REPO,
+    )
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+    err: list[str] = []
+    try:
+        async with asyncio.timeout(WAIT):
+            failed = 0
+            while failed < failures_before:
+                line = (await proc.stderr.readline()).decode()
+                assert line, "".join(err)
+                err.append(line)
+                failed += "send failed" in line
+            if on_failures is not None:
+                await on_failures()
+            out, rest = await proc.communicate()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode().splitlines(), "".join(err) + rest.decode()
+
+
+async def test_profiles_survive_a_server_that_is_not_there_yet(tmp_path: Path) -> None:
+    """The server starts only after three failed sends: the sender backs off, retries,
+    and in the end every kept profile is stored once, each `sent:` line names a stored
+    record in the age range, and the spool is empty; a second run continues the seqs."""
+    port = free_port()
+    store = tmp_path / "readings.sqlite"
+    spool = tmp_path / "spool.jsonl"
+    common = ["--interval", "0", "--ages", "20-60", "--spool", str(spool), "--port", str(port)]
+    servers: list[ServerProcess] = []
+
+    async def start() -> None:
+        servers.append(await start_server("--db", f"sqlite:///{store}", "--port", str(port)))
+
+    try:
+        code, out, err = await run_profiles_cli(
+            "120", *common, "--drain-timeout", "60", "--seed", "1",
+            failures_before=3, on_failures=start,
+        )  # fmt: skip
+        assert code == 0, err
+        second = await run_profiles_cli("40", *common, "--drain-timeout", "30")
+    finally:
+        for server in servers:
+            await server.stop()
+
+    summary = SUMMARY.search(out[-1])
+    assert summary is not None, out
+    generated, kept, sent, retried = map(int, summary.groups())
+    assert (generated, sent) == (120, kept)
+    assert retried > 0
+    assert kept > 0
+    stored = stored_profiles(store)
+    first_run = {seq: stored[seq] for seq in range(kept)}
+    sent_lines = [SENT.match(line) for line in out[:-1]]
+    assert all(sent_lines), out
+    printed = sorted(m.groups() for m in sent_lines if m is not None)
+    assert printed == sorted(
+        (p["name"], p["sex"], p["job"], str(p["age"])) for p in first_run.values()
+    )
+    today = date.today()
+    for record in stored.values():
+        assert 20 <= record["age"] <= 60
+        assert record["age"] == age_on(date.fromisoformat(record["birthdate"]), today)
+
+    # The second run: new seqs after the first run's, nothing deduplicated away.
+    code2, out2, err2 = second
+    assert code2 == 0, err2
+    summary2 = SUMMARY.search(out2[-1])
+    assert summary2 is not None
+    kept2 = int(summary2.group(2))
+    assert sorted(stored) == list(range(kept + kept2))
+    assert (tmp_path / "spool.jsonl.seq").read_text().strip() == str(kept + kept2)
+    assert spool.read_bytes() == b""
+    assert "left in spool 0" in out2[-1]

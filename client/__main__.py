@@ -69,6 +69,15 @@ def _setup(
     configure_logging(log_level.value)
 
 
+def _fast_loop() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's loop factory where it is installed (the calc client's hot path)."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - a dependency on every POSIX platform
+        return None
+    return uvloop.new_event_loop
+
+
 def _stdout() -> Console:
     # Piped into a file, rich would fold wide tables to 80 columns and elide the numbers.
     return Console(width=None if sys.stdout.isatty() else 200)
@@ -104,7 +113,8 @@ def calc(
     try:
         with opened_text(file) as (text_path, size), _output(output) as out:
             options = _CalcOptions(host, port, batch, window, transport, datagram, progress)
-            summary = asyncio.run(_calc(text_path, size, out, options))
+            with asyncio.Runner(loop_factory=_fast_loop()) as runner:
+                summary = runner.run(_calc(text_path, size, out, options))
     except InputError as exc:
         raise _fail(str(exc), 2) from None
     except ConnectError as exc:

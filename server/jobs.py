@@ -169,8 +169,9 @@ class JobRunner:
         except (TimeoutError, OSError, ValueError):
             log.warning("child_not_reaped", pid=proc.pid)
         proc.join(timeout=1.0)
-        proc.close() if proc.exitcode is not None else None
-        self._children.discard(proc)
+        if proc.exitcode is not None:
+            proc.close()  # frees the sentinel and the other descriptors now, not at GC
+            self._children.discard(proc)
 
     def kill_all(self) -> int:
         """Kill every running child (shutdown past its grace period); return how many."""

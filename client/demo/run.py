@@ -1,0 +1,318 @@
+"""The demo's run: every rate over TCP and UDP, then the noise pair, each one measured.
+
+A :class:`_Measurer` runs one sender at a time, waits until the server has stored what
+it will (:func:`_settle`), and reads back what was stored: the rows from the own
+server's SQLite, or only the count from an external server's ``report``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Final
+
+from client.connection import Connection, describe_error
+from client.demo.config import _TRANSPORTS, DemoConfig, DemoError, Transport
+from client.demo.iperf import _iperf_reference
+from client.demo.metrics import (
+    Rate,
+    _normalise_rate,
+    _rounded,
+    attribute_loss,
+    count_out_of_order,
+    percentile,
+    rfc3550_jitter,
+)
+from client.demo.plot import plot_demo
+from client.demo.results import DemoResult, RunResult
+from client.demo.senders import _send_tcp, _send_udp
+from client.demo.server import _DemoServer, _load_rows
+from client.demo.table import render_table
+from client.noise import parse_noise
+from client.udp import UdpConnection
+from protocol import Error, ReadingMsg, Report, ReportResult, Stats, StatsResult, pack
+
+#: The server has stored all it will once its counters stood still this long.
+_SETTLE_QUIET: Final = 0.5
+_SETTLE_POLL: Final = 0.05
+
+
+def run_demo_sync(config: DemoConfig) -> DemoResult:
+    """:func:`run_demo` in a fresh event loop, for a synchronous caller (the CLI)."""
+    return asyncio.run(run_demo(config))
+
+
+async def run_demo(config: DemoConfig) -> DemoResult:
+    """Run every rate over TCP and UDP, then the noise pair; write demo.json and demo.png.
+
+    Raises:
+        ConnectError: the external server cannot be reached (``client.connection``).
+        DemoError: the own server did not start, or a run failed (acks timed out, the
+            server refused readings).
+    """
+    out_dir = config.out_dir if config.out_dir is not None else Path.cwd()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    say = config.progress or (lambda _line: None)
+    notes: list[str] = []
+    async with contextlib.AsyncExitStack() as stack:
+        if config.port is None:
+            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fw-demo-")))
+            db_path = config.db_path if config.db_path is not None else workdir / "demo.sqlite"
+            server = await _DemoServer.start(db_path.resolve(), config.udp_rcvbuf, workdir)
+            stack.push_async_callback(server.stop)
+            host, port, udp_port = "127.0.0.1", server.port, server.udp_port
+            store: Path | None = db_path.resolve()
+            server_name = "own"
+            say(f"server started on 127.0.0.1:{port} (pid {server.pid}, sqlite {db_path})")
+        else:
+            host = config.host or "127.0.0.1"
+            port = config.port
+            udp_port = config.udp_port or port
+            store = None
+            server_name = f"{host}:{port}"
+            notes.append(
+                "external server: stored counts come from the report request; "
+                "out_of_order, jitter and latency need the rows and are null"
+            )
+        control = await Connection.open(host, port, client="forkwire-demo")
+        stack.push_async_callback(control.close)
+        udp = await UdpConnection.open(host, udp_port)
+        stack.callback(udp.close)
+        await udp.hello()  # fail early if nothing answers over UDP
+        measurer = _Measurer(config, host, port, udp, control, store, say)
+        first = await _stats(control)
+        rcvbuf = _int_or_none(first.get("udp_rcvbuf"))
+
+        runs: list[RunResult] = []
+        for rate in config.run_rates:
+            for transport in _TRANSPORTS:
+                runs.append(await measurer.run(transport, rate, config.run_count, None))
+        if config.noise is not None:
+            noise_rate = _normalise_rate(config.noise_rate)
+            for transport in _TRANSPORTS:
+                runs.append(
+                    await measurer.run(transport, noise_rate, config.noise_count, config.noise)
+                )
+        if config.port is None:
+            notes.extend(server.warnings)
+
+    reference: list[dict[str, Any]] = []
+    iperf = shutil.which("iperf3") if config.iperf else None
+    if iperf is None:
+        notes.append(
+            "iperf3 not on PATH: no kernel-path reference"
+            if config.iperf
+            else "iperf3 reference not asked for"
+        )
+    else:
+        reference = await _iperf_reference(iperf, config, measurer.datagram_bytes, say)
+    notes.append(
+        "latency = server commit time - client send time (includes the group-commit wait); "
+        "kernel drops = host-wide UDP RcvbufErrors growth"
+    )
+
+    result = DemoResult(
+        runs=runs,
+        reference=reference,
+        notes=notes,
+        json_path=out_dir / "demo.json",
+        png_path=out_dir / "demo.png",
+        server=server_name,
+        udp_rcvbuf=rcvbuf,
+        datagram_bytes=measurer.datagram_bytes,
+    )
+    result.json_path.write_text(json.dumps(result.to_json(), indent=2, allow_nan=False) + "\n")
+    await asyncio.to_thread(plot_demo, result, result.png_path)
+    say(f"wrote {result.json_path} and {result.png_path}")
+    if config.console is not None:
+        config.console.print(render_table(result))
+    return result
+
+
+class _Measurer:
+    """Runs one sender at a time and measures what the server stored of it."""
+
+    def __init__(
+        self,
+        config: DemoConfig,
+        host: str,
+        port: int,
+        udp: UdpConnection,
+        control: Connection,
+        store: Path | None,
+        say: Callable[[str], None],
+    ) -> None:
+        self.config = config
+        self.host = host
+        self.port = port
+        self.udp = udp
+        self.control = control
+        self.store = store
+        self.say = say
+        #: Keeps sensor names unique across demos against one store (an external server).
+        self.token = secrets.token_hex(3)
+        #: The size of a typical reading datagram; the iperf3 reference sends this size.
+        self.datagram_bytes = len(
+            pack(
+                ReadingMsg(
+                    sensor="demo-udp-100000-abcdef",
+                    seq=10_000,
+                    ts=time.time(),
+                    value=10_000,
+                    ack=False,
+                )
+            )
+        )
+
+    async def run(
+        self, transport: Transport, rate: Rate, count: int, noise_spec: str | None
+    ) -> RunResult:
+        label = f"noise-{rate}" if noise_spec else str(rate)
+        sensor = f"demo-{transport}-{label}-{self.token}"
+        chain = parse_noise([noise_spec], seed=self.config.seed) if noise_spec else None
+        shown = f"{rate:,}/s" if rate != "max" else "max rate"
+        self.say(
+            f"{transport} {shown}: {count:,} readings" + (f", noise {noise_spec}" if chain else "")
+        )
+        before = await _stats(self.control)
+        per_second = None if rate == "max" else float(rate)
+        if transport == "tcp":
+            sent = await _send_tcp(
+                self.host,
+                self.port,
+                sensor,
+                per_second,
+                count,
+                chain,
+                self.config.tcp_batch,
+                self.config.tcp_window,
+            )
+        else:
+            sent = await _send_udp(self.udp, sensor, per_second, count, chain)
+        after, settled = await _settle(self.control, self.config.settle_timeout)
+        if self.store is not None:
+            rows = await asyncio.to_thread(_load_rows, self.store, sensor)
+            stored = len(rows)
+            seqs = [row[0] for row in rows]
+            transits_ms = [(received - ts) * 1000 for _seq, ts, received in rows]
+            out_of_order: int | None = count_out_of_order(seqs)
+            jitter = rfc3550_jitter(transits_ms)
+            p50 = percentile(transits_ms, 50)
+            p99 = percentile(transits_ms, 99)
+            outside = [seq for seq in seqs if not 0 <= seq < sent.issued]
+            if outside:
+                raise DemoError(
+                    f"{sensor}: stored seqs outside 0..{sent.issued - 1}: {outside[:5]}"
+                )
+        else:
+            stored = await _reported_count(self.control, sensor)
+            out_of_order = jitter = p50 = p99 = None
+        lost = sent.issued - stored
+        noise_dropped = len(sent.noise_seqs)
+        kernel = _delta(before, after, "kernel_udp_rcvbuferrors") if transport == "udp" else None
+        by_noise, by_kernel, elsewhere = attribute_loss(lost, noise_dropped, kernel)
+        result = RunResult(
+            transport=transport,
+            offered_rate=rate,
+            noise=noise_spec,
+            sensor=sensor,
+            sent=sent.issued,
+            stored=stored,
+            lost=lost,
+            loss_pct=round(100 * lost / sent.issued, 4),
+            out_of_order=out_of_order,
+            duplicates=_delta(before, after, "readings_duplicate"),
+            jitter_ms=_rounded(jitter, 3),
+            p50_ms=_rounded(p50, 3),
+            p99_ms=_rounded(p99, 3),
+            achieved_rate=round(sent.issued / sent.seconds, 1) if sent.seconds > 0 else None,
+            kernel_drops=kernel,
+            noise_dropped=noise_dropped,
+            lost_noise=by_noise,
+            lost_kernel=by_kernel,
+            lost_elsewhere=elsewhere,
+            server_received=_delta(before, after, "readings_received"),
+            send_seconds=round(sent.seconds, 4),
+            acked_seconds=_rounded(sent.acked_seconds, 4),
+            settled=settled,
+            noise_seqs=sent.noise_seqs,
+        )
+        self.say(
+            f"  stored {stored:,}, lost {lost:,} ({result.loss_pct:g} %), "
+            f"achieved {result.achieved_rate or 0:,.0f}/s"
+            + ("" if settled else " (server still busy at the settle timeout)")
+        )
+        return result
+
+
+async def _settle(control: Connection, patience: float) -> tuple[dict[str, int | float], bool]:
+    """Poll ``stats`` until the server has stored all it will; return the last counters.
+
+    Settled means: no reading or datagram arrived for ``_SETTLE_QUIET`` seconds, nothing
+    waits for a commit, and every reading received is stored or counted as a duplicate.
+    A datagram still in the kernel's buffer would move ``udp_datagrams_received`` within
+    the quiet time; one the kernel dropped never will. The wait is bounded by ``patience``.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + patience
+    last: tuple[object, ...] | None = None
+    still_since = loop.time()
+    while True:
+        counters = await _stats(control)
+        now = loop.time()
+        moving = tuple(
+            counters.get(name)
+            for name in ("readings_received", "udp_datagrams_received", "readings_stored")
+        )
+        if moving != last:
+            last, still_since = moving, now
+        in_flight = (
+            counters.get("readings_received", 0)
+            - counters.get("readings_stored", 0)
+            - counters.get("readings_duplicate", 0)
+        )
+        idle = counters.get("writer_queue_depth", 0) == 0 and in_flight <= 0
+        if idle and now - still_since >= _SETTLE_QUIET:
+            return counters, True
+        if now >= deadline:
+            return counters, False
+        await asyncio.sleep(_SETTLE_POLL)
+
+
+async def _stats(control: Connection) -> dict[str, int | float]:
+    reply = await control.request(Stats())
+    if not isinstance(reply, StatsResult):
+        raise DemoError(f"stats answered with {reply.type!r}")
+    return dict(reply.counters)
+
+
+async def _reported_count(control: Connection, sensor: str) -> int:
+    """How many readings of ``sensor`` the server stored, from its ``report``."""
+    reply = await control.request(Report(sensors=[sensor]))
+    if isinstance(reply, Error):
+        raise DemoError(f"the report request failed: {describe_error(reply)}")
+    if not isinstance(reply, ReportResult):
+        raise DemoError(f"report answered with {reply.type!r}")
+    sensors = reply.report.get("sensors")
+    entry = sensors.get(sensor) if isinstance(sensors, dict) else None
+    count = entry.get("count") if isinstance(entry, dict) else 0
+    return count if isinstance(count, int) else 0
+
+
+def _delta(before: dict[str, int | float], after: dict[str, int | float], name: str) -> int | None:
+    # The server's counters appear on first use: absent before means 0; absent after means
+    # the server does not have that counter (no /proc/net/snmp, an older server).
+    if name not in after or (name.startswith("kernel_") and name not in before):
+        return None
+    return int(after[name] - before.get(name, 0))
+
+
+def _int_or_none(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

@@ -68,12 +68,18 @@ def start_server(workers: int | None) -> tuple[subprocess.Popen[bytes], int]:
     return proc, port
 
 
-def time_end_to_end(path: Path, port: int, batch: int, window: int) -> tuple[float, str]:
+def time_end_to_end(
+    path: Path, port: int, batch: int | None, window: int | None
+) -> tuple[float, str]:
     """Seconds for the calc CLI, process start to exit, and its summary line."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "results.txt"
         args = [sys.executable, "-m", "client", "calc", str(path), "-o", str(out)]
-        args += ["--port", str(port), "--batch", str(batch), "--window", str(window)]
+        args += ["--port", str(port)]
+        if batch is not None:
+            args += ["--batch", str(batch)]
+        if window is not None:
+            args += ["--window", str(window)]
         started = time.perf_counter()
         done = subprocess.run(args, capture_output=True, text=True, check=False)
         seconds = time.perf_counter() - started
@@ -87,8 +93,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     default = REAL_FILE if REAL_FILE.exists() else REPO / "operations.txt"
     parser.add_argument("--file", type=Path, default=default, help=f"default: {default}")
-    parser.add_argument("--batch", type=int, default=1000, help="lines per job")
-    parser.add_argument("--window", type=int, default=8, help="jobs in flight")
+    parser.add_argument("--batch", type=int, help="lines per job (default: the CLI's)")
+    parser.add_argument("--window", type=int, help="jobs in flight (default: the CLI's)")
     parser.add_argument("--workers", type=int, default=None, help="server children")
     args = parser.parse_args()
 

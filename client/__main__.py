@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.live import Live
 
-from client.calc import CalcFailed, CalcSummary, run_calc, run_calc_udp
+from client.calc import DEFAULT_BATCH, CalcFailed, CalcSummary, run_calc, run_calc_udp
 from client.connection import ConnectError, Connection
 from client.logs import configure_logging
 from client.opsfile import InputError, generate_ops, opened_text
@@ -97,7 +97,7 @@ def calc(
     ] = "results.txt",
     host: Host = DEFAULT_HOST,
     port: Port = DEFAULT_PORT,
-    batch: Annotated[int, typer.Option(min=1, help="Lines per job (at most).")] = 1000,
+    batch: Annotated[int, typer.Option(min=1, help="Lines per job (at most).")] = DEFAULT_BATCH,
     window: Annotated[int, typer.Option(min=1, help="Jobs in flight at once.")] = 8,
     transport: Annotated[
         Transport, typer.Option(help="tcp, or udp: jobs sized to one datagram, retried.")

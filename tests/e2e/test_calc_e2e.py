@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from fwtest import ServerProcess, start_server
 
+from client.calc import DEFAULT_BATCH
 from protocol import (
     Bye,
     Calc,
@@ -107,7 +108,8 @@ async def test_real_workload_slice_matches_python(
 
     stats = await in_thread(_stats, server.port)
     assert stats.counters["children_alive"] == 0
-    assert stats.counters["jobs_finished"] == stats.counters["jobs_started"] == 20
+    jobs = -(-20_000 // DEFAULT_BATCH)  # one job per batch of the CLI's default size
+    assert stats.counters["jobs_finished"] == stats.counters["jobs_started"] == jobs
 
 
 def _stats(port: int) -> StatsResult:

@@ -108,7 +108,9 @@ async def test_a_looping_replay_stops_cleanly_on_ctrl_c(
     data = write_csv(tmp_path / "small.csv", rows=3)
     out, outbox = tmp_path / "out9.txt", tmp_path / "outbox.sqlite"
     proc = await asyncio.create_subprocess_exec(
-        *[sys.executable, "-m", "client", "replay", str(data), "--loop", "--interval", "0.02"],
+        # Through tests/foreground.py: SIGINT must not be inherited as ignored.
+        *[sys.executable, str(REPO / "tests" / "foreground.py"), "replay", str(data), "--loop"],
+        *["--interval", "0.02"],
         *["--out", str(out), "--outbox", str(outbox), "--port", str(server.port)],
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, TextIO
+from typing import Annotated, Any, TextIO, TypeVar
 
 import typer
 from rich.console import Console
@@ -76,6 +77,25 @@ def _fast_loop() -> Callable[[], asyncio.AbstractEventLoop] | None:
     except ImportError:  # pragma: no cover - a dependency on every POSIX platform
         return None
     return uvloop.new_event_loop
+
+
+_T = TypeVar("_T")
+
+
+async def _stoppable(work: Coroutine[Any, Any, _T]) -> _T:
+    """Run ``work`` so that SIGTERM stops it like Ctrl-C: gracefully, with a summary.
+
+    A supervisor (systemd, docker stop) sends SIGTERM; the fleet treats cancellation as
+    the normal way to end (stop probing, await in-flight acks, keep the rest queued).
+    """
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        return await work
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
 
 
 def _stdout() -> Console:
@@ -389,7 +409,7 @@ def sensors(
         if show:
             display = stack.enter_context(Live(console=console, refresh_per_second=4))
         try:
-            summary = asyncio.run(run_fleet(config))
+            summary = asyncio.run(_stoppable(run_fleet(config)))
         except KeyboardInterrupt:
             raise _fail("interrupted; unsent readings stay in the outbox", 130) from None
     _stdout().print(render_status(summary))
@@ -444,7 +464,7 @@ def replay(
             outbox=outbox,
             seed=seed,
         )
-        summary = asyncio.run(run_replay(config))
+        summary = asyncio.run(_stoppable(run_replay(config)))
     except (ValueError, InputError) as exc:
         raise _fail(str(exc), 2) from None
     except KeyboardInterrupt:

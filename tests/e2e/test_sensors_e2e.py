@@ -120,3 +120,40 @@ async def test_sensors_cli_stores_gap_free_ints(tmp_path: Path) -> None:
     with sqlite3.connect(store) as db:
         values = [json.loads(v) for (v,) in db.execute("SELECT value FROM readings")]
     assert all(isinstance(v, int) and -100 <= v <= 100 for v in values)
+
+
+async def test_sigterm_stops_the_sensors_cli_gracefully(tmp_path: Path) -> None:
+    """SIGTERM (a supervisor's stop) ends `forkwire sensors` like Ctrl-C: exit 0, a summary,
+    and every probed reading either stored or still in the outbox."""
+    store, outbox = tmp_path / "readings.sqlite", tmp_path / "outbox.sqlite"
+    server = await start_server("--db", f"sqlite:///{store}")
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *[sys.executable, "-m", "client", "sensors", "--count", "2", "--period", "0.02"],
+            *["--port", str(server.port), "--outbox", str(outbox), "--no-live"],
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        assert proc.stderr is not None
+        try:
+            async with asyncio.timeout(30):
+                while b"connected" not in await proc.stderr.readline():
+                    pass
+            proc.send_signal(signal.SIGTERM)
+            stdout, stderr = await asyncio.wait_for(proc.communicate(), 30)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+    finally:
+        await server.stop()
+    assert proc.returncode == 0, stderr.decode()
+    assert b"fleet stopped" in stderr
+    assert b"total" in stdout
+    seqs = stored(store)
+    with Outbox(outbox) as left:
+        for sensor in ("sensor-0", "sensor-1"):
+            kept = seqs.get(sensor, [])
+            unsent = [r.seq for r in left.pending(sensor)]
+            assert kept == list(range(len(kept)))
+            assert unsent == list(range(len(kept), len(kept) + len(unsent)))

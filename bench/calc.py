@@ -14,14 +14,13 @@ this machine, and reported as ratios so that runs on different machines compare:
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
+from bench.server import start_server
 from server.interpreter import evaluate_batch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,26 +45,6 @@ def time_eval(lines: list[str]) -> float:
         except Exception:
             pass
     return time.perf_counter() - started
-
-
-def start_server(workers: int | None) -> tuple[subprocess.Popen[bytes], int]:
-    """Start a server subprocess on a free port; return it and its port."""
-    args = [sys.executable, "-m", "server", "--port", "0", "--log-format", "json"]
-    args += ["--db", "memory://"]
-    if workers:
-        args += ["--workers", str(workers)]
-    proc = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
-    assert proc.stderr is not None
-    for raw in proc.stderr:
-        event = json.loads(raw)
-        if event.get("event") == "server_started":
-            port = int(event["port"])
-            break
-    else:
-        raise SystemExit("the server exited before it started")
-    # Keep reading its log so the pipe never fills and blocks the server.
-    threading.Thread(target=proc.stderr.read, daemon=True).start()
-    return proc, port
 
 
 def time_end_to_end(
@@ -102,7 +81,8 @@ def main() -> None:
     print(f"file: {args.file} ({len(lines):,} lines)")
     ours = time_interpreter(lines)
     reference = time_eval(lines)
-    server, port = start_server(args.workers)
+    extra = ["--workers", str(args.workers)] if args.workers else []
+    server, port = start_server("--db", "memory://", *extra)
     try:
         end_to_end, summary = time_end_to_end(args.file, port, args.batch, args.window)
     finally:

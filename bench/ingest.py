@@ -18,13 +18,11 @@ import argparse
 import asyncio
 import json
 import sqlite3
-import subprocess
-import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
+from bench.server import start_server
 from client.connection import Connection
 from protocol import Ack, Reading, ReadingsMsg
 
@@ -46,20 +44,6 @@ def make_batches(total: int, batch: int, sensors: int = 10) -> list[list[Reading
         for i in range(total)
     ]
     return [readings[i : i + batch] for i in range(0, total, batch)]
-
-
-def start_server(db: Path) -> tuple[subprocess.Popen[bytes], int]:
-    """A server subprocess on a free port, storing in ``db``."""
-    args = [sys.executable, "-m", "server", "--port", "0", "--log-format", "json"]
-    args += ["--db", f"sqlite:///{db}", "--no-udp"]
-    proc = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
-    assert proc.stderr is not None
-    for raw in proc.stderr:
-        event = json.loads(raw)
-        if event.get("event") == "server_started":
-            threading.Thread(target=proc.stderr.read, daemon=True).start()
-            return proc, int(event["port"])
-    raise SystemExit("the server exited before it started")
 
 
 async def send_all(port: int, batches: list[list[Reading]], window: int) -> float:
@@ -128,7 +112,7 @@ def main() -> None:
     batches = make_batches(args.readings, args.batch)
     with tempfile.TemporaryDirectory(prefix="fw-bench-") as tmp:
         served, direct = Path(tmp) / "served.sqlite", Path(tmp) / "direct.sqlite"
-        server, port = start_server(served)
+        server, port = start_server("--db", f"sqlite:///{served}", "--no-udp")
         try:
             tcp_seconds = asyncio.run(send_all(port, batches, args.window))
         finally:

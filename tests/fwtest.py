@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,3 +103,16 @@ async def start_server(*args: str, env: dict[str, str] | None = None) -> ServerP
     server = ServerProcess(proc, port, events)
     server._drain = asyncio.create_task(drain())
     return server
+
+
+def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m client ARGS`` to completion, from the checkout, output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "client", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        check=False,
+        cwd=REPO,
+    )

@@ -8,14 +8,13 @@ import pickle
 import re
 import socket
 import sqlite3
-import subprocess
 import sys
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 import pytest
-from fwtest import REPO, ServerProcess, start_server
+from fwtest import REPO, ServerProcess, run_cli, start_server
 
 from client.agewords import age_words
 from client.opsfile import InputError
@@ -135,18 +134,6 @@ def test_seq_counter_is_saved_before_use(tmp_path: Path) -> None:
     path.write_text("garbage")
     with pytest.raises(InputError, match="next seq"):
         SeqCounter(path)
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    """``python -m client ARGS`` to completion."""
-    return subprocess.run(
-        [sys.executable, "-m", "client", *args],
-        capture_output=True,
-        text=True,
-        timeout=WAIT,
-        check=False,
-        cwd=REPO,
-    )
 
 
 @pytest.mark.parametrize(

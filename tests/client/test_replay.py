@@ -7,12 +7,11 @@ import csv
 import json
 import signal
 import sqlite3
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from fwtest import REPO, ServerProcess
+from fwtest import REPO, ServerProcess, run_cli
 
 from client.outbox import Outbox
 from client.replay import ReplayConfig, parse_interval, parse_number, run_replay
@@ -36,18 +35,6 @@ def stored_values(store: Path, sensor: str) -> dict[int, object]:
     with sqlite3.connect(store) as db:
         rows = db.execute("SELECT seq, value FROM readings WHERE sensor = ?", (sensor,))
         return {seq: json.loads(value) for seq, value in rows}
-
-
-def run_cli(*args: str, timeout: float = WAIT) -> subprocess.CompletedProcess[str]:
-    """``python -m client ARGS`` to completion."""
-    return subprocess.run(
-        [sys.executable, "-m", "client", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-        cwd=REPO,
-    )
 
 
 async def test_fifty_rows_at_interval_zero_end_stored_and_in_out(

@@ -8,12 +8,10 @@ import os
 import signal
 import socket
 import struct
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from fwtest import ServerProcess, start_server
+from fwtest import ServerProcess, run_cli, start_server
 
 from client.calc import DEFAULT_BATCH
 from protocol import (
@@ -30,18 +28,6 @@ from protocol import (
     encode_frame,
     pack,
 )
-
-
-def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """Run the ``forkwire`` client CLI as a separate process."""
-    return subprocess.run(
-        [sys.executable, "-m", "client", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
 
 
 def python_answer(line: str) -> str:

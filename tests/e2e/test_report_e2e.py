@@ -5,11 +5,9 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
-import subprocess
-import sys
 from pathlib import Path
 
-from fwtest import start_server
+from fwtest import run_cli, start_server
 
 from client.connection import Connection
 from protocol import Ack, Reading, ReadingsMsg
@@ -38,17 +36,6 @@ async def send_stream(port: int) -> None:
         await connection.goodbye()
 
 
-def run_report(*args: str) -> subprocess.CompletedProcess[str]:
-    """The report CLI as a separate process."""
-    return subprocess.run(
-        [sys.executable, "-m", "client", "report", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
 async def test_report_from_store_and_from_server(tmp_path: Path) -> None:
     """Exactly two dropouts (10-12 and 40), linear fill reproduces the signal, and the
     server's report request answers the same JSON."""
@@ -57,10 +44,10 @@ async def test_report_from_store_and_from_server(tmp_path: Path) -> None:
     try:
         await send_stream(server.port)
         direct = await asyncio.to_thread(
-            run_report, "--db", f"sqlite:///{store}", "--out", str(tmp_path / "direct")
+            run_cli, "report", "--db", f"sqlite:///{store}", "--out", str(tmp_path / "direct")
         )
         remote = await asyncio.to_thread(
-            run_report, "--port", str(server.port), "--out", str(tmp_path / "remote")
+            run_cli, "report", "--port", str(server.port), "--out", str(tmp_path / "remote")
         )
     finally:
         await server.stop()

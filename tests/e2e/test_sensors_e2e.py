@@ -6,12 +6,11 @@ import asyncio
 import json
 import signal
 import sqlite3
-import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from fwtest import start_server
+from fwtest import run_cli, start_server
 
 from client.fleet import FleetConfig, FleetSummary, run_fleet
 from client.outbox import Outbox
@@ -101,14 +100,7 @@ async def test_sensors_cli_stores_gap_free_ints(tmp_path: Path) -> None:
     try:
         args = ["sensors", "--count", "5", "--period", "0.05", "--duration", "2"]
         args += ["--port", str(server.port), "--outbox", str(tmp_path / "outbox.sqlite")]
-        done = await asyncio.to_thread(
-            subprocess.run,
-            [sys.executable, "-m", "client", *args],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        done = await asyncio.to_thread(run_cli, *args, timeout=60)
     finally:
         await server.stop()
     assert done.returncode == 0, done.stderr

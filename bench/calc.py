@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from bench.server import start_server
-from server.interpreter import evaluate_batch
+from forkwire.server.interpreter import evaluate_batch
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_FILE = REPO.parent / "shared" / "data" / "operations.txt"
@@ -53,7 +53,7 @@ def time_end_to_end(
     """Seconds for the calc CLI, process start to exit, and its summary line."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "results.txt"
-        args = [sys.executable, "-m", "client", "calc", str(path), "-o", str(out)]
+        args = [sys.executable, "-m", "forkwire.client", "calc", str(path), "-o", str(out)]
         args += ["--port", str(port)]
         if batch is not None:
             args += ["--batch", str(batch)]

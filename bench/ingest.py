@@ -23,8 +23,8 @@ import time
 from pathlib import Path
 
 from bench.server import start_server
-from client.connection import Connection
-from protocol import Ack, Reading, ReadingsMsg
+from forkwire.client.connection import Connection
+from forkwire.protocol import Ack, Reading, ReadingsMsg
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS readings (

@@ -1,4 +1,4 @@
-"""The benchmarks' server: a ``python -m server`` subprocess on a free port."""
+"""The benchmarks' server: a ``python -m forkwire.server`` subprocess on a free port."""
 
 from __future__ import annotations
 
@@ -10,7 +10,16 @@ import threading
 
 def start_server(*args: str) -> tuple[subprocess.Popen[bytes], int]:
     """Start the server with ``args``; return it and the port from its started event."""
-    command = [sys.executable, "-m", "server", "--port", "0", "--log-format", "json", *args]
+    command = [
+        sys.executable,
+        "-m",
+        "forkwire.server",
+        "--port",
+        "0",
+        "--log-format",
+        "json",
+        *args,
+    ]
     proc = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
     assert proc.stderr is not None
     for raw in proc.stderr:

@@ -17,11 +17,11 @@ import typer
 from rich.console import Console
 from rich.live import Live
 
-from client.calc import DEFAULT_BATCH, CalcFailed, CalcSummary, run_calc, run_calc_udp
-from client.connection import ConnectError, Connection
-from client.logs import configure_logging
-from client.opsfile import InputError, generate_ops, opened_text
-from client.udp import DEFAULT_DATAGRAM, UdpConnection
+from forkwire.client.calc import DEFAULT_BATCH, CalcFailed, CalcSummary, run_calc, run_calc_udp
+from forkwire.client.connection import ConnectError, Connection
+from forkwire.client.logs import configure_logging
+from forkwire.client.opsfile import InputError, generate_ops, opened_text
+from forkwire.client.udp import DEFAULT_DATAGRAM, UdpConnection
 
 app = typer.Typer(
     add_completion=False,
@@ -291,7 +291,12 @@ def report(
     port: Port = DEFAULT_PORT,
 ) -> None:
     """Rates, dropouts, gap filling and statistics of the stored streams."""
-    from client.report import ReportFailed, report_from_server, report_from_store, save_report
+    from forkwire.client.report import (
+        ReportFailed,
+        report_from_server,
+        report_from_store,
+        save_report,
+    )
 
     try:
         if db is not None:
@@ -307,7 +312,7 @@ def report(
         raise _fail(f"{exc} (or pass --db to read the store directly)") from None
     except ReportFailed as exc:
         raise _fail(str(exc)) from None
-    from server.report import render_table  # the report's own table; see client/report.py
+    from forkwire.server.report import render_table  # the report's own table; see client/report.py
 
     _stdout().print(render_table(outcome.report))
     typer.echo("wrote " + ", ".join(str(path) for path in outcome.files))
@@ -360,9 +365,9 @@ def sensors(
     """Run a fleet of sensors that stream readings to the server through a shared network."""
     import zlib
 
-    from client.fleet import FleetConfig, FleetSummary, render_status, run_fleet
-    from client.noise import parse_noise
-    from client.sensors import Sensor
+    from forkwire.client.fleet import FleetConfig, FleetSummary, render_status, run_fleet
+    from forkwire.client.noise import parse_noise
+    from forkwire.client.sensors import Sensor
 
     specs = list(noise or [])
     try:
@@ -447,7 +452,7 @@ def replay(
     port: Port = DEFAULT_PORT,
 ) -> None:
     """Stream FILE to the server, one row every interval; Ctrl-C stops (rest stays queued)."""
-    from client.replay import ReplayConfig, parse_interval, run_replay
+    from forkwire.client.replay import ReplayConfig, parse_interval, run_replay
 
     try:
         config = ReplayConfig(
@@ -520,7 +525,7 @@ def profiles(
     Three processes at once: a generator, a processor writing the spool file, and a
     sender that empties it into the 'profiles' stream.
     """
-    from client.profiles import ProfilesConfig, parse_ages, run_profiles
+    from forkwire.client.profiles import ProfilesConfig, parse_ages, run_profiles
 
     log_level = ctx.find_root().params.get("log_level") or "info"
     try:
@@ -582,7 +587,7 @@ def demo(
     ] = None,
 ) -> None:
     """Send the same readings over TCP and UDP at several rates and account for every loss."""
-    from client.demo import DemoConfig, DemoError, parse_rates, run_demo_sync
+    from forkwire.client.demo import DemoConfig, DemoError, parse_rates, run_demo_sync
 
     console = _stdout()
     try:

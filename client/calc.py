@@ -15,9 +15,9 @@ from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from client.connection import Connection, ConnectionLost
-from client.udp import DEFAULT_DATAGRAM, UdpConnection
-from protocol import HEADER_SIZE, Bye, Calc, CalcError, CalcResult, Error
+from forkwire.client.connection import Connection, ConnectionLost
+from forkwire.client.udp import DEFAULT_DATAGRAM, UdpConnection
+from forkwire.protocol import HEADER_SIZE, Bye, Calc, CalcError, CalcResult, Error
 
 #: Lines per job. Every job costs a child process (about 7 ms on a 2-core machine); at
 #: 1,000 lines that overhead makes the real 300,003-line workload take as long end to end

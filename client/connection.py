@@ -11,7 +11,7 @@ import contextlib
 from collections import deque
 from types import TracebackType
 
-from protocol import (
+from forkwire.protocol import (
     Bye,
     Error,
     FrameDecoder,

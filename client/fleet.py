@@ -27,12 +27,12 @@ from typing import Final, Literal
 import structlog
 from rich.table import Table
 
-from client.connection import ConnectError, Connection, ConnectionLost
-from client.network import Network
-from client.outbox import DEFAULT_MAX_ROWS, Outbox, OutboxPolicy
-from client.sensors import KINDS, Noise, Sensor, make_sensor
-from client.udp import UdpLink
-from protocol import Ack, Error, ReadingsMsg
+from forkwire.client.connection import ConnectError, Connection, ConnectionLost
+from forkwire.client.network import Network
+from forkwire.client.outbox import DEFAULT_MAX_ROWS, Outbox, OutboxPolicy
+from forkwire.client.sensors import KINDS, Noise, Sensor, make_sensor
+from forkwire.client.udp import UdpLink
+from forkwire.protocol import Ack, Error, ReadingsMsg
 
 log = structlog.get_logger("forkwire.sensors")
 

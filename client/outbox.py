@@ -23,7 +23,7 @@ from typing import Final, Literal, TypeAlias, get_args
 
 import structlog
 
-from protocol import Reading
+from forkwire.protocol import Reading
 
 OutboxPolicy: TypeAlias = Literal["block", "drop-oldest"]
 POLICIES: Final[tuple[str, ...]] = get_args(OutboxPolicy)

@@ -49,11 +49,11 @@ from typing import Any, Final
 import structlog
 from pydantic import JsonValue
 
-from client.agewords import age_words
-from client.connection import ConnectError, Connection, ConnectionLost
-from client.logs import configure_logging
-from client.spool import FORMATS, SeqCounter, Spool, SpoolEntry, SpoolFormat, read_counter
-from protocol import Ack, Error, Reading, ReadingsMsg
+from forkwire.client.agewords import age_words
+from forkwire.client.connection import ConnectError, Connection, ConnectionLost
+from forkwire.client.logs import configure_logging
+from forkwire.client.spool import FORMATS, SeqCounter, Spool, SpoolEntry, SpoolFormat, read_counter
+from forkwire.protocol import Ack, Error, Reading, ReadingsMsg
 
 log = structlog.get_logger("forkwire.profiles")
 

@@ -38,11 +38,11 @@ from typing import Any, Final, Literal, TextIO
 import structlog
 from pydantic import JsonValue
 
-from client.fleet import FleetConfig, run_fleet
-from client.opsfile import InputError
-from client.sensors import PeriodSource, ReadingSink, Sensor, StopProbing
-from protocol import Reading
-from protocol.messages import SENSOR_PATTERN, Value
+from forkwire.client.fleet import FleetConfig, run_fleet
+from forkwire.client.opsfile import InputError
+from forkwire.client.sensors import PeriodSource, ReadingSink, Sensor, StopProbing
+from forkwire.protocol import Reading
+from forkwire.protocol.messages import SENSOR_PATTERN, Value
 
 log = structlog.get_logger("forkwire.replay")
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from client.connection import Connection, ConnectionLost
-from protocol import Error, Report, ReportResult
+from forkwire.client.connection import Connection, ConnectionLost
+from forkwire.protocol import Error, Report, ReportResult
 
 FillMethod = Literal["linear", "previous", "none"]
 
@@ -48,8 +48,8 @@ async def report_from_store(
     Raises:
         ReportFailed: the store cannot be opened or read, or the fill would be too large.
     """
-    from server.report import write_report  # the public entry; see the module docstring
-    from server.storage import open_repository
+    from forkwire.server.report import write_report  # the public entry; see the module docstring
+    from forkwire.server.storage import open_repository
 
     try:
         repo = await open_repository(url)

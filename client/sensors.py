@@ -28,8 +28,8 @@ import numpy as np
 import psutil
 import structlog
 
-from protocol import Reading
-from protocol.messages import SENSOR_PATTERN, Value
+from forkwire.protocol import Reading
+from forkwire.protocol.messages import SENSOR_PATTERN, Value
 
 #: Takes no argument, returns one value: a number, a list of floats or a JSON object.
 Probe = Callable[[], Value]

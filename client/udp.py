@@ -11,8 +11,8 @@ import asyncio
 import contextlib
 from typing import Any
 
-from client.connection import CLIENT_MAX_FRAME, ConnectError
-from protocol import (
+from forkwire.client.connection import CLIENT_MAX_FRAME, ConnectError
+from forkwire.protocol import (
     Hello,
     Message,
     ProtocolError,

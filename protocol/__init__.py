@@ -4,7 +4,7 @@ Nothing here opens a socket or needs an event loop; the server and the clients w
 in their own I/O.
 """
 
-from protocol.errors import (
+from forkwire.protocol.errors import (
     BadJSON,
     BadMessage,
     FrameTooLarge,
@@ -12,14 +12,14 @@ from protocol.errors import (
     TruncatedFrame,
     UnknownType,
 )
-from protocol.framing import (
+from forkwire.protocol.framing import (
     DEFAULT_MAX_FRAME,
     HEADER_SIZE,
     FrameDecoder,
     decode_datagram,
     encode_frame,
 )
-from protocol.messages import (
+from forkwire.protocol.messages import (
     PROTOCOL_VERSION,
     Ack,
     Bye,

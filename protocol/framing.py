@@ -9,7 +9,7 @@ from __future__ import annotations
 import struct
 from typing import Final
 
-from protocol.errors import FrameTooLarge, ProtocolError, TruncatedFrame
+from forkwire.protocol.errors import FrameTooLarge, ProtocolError, TruncatedFrame
 
 HEADER: Final = struct.Struct("!I")
 HEADER_SIZE: Final = HEADER.size

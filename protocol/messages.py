@@ -12,8 +12,8 @@ from typing import Annotated, Any, Final, Literal, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, TypeAdapter, ValidationError
 
-from protocol.errors import BadJSON, BadMessage, ProtocolError, UnknownType
-from protocol.framing import encode_frame
+from forkwire.protocol.errors import BadJSON, BadMessage, ProtocolError, UnknownType
+from forkwire.protocol.framing import encode_frame
 
 PROTOCOL_VERSION: Final = 1
 

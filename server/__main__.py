@@ -8,10 +8,10 @@ from typing import Annotated, Any, Literal
 import typer
 from pydantic import ValidationError
 
-from server.app import run
-from server.config import Settings
-from server.logs import configure_logging
-from server.loops import loop_factory
+from forkwire.server.app import run
+from forkwire.server.config import Settings
+from forkwire.server.logs import configure_logging
+from forkwire.server.loops import loop_factory
 
 cli = typer.Typer(add_completion=False, rich_markup_mode=None)
 

@@ -13,13 +13,13 @@ import signal
 
 import structlog
 
-from server.config import Settings
-from server.dispatch import Dispatcher
-from server.ingest import Writer
-from server.jobs import JobRunner
-from server.storage import Repository, open_repository
-from server.tcp import TcpConnection
-from server.udp import kernel_udp_stats, open_udp
+from forkwire.server.config import Settings
+from forkwire.server.dispatch import Dispatcher
+from forkwire.server.ingest import Writer
+from forkwire.server.jobs import JobRunner
+from forkwire.server.storage import Repository, open_repository
+from forkwire.server.tcp import TcpConnection
+from forkwire.server.udp import kernel_udp_stats, open_udp
 
 log = structlog.get_logger("forkwire.server")
 

@@ -8,9 +8,9 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from protocol import DEFAULT_MAX_FRAME
-from server.interpreter import Limits
-from server.jobs import default_workers
+from forkwire.protocol import DEFAULT_MAX_FRAME
+from forkwire.server.interpreter import Limits
+from forkwire.server.jobs import default_workers
 
 DEFAULT_PORT = 7700
 DEFAULT_DB = "sqlite:///forkwire.sqlite"

@@ -11,7 +11,7 @@ from typing import Any
 
 import structlog
 
-from protocol import (
+from forkwire.protocol import (
     PROTOCOL_VERSION,
     Ack,
     Calc,
@@ -28,11 +28,11 @@ from protocol import (
     StatsResult,
     Welcome,
 )
-from protocol import Report as ReportRequest
-from server.config import Settings
-from server.ingest import Writer
-from server.jobs import JobRunner
-from server.report import build_report
+from forkwire.protocol import Report as ReportRequest
+from forkwire.server.config import Settings
+from forkwire.server.ingest import Writer
+from forkwire.server.jobs import JobRunner
+from forkwire.server.report import build_report
 
 log = structlog.get_logger("forkwire.server")
 

@@ -16,8 +16,8 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from protocol.messages import Reading
-from server.storage.base import AddResult, Key, Repository
+from forkwire.protocol.messages import Reading
+from forkwire.server.storage.base import AddResult, Key, Repository
 
 
 @dataclass(slots=True)

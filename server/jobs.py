@@ -22,8 +22,8 @@ from typing import Any
 
 import structlog
 
-from server.interpreter import DEFAULT_LIMITS, Limits, Number
-from server.worker import run_job
+from forkwire.server.interpreter import DEFAULT_LIMITS, Limits, Number
+from forkwire.server.worker import run_job
 
 log = structlog.get_logger("forkwire.jobs")
 
@@ -87,7 +87,9 @@ class JobRunner:
         self._ctx: Any = multiprocessing.get_context(start_method)
         if start_method == "forkserver":
             # popen_forkserver: every child would import it again (1 ms measured) otherwise.
-            self._ctx.set_forkserver_preload(["server.worker", "multiprocessing.popen_forkserver"])
+            self._ctx.set_forkserver_preload(
+                ["forkwire.server.worker", "multiprocessing.popen_forkserver"]
+            )
         self._target = target
         self._slots = asyncio.Semaphore(workers)
         self._children: set[Any] = set()

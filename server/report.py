@@ -21,7 +21,7 @@ import numpy as np
 from rich import box
 from rich.table import Table
 
-from server.analytics import (
+from forkwire.server.analytics import (
     FilledStream,
     FillMethod,
     FloatArray,

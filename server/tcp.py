@@ -8,7 +8,7 @@ import itertools
 
 import structlog
 
-from protocol import (
+from forkwire.protocol import (
     Bye,
     Error,
     FrameDecoder,
@@ -18,7 +18,7 @@ from protocol import (
     decode_message,
     pack,
 )
-from server.dispatch import SLOW_REQUESTS, Dispatcher, StorageUnavailable
+from forkwire.server.dispatch import SLOW_REQUESTS, Dispatcher, StorageUnavailable
 
 log = structlog.get_logger("forkwire.tcp")
 

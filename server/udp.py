@@ -16,7 +16,7 @@ from typing import Any, cast
 
 import structlog
 
-from protocol import (
+from forkwire.protocol import (
     Bye,
     Error,
     Message,
@@ -25,7 +25,7 @@ from protocol import (
     decode_message,
     pack,
 )
-from server.dispatch import SLOW_REQUESTS, Dispatcher
+from forkwire.server.dispatch import SLOW_REQUESTS, Dispatcher
 
 log = structlog.get_logger("forkwire.udp")
 

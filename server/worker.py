@@ -9,7 +9,7 @@ from __future__ import annotations
 import signal
 from multiprocessing.connection import Connection
 
-from server.interpreter import Limits, evaluate_batch
+from forkwire.server.interpreter import Limits, evaluate_batch
 
 
 def run_job(conn: Connection, limits: Limits) -> None:

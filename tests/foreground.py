@@ -1,4 +1,4 @@
-"""Run ``python -m client ...`` the way a shell runs a foreground command: Ctrl-C works.
+"""Run ``python -m forkwire ...`` the way a shell runs a foreground command: Ctrl-C works.
 
 A shell script that starts a command in the background (``pytest ... &``) gives it, and
 every process it starts, SIGINT ignored; Python then installs no KeyboardInterrupt handler
@@ -14,4 +14,4 @@ if __name__ == "__main__":
     sys.path.remove(sys.path[0])
     signal.signal(signal.SIGINT, signal.default_int_handler)
     sys.argv = ["forkwire", *sys.argv[1:]]
-    runpy.run_module("client", run_name="__main__", alter_sys=True)
+    runpy.run_module("forkwire", run_name="__main__", alter_sys=True)

@@ -48,11 +48,11 @@ class ServerProcess:
 
 
 async def start_server(*args: str, env: dict[str, str] | None = None) -> ServerProcess:
-    """Start ``python -m server`` on port 0 and wait for its ``server_started`` event."""
+    """Start ``python -m forkwire.server`` on port 0 and wait for its ``server_started`` event."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "server",
+        "forkwire.server",
         "--host",
         "127.0.0.1",
         "--port",
@@ -106,9 +106,9 @@ async def start_server(*args: str, env: dict[str, str] | None = None) -> ServerP
 
 
 def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m client ARGS`` to completion, from the checkout, output captured."""
+    """Run ``python -m forkwire ARGS`` to completion, from the checkout, output captured."""
     return subprocess.run(
-        [sys.executable, "-m", "client", *args],
+        [sys.executable, "-m", "forkwire", *args],
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -28,7 +28,7 @@ back row by row: the demo uses the ``report`` request for the stored count, and 
 ``out_of_order``, ``jitter_ms``, ``p50_ms`` and ``p99_ms`` null.
 """
 
-from client.demo.config import (
+from forkwire.client.demo.config import (
     DEFAULT_COUNT,
     DEFAULT_NOISE,
     DEFAULT_NOISE_RATE,
@@ -44,8 +44,8 @@ from client.demo.config import (
     DemoError,
     Transport,
 )
-from client.demo.iperf import _iperf_run
-from client.demo.metrics import (
+from forkwire.client.demo.iperf import _iperf_run
+from forkwire.client.demo.metrics import (
     Rate,
     attribute_loss,
     count_out_of_order,
@@ -53,10 +53,10 @@ from client.demo.metrics import (
     percentile,
     rfc3550_jitter,
 )
-from client.demo.plot import plot_demo
-from client.demo.results import DemoResult, RunResult
-from client.demo.run import run_demo, run_demo_sync
-from client.demo.table import render_table
+from forkwire.client.demo.plot import plot_demo
+from forkwire.client.demo.results import DemoResult, RunResult
+from forkwire.client.demo.run import run_demo, run_demo_sync
+from forkwire.client.demo.table import render_table
 
 __all__ = [
     "DEFAULT_COUNT",

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, Literal, TypeAlias
 
-from client.demo.metrics import Rate, _normalise_rate
-from client.noise import parse_noise
+from forkwire.client.demo.metrics import Rate, _normalise_rate
+from forkwire.client.noise import parse_noise
 
 if TYPE_CHECKING:
     from rich.console import Console

@@ -10,8 +10,8 @@ import socket
 from collections.abc import Callable
 from typing import Any, Final
 
-from client.demo.config import REFERENCE_LABEL, DemoConfig
-from client.demo.metrics import Rate, _rounded
+from forkwire.client.demo.config import REFERENCE_LABEL, DemoConfig
+from forkwire.client.demo.metrics import Rate, _rounded
 
 _IPERF_MAX_SECONDS: Final = 10
 

@@ -6,9 +6,9 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from client.demo.config import REFERENCE_LABEL
-from client.demo.metrics import Rate
-from client.demo.results import DemoResult
+from forkwire.client.demo.config import REFERENCE_LABEL
+from forkwire.client.demo.metrics import Rate
+from forkwire.client.demo.results import DemoResult
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from client.demo.config import Transport
-from client.demo.metrics import Rate
+from forkwire.client.demo.config import Transport
+from forkwire.client.demo.metrics import Rate
 
 
 @dataclass

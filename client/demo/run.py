@@ -18,10 +18,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
-from client.connection import Connection, describe_error
-from client.demo.config import _TRANSPORTS, DemoConfig, DemoError, Transport
-from client.demo.iperf import _iperf_reference
-from client.demo.metrics import (
+from forkwire.client.connection import Connection, describe_error
+from forkwire.client.demo.config import _TRANSPORTS, DemoConfig, DemoError, Transport
+from forkwire.client.demo.iperf import _iperf_reference
+from forkwire.client.demo.metrics import (
     Rate,
     _normalise_rate,
     _rounded,
@@ -30,14 +30,14 @@ from client.demo.metrics import (
     percentile,
     rfc3550_jitter,
 )
-from client.demo.plot import plot_demo
-from client.demo.results import DemoResult, RunResult
-from client.demo.senders import _send_tcp, _send_udp
-from client.demo.server import _DemoServer, _load_rows
-from client.demo.table import render_table
-from client.noise import parse_noise
-from client.udp import UdpConnection
-from protocol import Error, ReadingMsg, Report, ReportResult, Stats, StatsResult, pack
+from forkwire.client.demo.plot import plot_demo
+from forkwire.client.demo.results import DemoResult, RunResult
+from forkwire.client.demo.senders import _send_tcp, _send_udp
+from forkwire.client.demo.server import _DemoServer, _load_rows
+from forkwire.client.demo.table import render_table
+from forkwire.client.noise import parse_noise
+from forkwire.client.udp import UdpConnection
+from forkwire.protocol import Error, ReadingMsg, Report, ReportResult, Stats, StatsResult, pack
 
 #: The server has stored all it will once its counters stood still this long.
 _SETTLE_QUIET: Final = 0.5

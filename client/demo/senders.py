@@ -13,11 +13,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final, TypeVar
 
-from client.connection import Connection, describe_error
-from client.demo.config import DemoError
-from client.noise import Chain
-from client.udp import UdpConnection
-from protocol import Ack, Error, Reading, ReadingMsg, ReadingsMsg
+from forkwire.client.connection import Connection, describe_error
+from forkwire.client.demo.config import DemoError
+from forkwire.client.noise import Chain
+from forkwire.client.udp import UdpConnection
+from forkwire.protocol import Ack, Error, Reading, ReadingMsg, ReadingsMsg
 
 _T = TypeVar("_T")
 

@@ -1,4 +1,4 @@
-"""The demo's own server: ``python -m server`` as a subprocess, and its SQLite read back."""
+"""The demo's own server: ``python -m forkwire.server`` as a subprocess; its SQLite read back."""
 
 from __future__ import annotations
 
@@ -12,14 +12,14 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Final
 
-from client.demo.config import DemoError
+from forkwire.client.demo.config import DemoError
 
 _SERVER_START_TIMEOUT: Final = 30.0
 _SERVER_STOP_TIMEOUT: Final = 10.0
 
 
 class _DemoServer:
-    """``python -m server`` on a free port, its stderr drained, stopped with SIGTERM."""
+    """``python -m forkwire.server`` on a free port, its stderr drained, stopped with SIGTERM."""
 
     def __init__(self, proc: asyncio.subprocess.Process, started: dict[str, Any]) -> None:
         self.proc = proc
@@ -41,12 +41,12 @@ class _DemoServer:
         args += ["--db", f"sqlite:///{db}"]
         if rcvbuf is not None:
             args += ["--udp-rcvbuf", str(rcvbuf)]
-        # cwd is a scratch folder: ``-m server`` must not pick up a ``server/`` folder that
-        # happens to sit in the user's current directory.
+        # cwd is a scratch folder: ``-m forkwire.server`` must not pick up a ``forkwire/``
+        # folder that happens to sit in the user's current directory.
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "server",
+            "forkwire.server",
             *args,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,

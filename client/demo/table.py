@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from client.demo.config import REFERENCE_LABEL
-from client.demo.metrics import Rate
-from client.demo.results import DemoResult, RunResult
+from forkwire.client.demo.config import REFERENCE_LABEL
+from forkwire.client.demo.metrics import Rate
+from forkwire.client.demo.results import DemoResult, RunResult
 
 if TYPE_CHECKING:
     from rich.table import Table

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Final
 
-from server.storage.base import AddResult, Fanout, Key, Repository, StoredReading
+from forkwire.server.storage.base import AddResult, Fanout, Key, Repository, StoredReading
 
 __all__ = [
     "SCHEMES",

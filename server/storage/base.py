@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeAlias
 
-from protocol.messages import Reading
+from forkwire.protocol.messages import Reading
 
 #: The idempotency key of a reading.
 Key: TypeAlias = tuple[str, int]

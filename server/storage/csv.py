@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import urlsplit
 
-from protocol.messages import Reading
-from server.storage.base import (
+from forkwire.protocol.messages import Reading
+from forkwire.server.storage.base import (
     AddResult,
     Key,
     StoredReading,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from protocol.messages import Reading
-from server.storage.base import (
+from forkwire.protocol.messages import Reading
+from forkwire.server.storage.base import (
     AddResult,
     Key,
     StoredReading,

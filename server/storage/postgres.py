@@ -17,8 +17,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
-from protocol.messages import Reading
-from server.storage.base import (
+from forkwire.protocol.messages import Reading
+from forkwire.server.storage.base import (
     AddResult,
     StoredReading,
     decode_value,

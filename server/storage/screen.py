@@ -10,8 +10,8 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
-from protocol.messages import Reading
-from server.storage.base import AddResult, StoredReading, encode_value
+from forkwire.protocol.messages import Reading
+from forkwire.server.storage.base import AddResult, StoredReading, encode_value
 
 
 class ScreenRepository:

@@ -17,8 +17,8 @@ from urllib.parse import urlsplit
 
 import aiosqlite
 
-from protocol.messages import Reading
-from server.storage.base import (
+from forkwire.protocol.messages import Reading
+from forkwire.server.storage.base import (
     AddResult,
     StoredReading,
     decode_value,

@@ -15,7 +15,7 @@ import contextlib
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 
-from protocol import (
+from forkwire.protocol import (
     DEFAULT_MAX_FRAME,
     Ack,
     Bye,

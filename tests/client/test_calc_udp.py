@@ -6,9 +6,9 @@ import asyncio
 import io
 from typing import Any
 
-from client.calc import run_calc_udp
-from client.udp import UdpConnection
-from protocol import Calc, CalcResult, decode_datagram, decode_message, pack
+from forkwire.client.calc import run_calc_udp
+from forkwire.client.udp import UdpConnection
+from forkwire.protocol import Calc, CalcResult, decode_datagram, decode_message, pack
 
 
 class LossyServer(asyncio.DatagramProtocol):

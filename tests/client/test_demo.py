@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from client.demo import (
+from forkwire.client.demo import (
     REFERENCE_LABEL,
     DemoConfig,
     DemoResult,

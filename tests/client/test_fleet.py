@@ -12,9 +12,16 @@ import pytest
 from fake_ingest import FakeIngest
 from rich.console import Console
 
-from client.fleet import Fleet, FleetConfig, FleetSummary, SensorStats, render_status, run_fleet
-from client.outbox import Outbox
-from client.sensors import Sensor
+from forkwire.client.fleet import (
+    Fleet,
+    FleetConfig,
+    FleetSummary,
+    SensorStats,
+    render_status,
+    run_fleet,
+)
+from forkwire.client.outbox import Outbox
+from forkwire.client.sensors import Sensor
 
 #: Every wait in these tests is event-driven and bounded by this.
 WAIT = 10.0

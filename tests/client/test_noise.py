@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from client.noise import Chain, PeriodicDropout, RandomDrop, parse_noise
+from forkwire.client.noise import Chain, PeriodicDropout, RandomDrop, parse_noise
 
 
 class FakeClock:

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from client.outbox import Outbox, OutboxFull
-from protocol import Reading
+from forkwire.client.outbox import Outbox, OutboxFull
+from forkwire.protocol import Reading
 
 
 def reading(sensor: str, seq: int, value: int | float | list[float] = 1) -> Reading:

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 from fwtest import REPO, ServerProcess, run_cli, start_server
 
-from client.agewords import age_words
-from client.opsfile import InputError
-from client.profiles import SeqCounter, Spool, SpoolEntry, age_on, jsonable, parse_ages
+from forkwire.client.agewords import age_words
+from forkwire.client.opsfile import InputError
+from forkwire.client.profiles import SeqCounter, Spool, SpoolEntry, age_on, jsonable, parse_ages
 
 #: Every wait here is bounded by this.
 WAIT = 90.0
@@ -175,7 +175,7 @@ async def run_profiles_cli(
     """Run ``forkwire profiles``; after ``failures_before`` failed sends call
     ``on_failures()``. Returns the exit status, stdout lines and stderr."""
     proc = await asyncio.create_subprocess_exec(
-        *[sys.executable, "-m", "client", "profiles", *args],
+        *[sys.executable, "-m", "forkwire.client", "profiles", *args],
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         cwd=REPO,

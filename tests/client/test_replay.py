@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from fwtest import REPO, ServerProcess, run_cli
 
-from client.outbox import Outbox
-from client.replay import ReplayConfig, parse_interval, parse_number, run_replay
+from forkwire.client.outbox import Outbox
+from forkwire.client.replay import ReplayConfig, parse_interval, parse_number, run_replay
 
 #: Every wait here is bounded by this.
 WAIT = 60.0

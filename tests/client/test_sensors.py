@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-from client.sensors import KIND_PERIODS, KINDS, Sensor, make_sensor
-from protocol import Reading
+from forkwire.client.sensors import KIND_PERIODS, KINDS, Sensor, make_sensor
+from forkwire.protocol import Reading
 
 
 class Sink:

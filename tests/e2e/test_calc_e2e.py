@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from fwtest import ServerProcess, run_cli, start_server
 
-from client.calc import DEFAULT_BATCH
-from protocol import (
+from forkwire.client.calc import DEFAULT_BATCH
+from forkwire.protocol import (
     Bye,
     Calc,
     CalcResult,

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from fwtest import run_cli, start_server
 
-from client.connection import Connection
-from protocol import Ack, Reading, ReadingsMsg
+from forkwire.client.connection import Connection
+from forkwire.protocol import Ack, Reading, ReadingsMsg
 
 MISSING = {10, 11, 12, 40}
 

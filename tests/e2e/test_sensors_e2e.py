@@ -12,8 +12,8 @@ from pathlib import Path
 
 from fwtest import run_cli, start_server
 
-from client.fleet import FleetConfig, FleetSummary, run_fleet
-from client.outbox import Outbox
+from forkwire.client.fleet import FleetConfig, FleetSummary, run_fleet
+from forkwire.client.outbox import Outbox
 
 
 def stored(store: Path) -> dict[str, list[int]]:
@@ -121,7 +121,16 @@ async def test_sigterm_stops_the_sensors_cli_gracefully(tmp_path: Path) -> None:
     server = await start_server("--db", f"sqlite:///{store}")
     try:
         proc = await asyncio.create_subprocess_exec(
-            *[sys.executable, "-m", "client", "sensors", "--count", "2", "--period", "0.02"],
+            *[
+                sys.executable,
+                "-m",
+                "forkwire.client",
+                "sensors",
+                "--count",
+                "2",
+                "--period",
+                "0.02",
+            ],
             *["--port", str(server.port), "--outbox", str(outbox), "--no-live"],
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,

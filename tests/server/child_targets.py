@@ -11,7 +11,7 @@ import os
 import time
 from multiprocessing.connection import Connection
 
-from server.interpreter import Limits, evaluate_batch
+from forkwire.server.interpreter import Limits, evaluate_batch
 
 #: How long a "hanging" child sleeps: far longer than any test waits for it.
 HANG_SECONDS = 60.0

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from server.analytics import (
+from forkwire.server.analytics import (
     MAX_FILL_ROWS,
     FloatArray,
     dropouts,

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from protocol.messages import Reading
-from server.ingest import Writer
-from server.storage import AddResult, Repository, open_repository
-from server.storage.memory import MemoryRepository
+from forkwire.protocol.messages import Reading
+from forkwire.server.ingest import Writer
+from forkwire.server.storage import AddResult, Repository, open_repository
+from forkwire.server.storage.memory import MemoryRepository
 
 
 def reading(sensor: str, seq: int, value: float = 1.0) -> Reading:

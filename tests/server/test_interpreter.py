@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server.interpreter import (
+from forkwire.server.interpreter import (
     DEFAULT_LIMITS,
     ExpressionError,
     Limits,

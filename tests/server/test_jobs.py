@@ -11,8 +11,8 @@ from collections.abc import Callable
 import child_targets
 import pytest
 
-from server.interpreter import Limits
-from server.jobs import JobRunner
+from forkwire.server.interpreter import Limits
+from forkwire.server.jobs import JobRunner
 
 #: How long a test lets the forkserver reap a killed child before calling it a leak.
 REAP_WAIT = 2.0

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from server.analytics import sensor_report
-from server.report import build_report, render_table, write_report
+from forkwire.server.analytics import sensor_report
+from forkwire.server.report import build_report, render_table, write_report
 
 T0 = 1_700_000_000.0
 NOW = T0 + 1_000.0
@@ -199,5 +199,5 @@ def test_render_table_has_one_row_per_sensor(rows: list[Row]) -> None:
 
 def test_importing_report_does_not_load_matplotlib() -> None:
     """matplotlib is imported only when a plot is drawn, so the server starts fast."""
-    code = "import sys, server.report; assert 'matplotlib' not in sys.modules"
+    code = "import sys, forkwire.server.report; assert 'matplotlib' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)

@@ -21,10 +21,10 @@ from typing import Any
 import asyncpg
 import pytest
 
-from protocol.messages import Reading
-from server.storage import AddResult, Fanout, Repository, StoredReading, open_repository
-from server.storage.memory import MemoryRepository
-from server.storage.screen import ScreenRepository
+from forkwire.protocol.messages import Reading
+from forkwire.server.storage import AddResult, Fanout, Repository, StoredReading, open_repository
+from forkwire.server.storage.memory import MemoryRepository
+from forkwire.server.storage.screen import ScreenRepository
 
 POSTGRES_URL = os.environ.get("FORKWIRE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,7 +11,10 @@ SOURCES := $(shell ls __init__.py __main__.py py.typed pyproject.toml 2>/dev/nul
 HASH   := $(shell echo $(SOURCES) | cat - pyproject.toml | cksum | cut -d' ' -f1)
 INSTALL := $(BIN)/pip install --quiet --config-settings editable_mode=strict
 
-.PHONY: run test lint bench demo clean
+.PHONY: install run test lint bench demo clean
+
+# Everything, dev tools included; run it after adding or removing a module.
+install: $(VENV)/.dev-$(HASH)
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)

@@ -18,9 +18,10 @@ from rich.console import Console
 from rich.live import Live
 
 from forkwire.client.calc import DEFAULT_BATCH, CalcFailed, CalcSummary, run_calc, run_calc_udp
-from forkwire.client.connection import ConnectError, Connection
+from forkwire.client.connection import Connection
+from forkwire.client.errors import ConnectError, InputError
 from forkwire.client.logs import configure_logging
-from forkwire.client.opsfile import InputError, generate_ops, opened_text
+from forkwire.client.opsfile import generate_ops, opened_text
 from forkwire.client.udp import DEFAULT_DATAGRAM, UdpConnection
 
 app = typer.Typer(
@@ -291,30 +292,27 @@ def report(
     port: Port = DEFAULT_PORT,
 ) -> None:
     """Rates, dropouts, gap filling and statistics of the stored streams."""
+    from forkwire.client.errors import ClientError
     from forkwire.client.report import (
-        ReportFailed,
+        ReportQuery,
+        render_table,
         report_from_server,
         report_from_store,
-        save_report,
     )
 
+    query = ReportQuery(sensors=sensor, since=since, fill=fill.value, max_gap=max_gap)
     try:
         if db is not None:
-            outcome = asyncio.run(
-                report_from_store(
-                    db, out, sensors=sensor, since=since, fill=fill.value, max_gap=max_gap
-                )
-            )
+            outcome = asyncio.run(report_from_store(db, out, query))
         else:
-            received = asyncio.run(report_from_server(host, port, sensors=sensor, since=since))
-            outcome = save_report(received, out)
+            outcome = asyncio.run(report_from_server(host, port, out, query))
     except ConnectError as exc:
         raise _fail(f"{exc} (or pass --db to read the store directly)") from None
-    except ReportFailed as exc:
-        raise _fail(str(exc)) from None
-    from forkwire.server.report import render_table  # the report's own table; see client/report.py
-
+    except ClientError as exc:
+        raise _fail(str(exc), exc.exit_status) from None
     _stdout().print(render_table(outcome.report))
+    for note in outcome.notes:
+        typer.echo(note, err=True)
     typer.echo("wrote " + ", ".join(str(path) for path in outcome.files))
 
 

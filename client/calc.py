@@ -15,7 +15,8 @@ from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from forkwire.client.connection import Connection, ConnectionLost
+from forkwire.client.connection import Connection
+from forkwire.client.errors import ConnectionLost
 from forkwire.client.udp import DEFAULT_DATAGRAM, UdpConnection
 from forkwire.protocol import HEADER_SIZE, Bye, Calc, CalcError, CalcResult, Error
 

@@ -1,53 +1,49 @@
-"""The client's one I/O shell: a TCP stream of frames, opened with ``hello``.
+"""The client's one TCP shell: a thin loop around ``ClientConnection``, opened with ``hello``.
 
-Every client (calc, sensors, replay, profiles, demo) builds on this; none of them touches
-a socket or the frame codec directly.
+Every client (calc, sensors, replay, profiles, report, demo) builds on this; none of them
+touches a socket or the frame codec directly, and the rules of the conversation are the
+protocol's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import deque
 from types import TracebackType
 
+from forkwire.client.errors import ConnectError, ConnectionLost
 from forkwire.protocol import (
     Bye,
+    ClientConnection,
     Error,
-    FrameDecoder,
     Hello,
-    Message,
+    LocalProtocolError,
     ProtocolError,
+    Reply,
+    Request,
+    State,
     Welcome,
-    decode_message,
-    pack,
 )
 
-#: Replies can be larger than requests (a job of 1,000 failing expressions answers with
-#: 1,000 messages), so the client accepts more than the server's default max_frame.
-CLIENT_MAX_FRAME = 64 * 1024 * 1024
 _READ_SIZE = 256 * 1024
-
-
-class ConnectError(Exception):
-    """The server could not be reached or did not greet us properly."""
-
-
-class ConnectionLost(Exception):
-    """The server closed the connection, or broke the protocol, mid-conversation."""
 
 
 class Connection:
     """A framed, greeted connection to a forkwire server."""
 
     def __init__(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, welcome: Welcome
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, address: str
     ) -> None:
         self._reader = reader
         self._writer = writer
-        self._decoder = FrameDecoder(max_frame=CLIENT_MAX_FRAME)
-        self._ready: deque[bytes] = deque()
-        self.welcome = welcome
+        self.address = address
+        self.conversation = ClientConnection()
+
+    @property
+    def welcome(self) -> Welcome:
+        """The server's welcome (the connection is open only once it came)."""
+        assert self.conversation.welcome is not None
+        return self.conversation.welcome
 
     @classmethod
     async def open(
@@ -58,67 +54,70 @@ class Connection:
         Raises:
             ConnectError: unreachable, refused, timed out, or not a forkwire server.
         """
+        address = f"{host}:{port}"
         try:
             reader, writer = await asyncio.wait_for(
                 asyncio.open_connection(host, port), timeout=connect_timeout
             )
         except (OSError, TimeoutError) as exc:
             reason = "timed out" if isinstance(exc, TimeoutError) else exc.strerror or str(exc)
-            raise ConnectError(f"cannot connect to {host}:{port}: {reason}") from None
-        connection = cls(reader, writer, Welcome(server="?", max_frame=0))
+            raise ConnectError(f"cannot connect to {address}: {reason}") from None
+        connection = cls(reader, writer, address)
         try:
             await connection.send(Hello(client=client))
             reply = await asyncio.wait_for(connection.recv(), timeout=connect_timeout)
         except (ConnectionLost, OSError, TimeoutError) as exc:
             await connection.close()
-            raise ConnectError(f"{host}:{port} did not answer hello: {exc}") from None
+            raise ConnectError(f"{address} did not answer hello: {exc or 'timed out'}") from None
         if not isinstance(reply, Welcome):
             await connection.close()
-            raise ConnectError(f"{host}:{port} answered hello with {reply.type!r}")
-        connection.welcome = reply
+            detail = describe_error(reply) if isinstance(reply, Error) else repr(reply.type)
+            raise ConnectError(f"{address} answered hello with {detail}")
         return connection
 
-    async def send(self, message: Message) -> None:
+    async def send(self, message: Request) -> None:
         """Write one frame and wait until the transport takes it (flow control)."""
-        self._writer.write(pack(message))
+        self.send_nowait(message)
         await self._writer.drain()
 
-    def send_nowait(self, message: Message) -> None:
+    def send_nowait(self, message: Request) -> None:
         """Queue one frame without waiting; call :meth:`drain` now and then."""
-        self._writer.write(pack(message))
+        self._writer.write(self.conversation.send(message))
 
     async def drain(self) -> None:
         """Wait until the transport's buffer is below its high-water mark."""
         await self._writer.drain()
 
-    async def recv(self) -> Message:
+    async def recv(self) -> Reply:
         """Return the next message from the server.
 
         Raises:
-            ConnectionLost: the server closed the connection or sent a bad frame.
+            ConnectionLost: the server closed the connection or broke the protocol.
         """
-        while not self._ready:
-            data = await self._reader.read(_READ_SIZE)
-            if not data:
-                raise ConnectionLost("the server closed the connection")
+        conversation = self.conversation
+        while True:
             try:
-                self._ready.extend(self._decoder.feed(data))
+                message = conversation.next_event()
             except ProtocolError as exc:
                 raise ConnectionLost(f"bad frame from the server: {exc}") from None
-        payload = self._ready.popleft()
-        try:
-            return decode_message(payload)
-        except ProtocolError as exc:
-            raise ConnectionLost(f"bad message from the server: {exc}") from None
+            if message is not None:
+                return message
+            if conversation.state is State.CLOSED:
+                raise ConnectionLost("the server closed the connection")
+            data = await self._reader.read(_READ_SIZE)
+            try:
+                conversation.receive_data(data)
+            except ProtocolError as exc:
+                raise ConnectionLost(f"bad frame from the server: {exc}") from None
 
-    async def request(self, message: Message) -> Message:
+    async def request(self, message: Request) -> Reply:
         """Send one request and return the next message (for one-at-a-time use)."""
         await self.send(message)
         return await self.recv()
 
     async def goodbye(self, wait: float = 30.0) -> None:
         """Say ``bye`` and wait for the server to answer it (all earlier replies first)."""
-        with contextlib.suppress(ConnectionLost, OSError, TimeoutError):
+        with contextlib.suppress(ConnectionLost, LocalProtocolError, OSError, TimeoutError):
             await self.send(Bye())
             async with asyncio.timeout(wait):
                 while not isinstance(await self.recv(), Bye):

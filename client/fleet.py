@@ -27,7 +27,8 @@ from typing import Final, Literal
 import structlog
 from rich.table import Table
 
-from forkwire.client.connection import ConnectError, Connection, ConnectionLost
+from forkwire.client.connection import Connection
+from forkwire.client.errors import ConnectError, ConnectionLost
 from forkwire.client.network import Network
 from forkwire.client.outbox import DEFAULT_MAX_ROWS, Outbox, OutboxPolicy
 from forkwire.client.sensors import KINDS, Noise, Sensor, make_sensor

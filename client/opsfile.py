@@ -8,6 +8,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from forkwire.client.errors import InputError
+
 SEVEN_ZIP_MAGIC = b"7z\xbc\xaf\x27\x1c"
 
 #: Lines like the ones the real workload hides among its 300,000 expressions, plus a few
@@ -20,10 +22,6 @@ HOSTILE_LINES = (
     "(" * 500 + "1" + ")" * 500,
     "9" * 5000,
 )
-
-
-class InputError(Exception):
-    """The input file cannot be read."""
 
 
 @contextlib.contextmanager

@@ -50,7 +50,8 @@ import structlog
 from pydantic import JsonValue
 
 from forkwire.client.agewords import age_words
-from forkwire.client.connection import ConnectError, Connection, ConnectionLost
+from forkwire.client.connection import Connection
+from forkwire.client.errors import ConnectError, ConnectionLost
 from forkwire.client.logs import configure_logging
 from forkwire.client.spool import FORMATS, SeqCounter, Spool, SpoolEntry, SpoolFormat, read_counter
 from forkwire.protocol import Ack, Error, Reading, ReadingsMsg

@@ -38,8 +38,8 @@ from typing import Any, Final, Literal, TextIO
 import structlog
 from pydantic import JsonValue
 
+from forkwire.client.errors import InputError
 from forkwire.client.fleet import FleetConfig, run_fleet
-from forkwire.client.opsfile import InputError
 from forkwire.client.sensors import PeriodSource, ReadingSink, Sensor, StopProbing
 from forkwire.protocol import Reading
 from forkwire.protocol.messages import SENSOR_PATTERN, Value

@@ -31,7 +31,7 @@ from typing import Any, Final, Literal, Protocol, TypedDict, get_args
 
 from pydantic import JsonValue
 
-from forkwire.client.opsfile import InputError
+from forkwire.client.errors import InputError
 
 SpoolFormat = Literal["json", "pickle"]
 FORMATS: Final[tuple[str, ...]] = get_args(SpoolFormat)

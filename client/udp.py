@@ -11,16 +11,8 @@ import asyncio
 import contextlib
 from typing import Any
 
-from forkwire.client.connection import CLIENT_MAX_FRAME, ConnectError
-from forkwire.protocol import (
-    Hello,
-    Message,
-    ProtocolError,
-    Welcome,
-    decode_datagram,
-    decode_message,
-    pack,
-)
+from forkwire.client.errors import ConnectError
+from forkwire.protocol import ClientDatagrams, Hello, ProtocolError, Reply, Request, Welcome
 
 #: A payload that fits one Ethernet frame with IP and UDP headers, so it is never
 #: fragmented: a lost fragment loses the whole datagram.
@@ -29,13 +21,14 @@ DEFAULT_DATAGRAM = 1400
 
 class _Receiver(asyncio.DatagramProtocol):
     def __init__(self) -> None:
-        self.queue: asyncio.Queue[Message] = asyncio.Queue()
+        self.rules = ClientDatagrams()
+        self.queue: asyncio.Queue[Reply] = asyncio.Queue()
         self.malformed = 0
         self.errors = 0
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         try:
-            self.queue.put_nowait(decode_message(decode_datagram(data, max_frame=CLIENT_MAX_FRAME)))
+            self.queue.put_nowait(self.rules.receive(data))
         except ProtocolError:
             self.malformed += 1
 
@@ -73,12 +66,12 @@ class UdpConnection:
         """Datagrams received that were not one valid frame."""
         return self._receiver.malformed
 
-    def send(self, message: Message) -> None:
+    def send(self, message: Request) -> None:
         """Send one datagram; it may be lost."""
-        self._transport.sendto(pack(message))
+        self._transport.sendto(self._receiver.rules.send(message))
         self.sent += 1
 
-    async def recv(self) -> Message:
+    async def recv(self) -> Reply:
         """The next reply, in arrival order."""
         return await self._receiver.queue.get()
 
@@ -130,11 +123,11 @@ class UdpLink:
             raise
         return cls(udp, welcome)
 
-    async def send(self, message: Message) -> None:
+    async def send(self, message: Request) -> None:
         """Send one datagram."""
         self.udp.send(message)
 
-    async def recv(self) -> Message:
+    async def recv(self) -> Reply:
         """The next reply."""
         return await self.udp.recv()
 

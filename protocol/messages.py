@@ -3,6 +3,10 @@
 Every payload is one JSON object whose ``type`` picks the model. Models are frozen and
 strict: a string is never coerced into a number or the other way round, and unknown
 fields are rejected, so a typo in a client shows up as a ``bad_message`` at once.
+
+Each direction has its own union: :data:`Request` is what a client sends, :data:`Reply`
+what a server sends (``bye`` is both). A message of the other direction is refused as
+``unexpected_message``, so neither side can be handed something only it may send.
 """
 
 from __future__ import annotations
@@ -10,10 +14,25 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Final, Literal, TypeAlias
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, TypeAdapter, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
 
-from forkwire.protocol.errors import BadJSON, BadMessage, ProtocolError, UnknownType
+from forkwire.protocol.errors import (
+    BadJSON,
+    BadMessage,
+    ProtocolError,
+    UnexpectedMessage,
+    UnknownType,
+)
 from forkwire.protocol.framing import encode_frame
+from forkwire.protocol.report import AnalyticsReport, FillMethod
 
 PROTOCOL_VERSION: Final = 1
 
@@ -21,7 +40,11 @@ PROTOCOL_VERSION: Final = 1
 #: to a portable alphabet.
 SENSOR_PATTERN: Final = r"^[A-Za-z0-9_.-]{1,64}$"
 
-JobId: TypeAlias = Annotated[int, Field(ge=0, lt=2**63)]
+#: Ids and seqs fit a signed 64-bit integer (SQLite's and PostgreSQL's BIGINT).
+MAX_INT64: Final = 2**63 - 1
+
+JobId: TypeAlias = Annotated[int, Field(ge=0, le=MAX_INT64)]
+Seq: TypeAlias = Annotated[int, Field(ge=0, le=MAX_INT64)]
 SensorName: TypeAlias = Annotated[str, Field(pattern=SENSOR_PATTERN)]
 FiniteFloat: TypeAlias = Annotated[float, Field(allow_inf_nan=False)]
 #: A reading's value: a scalar, a vector, or a record (a JSON object).
@@ -33,6 +56,9 @@ class _Message(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
 
+# --- requests: client to server ---------------------------------------------------------
+
+
 class Hello(_Message):
     """Opens a conversation; optional, a client that skips it speaks v1."""
 
@@ -40,16 +66,6 @@ class Hello(_Message):
     version: int = PROTOCOL_VERSION
     client: str = Field(default="", max_length=200)
     token: str | None = None
-
-
-class Welcome(_Message):
-    """The server's answer to ``hello``: what it speaks and what it accepts."""
-
-    type: Literal["welcome"] = "welcome"
-    version: int = PROTOCOL_VERSION
-    server: str
-    max_frame: int
-    limits: dict[str, int | float] = Field(default_factory=dict)
 
 
 class Calc(_Message):
@@ -60,28 +76,11 @@ class Calc(_Message):
     ops: list[str]
 
 
-class CalcError(_Message):
-    """Why the expression at ``index`` of a job has no value."""
-
-    index: int
-    code: str
-    message: str
-
-
-class CalcResult(_Message):
-    """The answer to ``calc``: ``results[i]`` is ``None`` exactly when an error names ``i``."""
-
-    type: Literal["calc_result"] = "calc_result"
-    id: JobId
-    results: list[Number | None]
-    errors: list[CalcError] = Field(default_factory=list)
-
-
 class Reading(_Message):
-    """One measurement; ``(sensor, seq)`` is its idempotency key."""
+    """One measurement; ``(sensor, seq)`` is its idempotency key. ``ts`` is UNIX seconds."""
 
     sensor: SensorName
-    seq: Annotated[int, Field(ge=0, lt=2**63)]
+    seq: Seq
     ts: FiniteFloat
     value: Value
 
@@ -102,6 +101,84 @@ class ReadingsMsg(_Message):
     ack: bool = True
 
 
+class Stats(_Message):
+    """Asks for the server's counters."""
+
+    type: Literal["stats"] = "stats"
+
+
+class Report(_Message):
+    """Asks for the analytics of the stored streams (all, or ``sensors``; ts >= ``since``).
+
+    ``fill`` and ``max_gap`` decide each sensor's ``filled`` count.
+    """
+
+    type: Literal["report"] = "report"
+    sensors: list[SensorName] | None = None
+    since: FiniteFloat | None = None
+    fill: FillMethod = "linear"
+    max_gap: Annotated[int, Field(ge=0)] | None = None
+
+
+#: The most points one ``series_result`` carries.
+MAX_SERIES_LIMIT: Final = 100_000
+
+
+class Series(_Message):
+    """Asks for one page of a sensor's stored readings, gaps filled, in seq order.
+
+    A page holds the points with ``seq > after`` (all, when ``after`` is null), observed
+    and filled, at most ``limit`` of them; ``series_result.next`` is the ``after`` of the
+    next page. A gap is filled (``fill``, up to ``max_gap`` missing seqs) between two
+    observed readings whose values are both numbers, or both lists of numbers of one
+    length; nothing is invented before the first or after the last reading.
+    """
+
+    type: Literal["series"] = "series"
+    sensor: SensorName
+    since: FiniteFloat | None = None
+    fill: FillMethod = "none"
+    max_gap: Annotated[int, Field(ge=0)] | None = None
+    after: Seq | None = None
+    limit: Annotated[int, Field(ge=1, le=MAX_SERIES_LIMIT)] = 10_000
+
+
+class Bye(_Message):
+    """Ends a conversation; the server answers after everything sent before it."""
+
+    type: Literal["bye"] = "bye"
+
+
+# --- replies: server to client ----------------------------------------------------------
+
+
+class Welcome(_Message):
+    """The server's answer to ``hello``: what it speaks and what it accepts."""
+
+    type: Literal["welcome"] = "welcome"
+    version: int = PROTOCOL_VERSION
+    server: str
+    max_frame: int
+    limits: dict[str, int | float] = Field(default_factory=dict)
+
+
+class CalcError(_Message):
+    """Why the expression at ``index`` of a job has no value (``codes.ExpressionCode``)."""
+
+    index: int
+    code: str
+    message: str
+
+
+class CalcResult(_Message):
+    """The answer to ``calc``: ``results[i]`` is ``None`` exactly when an error names ``i``."""
+
+    type: Literal["calc_result"] = "calc_result"
+    id: JobId
+    results: list[Number | None]
+    errors: list[CalcError] = Field(default_factory=list)
+
+
 class Ack(_Message):
     """What was committed to storage.
 
@@ -115,42 +192,48 @@ class Ack(_Message):
     duplicates: int = 0
 
 
-class Stats(_Message):
-    """Asks for the server's counters."""
-
-    type: Literal["stats"] = "stats"
-
-
 class StatsResult(_Message):
-    """Counters of the running server, by name."""
+    """Counters of the running server, by name (``codes.Stat``)."""
 
     type: Literal["stats_result"] = "stats_result"
     counters: dict[str, int | float]
-
-
-class Report(_Message):
-    """Asks for the analytics report of the stored streams."""
-
-    type: Literal["report"] = "report"
-    sensors: list[SensorName] | None = None
-    since: FiniteFloat | None = None
 
 
 class ReportResult(_Message):
     """The analytics report, the same JSON that ``forkwire report`` writes."""
 
     type: Literal["report_result"] = "report_result"
-    report: dict[str, JsonValue]
+    report: AnalyticsReport
 
 
-class Bye(_Message):
-    """Ends a conversation; the server answers after everything sent before it."""
+class SeriesResult(_Message):
+    """One page of a sensor's points, as parallel arrays of equal length.
 
-    type: Literal["bye"] = "bye"
+    ``value`` is the stored value (or the filled estimate), ``filled`` marks the points
+    the fill method added, and ``received_at`` is the UNIX time of the commit that stored
+    the reading (null for a filled point). ``next`` is the ``after`` of the next page, or
+    null when this page is the last.
+    """
+
+    type: Literal["series_result"] = "series_result"
+    sensor: SensorName
+    seq: list[int]
+    ts: list[float]
+    value: list[Value]
+    filled: list[bool]
+    received_at: list[float | None]
+    next: int | None = None
+
+    @model_validator(mode="after")
+    def _same_length(self) -> SeriesResult:
+        sizes = {len(self.ts), len(self.value), len(self.filled), len(self.received_at)}
+        if sizes != {len(self.seq)}:
+            raise ValueError("seq, ts, value, filled and received_at must be equally long")
+        return self
 
 
 class Error(_Message):
-    """The server's answer to bad input; ``ref`` names the request when it is known."""
+    """The server's answer to bad input (``codes.ErrorCode``); ``ref`` names the request."""
 
     type: Literal["error"] = "error"
     code: str
@@ -158,24 +241,41 @@ class Error(_Message):
     ref: int | str | None = None
 
 
-Message: TypeAlias = Annotated[
-    Hello
-    | Welcome
-    | Calc
-    | CalcResult
-    | ReadingMsg
-    | ReadingsMsg
-    | Ack
-    | Stats
-    | StatsResult
-    | Report
-    | ReportResult
-    | Bye
-    | Error,
+Request: TypeAlias = Annotated[
+    Hello | Calc | ReadingMsg | ReadingsMsg | Stats | Report | Series | Bye,
     Field(discriminator="type"),
 ]
+Reply: TypeAlias = Annotated[
+    Welcome | CalcResult | Ack | StatsResult | ReportResult | SeriesResult | Bye | Error,
+    Field(discriminator="type"),
+]
+#: Any message of either direction.
+Message: TypeAlias = (
+    Hello
+    | Calc
+    | ReadingMsg
+    | ReadingsMsg
+    | Stats
+    | Report
+    | Series
+    | Bye
+    | Welcome
+    | CalcResult
+    | Ack
+    | StatsResult
+    | ReportResult
+    | SeriesResult
+    | Error
+)
 
-_ADAPTER: Final[TypeAdapter[Message]] = TypeAdapter(Message)
+_REQUESTS: Final[TypeAdapter[Request]] = TypeAdapter(Request)
+_REPLIES: Final[TypeAdapter[Reply]] = TypeAdapter(Reply)
+REQUEST_TYPES: Final = frozenset(
+    ("hello", "calc", "reading", "readings", "stats", "report", "series", "bye")
+)
+REPLY_TYPES: Final = frozenset(
+    ("welcome", "calc_result", "ack", "stats_result", "report_result", "series_result", "bye")
+) | {"error"}
 
 _TAG_ERRORS: Final = frozenset({"union_tag_invalid", "union_tag_not_found"})
 
@@ -190,27 +290,43 @@ def pack(message: _Message) -> bytes:
     return encode_frame(message.model_dump_json().encode())
 
 
-def decode_message(payload: bytes) -> Message:
-    """Parse and validate one payload.
+def decode_request(payload: bytes) -> Request:
+    """Parse and validate one payload a client sent.
 
     Raises:
-        BadJSON: the payload is not UTF-8 JSON.
-        UnknownType: it is JSON, but not an object with a known ``type``.
-        BadMessage: a known type whose fields are wrong.
+        BadJSON: the payload is not UTF-8 JSON, or not an object.
+        UnknownType: no ``type``, or one no message of this version has.
+        UnexpectedMessage: a message only a server sends.
+        BadMessage: a known request whose fields are wrong.
     """
     try:
-        return _ADAPTER.validate_json(payload)
+        return _REQUESTS.validate_json(payload)
     except ValidationError as exc:
-        raise _classify(exc, payload) from None
+        raise _classify(exc, payload, REPLY_TYPES - REQUEST_TYPES, "a client") from None
 
 
-def _classify(exc: ValidationError, payload: bytes) -> ProtocolError:
+def decode_reply(payload: bytes) -> Reply:
+    """Parse and validate one payload a server sent; raises as :func:`decode_request`."""
+    try:
+        return _REPLIES.validate_json(payload)
+    except ValidationError as exc:
+        raise _classify(exc, payload, REQUEST_TYPES - REPLY_TYPES, "a server") from None
+
+
+def _classify(
+    exc: ValidationError, payload: bytes, other_side: frozenset[str], sender: str
+) -> ProtocolError:
     errors = exc.errors(include_url=False, include_input=False)
     first = errors[0]
     if first["type"] == "json_invalid":
         return BadJSON(f"payload is not valid JSON: {first['msg']}")
     if not first["loc"]:
         if first["type"] in _TAG_ERRORS:
+            tag = _read_tag(payload)
+            if tag in other_side:
+                return UnexpectedMessage(
+                    f"{sender} does not send '{tag}'", ref=_recover_ref(payload)
+                )
             return UnknownType(f"payload needs a known 'type': {first['msg']}")
         return BadJSON("payload must be a JSON object")
     shown = "; ".join(_describe(error) for error in errors[:5])
@@ -224,12 +340,21 @@ def _describe(error: Any) -> str:
     return f"{loc}: {error['msg']}"
 
 
-def _recover_ref(payload: bytes) -> int | str | None:
+def _parse(payload: bytes) -> object:
     # Only on the error path: a second parse is cheap next to a bad frame's round trip.
     try:
-        obj = json.loads(payload)
+        return json.loads(payload)
     except ValueError:
         return None
+
+
+def _read_tag(payload: bytes) -> object:
+    obj = _parse(payload)
+    return obj.get("type") if isinstance(obj, dict) else None
+
+
+def _recover_ref(payload: bytes) -> int | str | None:
+    obj = _parse(payload)
     ref = obj.get("id") if isinstance(obj, dict) else None
     if isinstance(ref, int | str) and not isinstance(ref, bool):
         return ref

@@ -66,8 +66,9 @@ def serve(
     db: Annotated[
         list[str] | None,
         typer.Option(
-            help="Storage URL, repeatable to fan out: sqlite:///PATH, postgresql://..., "
-            f"csv:///PATH, memory://, screen://. [{_default('db')}]"
+            help="The store: sqlite:///PATH, postgresql://..., csv:///PATH or memory://; "
+            "repeated, later URLs are sinks that get a copy of what it stored (screen:// "
+            f"prints it). [{_default('db')}]"
         ),
     ] = None,
     commit_interval: Annotated[

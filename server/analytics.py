@@ -19,19 +19,23 @@ A stream is given as parallel arrays sorted by ``seq`` (strictly increasing):
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Final, Literal, NamedTuple, TypeAlias, TypedDict
+from typing import Final, NamedTuple, TypeAlias, TypedDict
 
 import numpy as np
 import numpy.typing as npt
 
+from forkwire.protocol.report import (
+    FILL_METHODS,
+    Dropout,
+    FillMethod,
+    SensorReport,
+    ValueKind,
+    ValueStats,
+)
+
 IntArray: TypeAlias = npt.NDArray[np.int64]
 FloatArray: TypeAlias = npt.NDArray[np.float64]
 BoolArray: TypeAlias = npt.NDArray[np.bool_]
-
-FillMethod: TypeAlias = Literal["linear", "previous", "none"]
-ValueKind: TypeAlias = Literal["scalar", "vector", "record"]
-
-FILL_METHODS: Final[tuple[FillMethod, ...]] = ("linear", "previous", "none")
 
 #: Upper bound on the rows :func:`fill_gaps` materializes. One corrupt seq (say 10**12
 #: instead of 1,000) would otherwise ask for a terabyte of filler; failing loudly with a
@@ -51,49 +55,6 @@ class Summary(TypedDict):
     expected: int
     lost: int
     loss_pct: float
-
-
-class Dropout(TypedDict):
-    """One run of consecutive missing seqs and the timestamps of the readings around it."""
-
-    first_seq: int
-    last_seq: int
-    count: int
-    #: ts of the last reading before the gap.
-    start_ts: float
-    #: ts of the first reading after the gap.
-    end_ts: float
-
-
-class Stats(TypedDict):
-    """Distribution of the observed values (population std, linear percentiles)."""
-
-    min: float
-    max: float
-    mean: float
-    std: float
-    p50: float
-    p95: float
-    p99: float
-
-
-class SensorReport(TypedDict):
-    """The JSON-ready analytics of one sensor, as it appears in the report."""
-
-    kind: ValueKind
-    count: int
-    expected: int
-    lost: int
-    loss_pct: float
-    #: Readings the chosen fill method would add (interior gaps within ``max_gap``).
-    filled: int
-    rate_hz: float | None
-    first_seq: int | None
-    last_seq: int | None
-    first_ts: float | None
-    last_ts: float | None
-    dropouts: list[Dropout]
-    stats: Stats | None
 
 
 class FilledStream(NamedTuple):
@@ -177,34 +138,6 @@ def rate_hz(ts: npt.ArrayLike) -> float | None:
     if span <= 0.0:
         return None
     return (t.size - 1) / span
-
-
-def windowed_rate(
-    ts: npt.ArrayLike, window_s: float, *, step_s: float | None = None
-) -> tuple[FloatArray, FloatArray]:
-    """Return ``(centers, rates)``: readings per second in a window sliding over the stream.
-
-    Windows are half-open ``[c - window_s/2, c + window_s/2)`` and lie wholly inside the
-    stream's span, so edges do not read as a drop; a stream shorter than one window gives
-    empty arrays. Centers advance by ``step_s`` (default a quarter window).
-
-    Raises:
-        ValueError: ``window_s`` or ``step_s`` is not a positive finite number.
-    """
-    step = window_s / 4 if step_s is None else step_s
-    if not (np.isfinite(window_s) and window_s > 0 and np.isfinite(step) and step > 0):
-        raise ValueError(f"window_s and step_s must be positive, got {window_s}, {step_s}")
-    empty = np.empty(0, dtype=np.float64)
-    # Sorted by time, not seq: searchsorted needs it and a window is a span of time.
-    t = np.sort(np.asarray(ts, dtype=np.float64))
-    if t.size < 2 or t[-1] - t[0] < window_s:
-        return empty, empty.copy()
-    n = int((t[-1] - t[0] - window_s) // step) + 1
-    centers = t[0] + window_s / 2 + step * np.arange(n, dtype=np.float64)
-    counts = np.searchsorted(t, centers + window_s / 2, side="left") - np.searchsorted(
-        t, centers - window_s / 2, side="left"
-    )
-    return centers, counts.astype(np.float64) / window_s
 
 
 def dropouts(seq: npt.ArrayLike, ts: npt.ArrayLike) -> list[Dropout]:
@@ -316,7 +249,7 @@ def fill_gaps(
     )
 
 
-def stats(values: npt.ArrayLike | None) -> Stats | None:
+def stats(values: npt.ArrayLike | None) -> ValueStats | None:
     """Describe the observed values; ``None`` for an empty or record stream.
 
     A vector stream is described by the Euclidean norm of each reading: one magnitude per
@@ -334,7 +267,7 @@ def stats(values: npt.ArrayLike | None) -> Stats | None:
     if v.size == 0:
         return None
     p50, p95, p99 = np.percentile(v, [50, 95, 99]).tolist()
-    return Stats(
+    return ValueStats(
         min=float(v.min()),
         max=float(v.max()),
         mean=float(v.mean()),

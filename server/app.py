@@ -17,7 +17,8 @@ from forkwire.server.config import Settings
 from forkwire.server.dispatch import Dispatcher
 from forkwire.server.ingest import Writer
 from forkwire.server.jobs import JobRunner
-from forkwire.server.storage import Repository, open_repository
+from forkwire.server.sinks import Sinks
+from forkwire.server.storage import Repository, open_repository, open_sink
 from forkwire.server.tcp import TcpConnection
 from forkwire.server.udp import kernel_udp_stats, open_udp
 
@@ -42,7 +43,7 @@ class App:
             limits=settings.limits,
         )
         self.dispatcher = Dispatcher(settings, self.runner)
-        self.repositories: list[Repository] = []
+        self.repository: Repository | None = None
         self._connections: dict[asyncio.Task[None], TcpConnection] = {}
         self._stopping = False
 
@@ -53,22 +54,27 @@ class App:
             await self._serve(stop)
 
     async def _open_storage(self, resources: contextlib.AsyncExitStack) -> None:
-        writers = []
-        for url in self.settings.db:
-            repo = await open_repository(url)
-            resources.push_async_callback(repo.close)
-            writer = Writer(
-                repo,
-                flush_interval=self.settings.commit_interval,
-                max_batch=self.settings.commit_batch,
-            )
-            await writer.start()
-            # Registered after the repository, so it runs first: flush, then close.
-            resources.push_async_callback(writer.close)
-            self.repositories.append(repo)
-            writers.append(writer)
-            log.info("storage_opened", url=_redact(url))
-        self.dispatcher.writers = tuple(writers)
+        store_url, *sink_urls = self.settings.db
+        sinks = None
+        if sink_urls:
+            sinks = Sinks([(_redact(url), await open_sink(url)) for url in sink_urls])
+            sinks.start()
+            resources.push_async_callback(sinks.close)
+        repo = await open_repository(store_url)
+        resources.push_async_callback(repo.close)
+        writer = Writer(
+            repo,
+            flush_interval=self.settings.commit_interval,
+            max_batch=self.settings.commit_batch,
+            on_commit=sinks.offer if sinks is not None else None,
+        )
+        await writer.start()
+        # Registered after the store and the sinks, so it runs first: flush, then close.
+        resources.push_async_callback(writer.close)
+        self.repository = repo
+        self.dispatcher.writer = writer
+        self.dispatcher.sinks = sinks
+        log.info("storage_opened", store=_redact(store_url), sinks=[_redact(u) for u in sink_urls])
 
     async def _serve(self, stop: asyncio.Event) -> None:
         settings = self.settings

@@ -36,7 +36,9 @@ class Settings(BaseSettings):
     max_length: int = Field(default=Limits().max_length, ge=1)
     max_depth: int = Field(default=Limits().max_depth, ge=1)
     max_digits: int = Field(default=Limits().max_digits, ge=1)
-    #: Where readings go; several URLs fan every batch out to each of them.
+    #: Where readings go: the first URL is the store (acks wait for its commit, reports
+    #: read it); any later URL is a sink that gets a copy of what the store newly stored,
+    #: best effort (``forkwire.server.sinks``).
     db: Annotated[tuple[str, ...], NoDecode] = (DEFAULT_DB,)
     #: Group commit: flush after this many seconds or this many readings, whichever first.
     commit_interval: float = Field(default=0.05, ge=0, le=10)

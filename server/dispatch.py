@@ -1,9 +1,13 @@
-"""What the server does with each request, whatever transport it came on."""
+"""What the server does with each request, whatever transport it came on.
+
+The conversation rules (hello, bye, bad frames, which side may send what) are the
+protocol's (``forkwire.protocol.connection``); this module only does the work a request
+asks for and says what the answer is.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
@@ -11,6 +15,7 @@ from typing import Any
 
 import structlog
 
+import forkwire
 from forkwire.protocol import (
     PROTOCOL_VERSION,
     Ack,
@@ -18,38 +23,49 @@ from forkwire.protocol import (
     CalcError,
     CalcResult,
     Error,
-    Hello,
-    Message,
+    ErrorCode,
     Reading,
     ReadingMsg,
     ReadingsMsg,
+    Reply,
+    Report,
     ReportResult,
+    Request,
+    Series,
+    Stat,
     Stats,
     StatsResult,
     Welcome,
 )
-from forkwire.protocol import Report as ReportRequest
 from forkwire.server.config import Settings
 from forkwire.server.ingest import Writer
 from forkwire.server.jobs import JobRunner
-from forkwire.server.report import build_report
+from forkwire.server.report import build_report, build_series
+from forkwire.server.sinks import Sinks
 
 log = structlog.get_logger("forkwire.server")
 
-SERVER_NAME = "forkwire/0.1.0"
-
 
 class Dispatcher:
-    """Turns requests into replies; shared by the TCP and UDP listeners."""
+    """Turns requests into replies; shared by the TCP and UDP listeners.
+
+    Args:
+        writer: the group-commit writer of the store; acks wait for its commits.
+        sinks: where newly stored readings are copied after the commit (best effort).
+    """
 
     def __init__(
-        self, settings: Settings, runner: JobRunner, writers: Sequence[Writer] = ()
+        self,
+        settings: Settings,
+        runner: JobRunner,
+        writer: Writer | None = None,
+        sinks: Sinks | None = None,
     ) -> None:
         self.settings = settings
         self.runner = runner
-        #: One group-commit writer per storage URL; the first one's counts are reported.
-        self.writers = tuple(writers)
-        #: Server-wide counters; listeners add their own keys (connections, frames, ...).
+        self.writer = writer
+        self.sinks = sinks
+        #: Server-wide counters (``Stat`` names); listeners add theirs.
         self.counters: Counter[str] = Counter()
         #: More counters read when stats are asked for (the kernel's UDP drops, ...).
         self.stats_sources: list[Callable[[], dict[str, int]]] = []
@@ -59,7 +75,7 @@ class Dispatcher:
         limits = self.settings.limits
         return Welcome(
             version=PROTOCOL_VERSION,
-            server=SERVER_NAME,
+            server=f"forkwire/{forkwire.__version__}",
             max_frame=self.settings.max_frame,
             limits={
                 "max_length": limits.max_length,
@@ -70,55 +86,44 @@ class Dispatcher:
             },
         )
 
-    def answer_now(self, message: Message) -> Message:
-        """Answer a request that takes no time: ``hello``, ``stats``, and what is unexpected."""
-        if isinstance(message, Hello):
-            return self.greet(message)
-        if isinstance(message, Stats):
-            return self.stats()
-        return unexpected(message)
+    async def answer(self, request: Request) -> Reply | None:
+        """The reply to a request; None for readings sent with ``ack: false``. Never raises.
 
-    async def answer(self, message: Message) -> Message | None:
-        """Answer a request that takes time: a job, readings, a report. Never raises.
-
-        Returns None for readings sent with ``ack: false``. A storage failure comes back as
-        an ``error`` with code ``storage_unavailable``: nothing of that batch is stored.
+        A storage failure comes back as ``storage_unavailable``: nothing of that request
+        is stored, and the protocol closes the connection after it.
         """
         try:
-            if isinstance(message, Calc):
-                return await self.calc(message)
-            if isinstance(message, ReadingsMsg):
-                ack = await self.ingest(message.items)
-                return ack if message.ack else None
-            if isinstance(message, ReadingMsg):
-                ack = await self.ingest([message])
-                return ack if message.ack else None
-            if isinstance(message, ReportRequest):
-                return await self.report(message)
+            if isinstance(request, Calc):
+                return await self.calc(request)
+            if isinstance(request, ReadingsMsg):
+                ack = await self.ingest(request.items)
+                return ack if request.ack else None
+            if isinstance(request, ReadingMsg):
+                ack = await self.ingest([request])
+                return ack if request.ack else None
+            if isinstance(request, Stats):
+                return self.stats()
+            if isinstance(request, Report):
+                return await self.report(request)
+            if isinstance(request, Series):
+                return await self.series(request)
         except StorageUnavailable as exc:
-            return Error(code=exc.code, message=str(exc))
+            return Error(code=ErrorCode.STORAGE_UNAVAILABLE, message=str(exc))
+        except RequestRefused as exc:
+            return Error(code=ErrorCode.BAD_MESSAGE, message=str(exc))
         except Exception:
-            log.exception("request_failed", type=message.type)
+            log.exception("request_failed", type=request.type)
             return Error(
-                code="internal_error",
-                message=f"the {message.type} request failed",
-                ref=getattr(message, "id", None),
+                code=ErrorCode.INTERNAL_ERROR,
+                message=f"the {request.type} request failed",
+                ref=getattr(request, "id", None),
             )
-        return self.answer_now(message)
-
-    def greet(self, hello: Hello) -> Welcome | Error:
-        """Answer ``hello``: a welcome, or an error for a version this server does not speak."""
-        if hello.version != PROTOCOL_VERSION:
-            return Error(
-                code="unsupported_version",
-                message=f"this server speaks version {PROTOCOL_VERSION}, not {hello.version}",
-            )
-        return self.welcome()
+        return None  # hello and bye: the protocol answers them
 
     async def calc(self, request: Calc) -> CalcResult:
         """Run one job in its own child and answer every expression, in order."""
         outcome = await self.runner.run(request.ops)
-        self.counters["calc_errors"] += len(outcome.errors)
+        self.counters[Stat.CALC_ERRORS] += len(outcome.errors)
         log.info(
             "job_done",
             id=request.id,
@@ -137,68 +142,107 @@ class Dispatcher:
         )
 
     async def ingest(self, readings: Sequence[Reading]) -> Ack:
-        """Store readings in every repository; the ack names them once all committed.
+        """Store readings; the ack names them once the store committed them.
 
         Raises:
-            StorageUnavailable: a repository failed; nothing of this batch is acked.
+            StorageUnavailable: the store failed; nothing of this batch is acked.
         """
-        if not self.writers:
-            raise StorageUnavailable("this server has no storage configured")
-        self.counters["readings_received"] += len(readings)
+        writer = self._writer()
+        self.counters[Stat.READINGS_RECEIVED] += len(readings)
         try:
-            results = await asyncio.gather(*(writer.submit(readings) for writer in self.writers))
+            result = await writer.submit(readings)
         except Exception as exc:
-            self.counters["storage_failures"] += 1
+            self.counters[Stat.STORAGE_FAILURES] += 1
             log.error("storage_failed", error=str(exc), readings=len(readings))
             raise StorageUnavailable(f"storage failed: {type(exc).__name__}") from exc
-        primary = results[0]
-        self.counters["readings_stored"] += primary.stored
-        self.counters["readings_duplicate"] += primary.duplicates
+        self.counters[Stat.READINGS_STORED] += result.stored
+        self.counters[Stat.READINGS_DUPLICATE] += result.duplicates
         return Ack.model_construct(
-            type="ack", acked=ack_runs(readings), duplicates=primary.duplicates
+            type="ack", acked=ack_runs(readings), duplicates=result.duplicates
         )
 
-    async def report(self, request: ReportRequest) -> ReportResult:
-        """The analytics report of the stored streams, as ``forkwire report`` writes it.
+    async def report(self, request: Report) -> ReportResult:
+        """The analytics of the stored streams.
 
         Raises:
-            StorageUnavailable: there is no storage, or reading it failed.
+            StorageUnavailable: there is no store, or reading it failed.
         """
-        if not self.writers:
-            raise StorageUnavailable("this server has no storage configured")
-        try:
-            rows = await self.writers[0].repo.query(request.sensors, request.since)
-        except Exception as exc:
-            raise StorageUnavailable(f"reading the store failed: {type(exc).__name__}") from exc
+        rows = await self._query(request.sensors, request.since)
         # numpy work on a whole store: off the event loop, so ingest and jobs keep going.
-        report = await asyncio.to_thread(build_report, rows)
-        return ReportResult(report=json.loads(json.dumps(report, allow_nan=False)))
+        report = await asyncio.to_thread(
+            build_report, rows, fill=request.fill, max_gap=request.max_gap
+        )
+        return ReportResult.model_construct(type="report_result", report=report)
+
+    async def series(self, request: Series) -> Reply:
+        """One page of a sensor's points, gaps filled.
+
+        Raises:
+            StorageUnavailable: there is no store, or reading it failed.
+            RequestRefused: the page would hold too many filled points.
+        """
+        rows = await self._query(
+            [request.sensor],
+            request.since,
+            from_seq=request.after,
+            limit=request.limit + 2,  # the left neighbour, a page, and one to see more
+        )
+        try:
+            return await asyncio.to_thread(
+                build_series,
+                request.sensor,
+                rows,
+                after=request.after,
+                limit=request.limit,
+                fill=request.fill,
+                max_gap=request.max_gap,
+            )
+        except ValueError as exc:
+            raise RequestRefused(str(exc)) from None
 
     def stats(self) -> StatsResult:
         """Counters of the running server."""
         jobs = self.runner.counters
         counters: dict[str, Any] = dict(self.counters)
         counters.update(
-            jobs_started=jobs.started,
-            jobs_finished=jobs.finished,
-            jobs_running=jobs.running,
-            jobs_timed_out=jobs.timeouts,
-            jobs_crashed=jobs.crashes,
-            expressions=jobs.expressions,
-            children_alive=len(self.runner.children),
-            writer_queue_depth=sum(writer.queue_depth for writer in self.writers),
-            commits=self.writers[0].commits if self.writers else 0,
-            pid=os.getpid(),
+            {
+                Stat.JOBS_STARTED: jobs.started,
+                Stat.JOBS_FINISHED: jobs.finished,
+                Stat.JOBS_RUNNING: jobs.running,
+                Stat.JOBS_TIMED_OUT: jobs.timeouts,
+                Stat.JOBS_CRASHED: jobs.crashes,
+                Stat.EXPRESSIONS: jobs.expressions,
+                Stat.CHILDREN_ALIVE: len(self.runner.children),
+                Stat.WRITER_QUEUE_DEPTH: self.writer.queue_depth if self.writer else 0,
+                Stat.COMMITS: self.writer.commits if self.writer else 0,
+                Stat.PID: os.getpid(),
+            }
         )
+        if self.sinks is not None:
+            counters[Stat.SINK_FAILURES] = self.sinks.failures
         for source in self.stats_sources:
             counters.update(source())
-        return StatsResult(counters=counters)
+        return StatsResult(counters={str(name): value for name, value in counters.items()})
+
+    def _writer(self) -> Writer:
+        if self.writer is None:
+            raise StorageUnavailable("this server has no storage configured")
+        return self.writer
+
+    async def _query(self, sensors: Sequence[str] | None, since: float | None, **page: Any) -> Any:
+        repo = self._writer().repo
+        try:
+            return await repo.query(sensors, since, **page)
+        except Exception as exc:
+            raise StorageUnavailable(f"reading the store failed: {type(exc).__name__}") from exc
 
 
 class StorageUnavailable(Exception):
-    """A batch could not be committed; the client keeps it and resends."""
+    """A batch could not be committed, or the store read; the client keeps it and resends."""
 
-    code = "storage_unavailable"
+
+class RequestRefused(Exception):
+    """A well-formed request that cannot be answered as asked (the message says why)."""
 
 
 def ack_runs(readings: Sequence[Reading]) -> dict[str, list[tuple[int, int]]]:
@@ -219,16 +263,3 @@ def ack_runs(readings: Sequence[Reading]) -> dict[str, list[tuple[int, int]]]:
         sensor_runs.append((first, last))
         runs[sensor] = sensor_runs
     return runs
-
-
-def unexpected(message: Message) -> Error:
-    """The answer to a message only a server sends (``welcome``, ``ack``, ...)."""
-    return Error(
-        code="unexpected_message",
-        message=f"a client does not send '{message.type}'",
-        ref=getattr(message, "id", None),
-    )
-
-
-#: Requests answered by :meth:`Dispatcher.answer`, off the listener's read path.
-SLOW_REQUESTS = (Calc, ReadingsMsg, ReadingMsg, ReportRequest)

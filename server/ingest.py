@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from forkwire.protocol.messages import Reading
@@ -37,16 +37,24 @@ class Writer:
             readings under load; an idle sensor still sees its ack in about 50 ms.
         max_batch: flush as soon as this many readings are pending. A submission is never
             split, so one larger than this is committed alone.
+        on_commit: called after each commit with the readings it newly stored (not the
+            duplicates) and its ``received_at``; the fan-out to sinks hangs here.
     """
 
     def __init__(
-        self, repo: Repository, *, flush_interval: float = 0.05, max_batch: int = 1000
+        self,
+        repo: Repository,
+        *,
+        flush_interval: float = 0.05,
+        max_batch: int = 1000,
+        on_commit: Callable[[list[Reading], float], None] | None = None,
     ) -> None:
         if flush_interval < 0:
             raise ValueError(f"flush_interval must be >= 0, got {flush_interval}")
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         self.repo = repo
+        self.on_commit = on_commit
         self.flush_interval = flush_interval
         self.max_batch = max_batch
         #: Readings submitted, stored, and found duplicate (already stored, or repeated
@@ -170,8 +178,9 @@ class Writer:
             owned.append(mine)
             repeated.append(again)
         self._inflight = batch
+        received_at = time.time()
         try:
-            result = await self.repo.add_many(unique, time.time())
+            result = await self.repo.add_many(unique, received_at)
         except Exception as exc:
             self.failed_commits += 1
             self._inflight = []
@@ -183,6 +192,12 @@ class Writer:
         self.commits += 1
         self.stored += result.stored
         self.duplicates += result.duplicates + sum(len(again) for again in repeated)
+        if self.on_commit is not None and result.stored:
+            known = result.duplicate_keys
+            self.on_commit(
+                [r for r in unique if (r.sensor, r.seq) not in known] if known else unique,
+                received_at,
+            )
         for submission, mine, again in zip(batch, owned, repeated, strict=True):
             if submission.future.done():
                 continue

@@ -1,4 +1,9 @@
-"""The TCP listener: one reader loop per connection, one task per job."""
+"""The TCP listener's connections: a thin loop around ``ServerConnection``.
+
+The conversation object decides what every frame means and what is owed to the client;
+this shell reads bytes into it, runs the requests it hands out (one task each), and writes
+what it says to write. Nothing here knows a rule of the protocol.
+"""
 
 from __future__ import annotations
 
@@ -9,16 +14,14 @@ import itertools
 import structlog
 
 from forkwire.protocol import (
-    Bye,
-    Error,
-    FrameDecoder,
-    FrameTooLarge,
-    Message,
-    ProtocolError,
-    decode_message,
-    pack,
+    Greeted,
+    Rejected,
+    RequestReceived,
+    ServerConnection,
+    Stat,
+    State,
 )
-from forkwire.server.dispatch import SLOW_REQUESTS, Dispatcher, StorageUnavailable
+from forkwire.server.dispatch import Dispatcher
 
 log = structlog.get_logger("forkwire.tcp")
 
@@ -30,7 +33,7 @@ _conn_ids = itertools.count(1)
 
 
 class TcpConnection:
-    """Serves one client until it says ``bye``, disconnects, or the server stops."""
+    """Serves one client until the conversation ends or the server stops."""
 
     def __init__(
         self,
@@ -43,26 +46,30 @@ class TcpConnection:
         self.dispatcher = dispatcher
         self.counters = dispatcher.counters
         self.id = next(_conn_ids)
+        self.conversation = ServerConnection(
+            dispatcher.welcome(), max_frame=dispatcher.settings.max_frame
+        )
+        self._counted = (0, 0, 0)  # the conversation's frame counts already in counters
         self._pending: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(MAX_INFLIGHT)
-        self._read_task: asyncio.Task[str] | None = None
+        self._read_task: asyncio.Task[None] | None = None
 
     async def serve(self) -> None:
-        """Read and answer frames; on the way out, answer what is in flight, then close."""
+        """Read and answer frames; on the way out, answer what is owed, then close."""
         peer = self.writer.get_extra_info("peername")
         with structlog.contextvars.bound_contextvars(peer=_format_peer(peer), conn=self.id):
-            self.counters["connections_total"] += 1
-            self.counters["connections_open"] += 1
+            self.counters[Stat.CONNECTIONS_TOTAL] += 1
+            self.counters[Stat.CONNECTIONS_OPEN] += 1
             log.info("connection_opened")
             self._read_task = asyncio.create_task(self._read_loop())
-            reason = "closed"
+            reason = None
             try:
-                reason = await self._read_task
+                await self._read_task
             except asyncio.CancelledError:
-                if self._read_task.cancelled():
-                    reason = "server_stopping"  # stop_reading(): finish what is in flight
-                else:
+                if not self._read_task.cancelled():
                     raise
+                # stop_reading(), or the conversation stopped reading on a reply
+                reason = self.conversation.end_reason or "server_stopping"
             except (ConnectionError, OSError) as exc:
                 reason = f"transport: {exc}"
             except Exception:
@@ -71,88 +78,70 @@ class TcpConnection:
             finally:
                 await self._finish_pending()
                 await self._close()
-                self.counters["connections_open"] -= 1
-                log.info("connection_closed", reason=reason)
+                self.counters[Stat.CONNECTIONS_OPEN] -= 1
+                log.info("connection_closed", reason=reason or self.conversation.end_reason)
 
     def stop_reading(self) -> None:
-        """Take no new requests; jobs already running still get their answers."""
+        """Take no new requests; the ones already running still get their answers."""
         if self._read_task is not None:
             self._read_task.cancel()
 
-    async def _read_loop(self) -> str:
-        decoder = FrameDecoder(max_frame=self.dispatcher.settings.max_frame)
-        while True:
-            data = await self.reader.read(_READ_SIZE)
-            if not data:
-                try:
-                    decoder.eof()
-                except ProtocolError as exc:
-                    log.warning("truncated_stream", code=exc.code, detail=exc.message)
-                return "eof"
-            try:
-                payloads = decoder.feed(data)
-            except FrameTooLarge as exc:
-                # The body is never read: the stream position is lost, so reply and close.
-                self.counters["frames_rejected"] += 1
-                await self._send(Error(code=exc.code, message=exc.message))
-                return "frame_too_large"
-            for payload in payloads:
-                self.counters["frames_in"] += 1
-                if await self._handle(payload):
-                    return "bye"
-            if decoder.error is not None:  # a bad header came after good frames
-                self.counters["frames_rejected"] += 1
-                await self._send(Error(code=decoder.error.code, message=decoder.error.message))
-                return decoder.error.code
+    async def _read_loop(self) -> None:
+        conversation = self.conversation
+        while conversation.state is State.OPEN:
+            conversation.receive_data(await self.reader.read(_READ_SIZE))
+            while (event := conversation.next_event()) is not None:
+                if isinstance(event, RequestReceived):
+                    # The slot is taken here, in the reader loop, so a flood of requests
+                    # stops the reading instead of piling up tasks.
+                    await self._slots.acquire()
+                    task = asyncio.create_task(self._answer(event))
+                    self._pending.add(task)
+                    task.add_done_callback(self._pending.discard)
+                elif isinstance(event, Rejected):
+                    log.info("bad_frame", code=event.error.code, detail=event.error.message[:200])
+                elif isinstance(event, Greeted):
+                    log.debug("hello", client=event.hello.client[:80])
+            await self._flush()
 
-    async def _handle(self, payload: bytes) -> bool:
-        """Answer one frame; True when the conversation is over."""
+    async def _answer(self, event: RequestReceived) -> None:
         try:
-            message = decode_message(payload)
-        except ProtocolError as exc:
-            self.counters["frames_rejected"] += 1
-            log.info("bad_frame", code=exc.code, detail=exc.message[:200])
-            await self._send(Error(code=exc.code, message=exc.message, ref=exc.ref))
-            return False
-        if isinstance(message, SLOW_REQUESTS):
-            # The slot is taken here, in the reader loop, so a flood of requests stops the
-            # reading instead of piling up tasks; the task gives it back when it is done.
-            await self._slots.acquire()
-            task = asyncio.create_task(self._answer(message))
-            self._pending.add(task)
-            task.add_done_callback(self._pending.discard)
-        elif isinstance(message, Bye):
-            await self._finish_pending()
-            await self._send(Bye())
-            return True
-        else:
-            await self._send(self.dispatcher.answer_now(message))
-        return False
-
-    async def _answer(self, request: Message) -> None:
-        try:
-            reply = await self.dispatcher.answer(request)
+            reply = await self.dispatcher.answer(event.message)
         finally:
             self._slots.release()
-        if reply is None:
-            return
+        self.conversation.reply(event.handle, reply)
+        if self.conversation.state is not State.OPEN:
+            self.stop_reading()  # a closing error: the conversation reads no more
         with contextlib.suppress(ConnectionError, OSError):
-            await self._send(reply)
-        if isinstance(reply, Error) and reply.code == StorageUnavailable.code:
-            # Nothing was acked. Closing makes the client reconnect and resend from its
-            # outbox, instead of holding network slots for acks that will never come.
-            self.writer.close()
+            await self._flush()
 
-    async def _send(self, message: Message) -> None:
-        if self.writer.is_closing():
-            return
-        self.writer.write(pack(message))
-        self.counters["frames_out"] += 1
-        await self.writer.drain()
+    async def _flush(self) -> None:
+        conversation = self.conversation
+        counted = (
+            conversation.frames_received,
+            conversation.frames_sent,
+            conversation.frames_rejected,
+        )
+        for name, now, before in zip(
+            (Stat.FRAMES_IN, Stat.FRAMES_OUT, Stat.FRAMES_REJECTED),
+            counted,
+            self._counted,
+            strict=True,
+        ):
+            self.counters[name] += now - before
+        self._counted = counted
+        data = conversation.data_to_send()
+        if data and not self.writer.is_closing():
+            self.writer.write(data)
+            await self.writer.drain()
+        if conversation.state is State.CLOSED:
+            self.writer.close()
 
     async def _finish_pending(self) -> None:
         if self._pending:
             await asyncio.gather(*self._pending, return_exceptions=True)
+        with contextlib.suppress(ConnectionError, OSError):
+            await self._flush()
 
     async def _close(self) -> None:
         with contextlib.suppress(ConnectionError, OSError):

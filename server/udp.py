@@ -1,9 +1,8 @@
-"""The UDP listener: every datagram is exactly one frame; replies go to the sender.
+"""The UDP listener: a thin shell around ``ServerDatagrams``.
 
-Like aioquic's protocols, ``datagram_received`` never raises: a datagram that is not one
-well-formed frame is dropped and counted, and a frame that fails validation gets at most
-one ``error`` datagram back. The requests themselves go to the same ``Dispatcher`` as
-TCP's.
+Like aioquic's protocols, ``datagram_received`` never raises. What a datagram means, and
+which get an answer, is the protocol's (``forkwire.protocol.datagram``); requests go to
+the same ``Dispatcher`` as TCP's.
 """
 
 from __future__ import annotations
@@ -17,20 +16,16 @@ from typing import Any, cast
 import structlog
 
 from forkwire.protocol import (
-    Bye,
-    Error,
-    Message,
-    ProtocolError,
-    decode_datagram,
-    decode_message,
-    pack,
+    DatagramRequest,
+    Dropped,
+    Rejected,
+    Request,
+    ServerDatagrams,
+    Stat,
 )
-from forkwire.server.dispatch import SLOW_REQUESTS, Dispatcher
+from forkwire.server.dispatch import Dispatcher
 
 log = structlog.get_logger("forkwire.udp")
-
-#: The largest UDP payload over IPv4 (65,535 minus the IP and UDP headers).
-MAX_DATAGRAM = 65_507
 
 Address = Any  # (host, port) for IPv4, (host, port, flow, scope) for IPv6
 
@@ -41,6 +36,7 @@ class UdpEndpoint(asyncio.DatagramProtocol):
     def __init__(self, dispatcher: Dispatcher) -> None:
         self.dispatcher = dispatcher
         self.counters = dispatcher.counters
+        self.rules = ServerDatagrams(dispatcher.welcome(), max_frame=dispatcher.settings.max_frame)
         self.transport: asyncio.DatagramTransport | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._accepting = True
@@ -50,58 +46,36 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: Address) -> None:
-        self.counters["udp_datagrams_received"] += 1
+        self.counters[Stat.UDP_DATAGRAMS_RECEIVED] += 1
         if not self._accepting:
-            self.counters["udp_datagrams_refused_stopping"] += 1
+            self.counters[Stat.UDP_DATAGRAMS_REFUSED_STOPPING] += 1
             return
-        try:
-            payload = decode_datagram(data, max_frame=self.dispatcher.settings.max_frame)
-        except ProtocolError:
-            # Not one frame: nothing in it can be trusted, not even as a request to answer.
-            self.counters["udp_datagrams_malformed"] += 1
-            return
-        try:
-            message = decode_message(payload)
-        except ProtocolError as exc:
-            self.counters["udp_datagrams_rejected"] += 1
-            self._reply(Error(code=exc.code, message=exc.message, ref=exc.ref), addr)
-            return
-        self._handle(message, addr)
+        event, reply = self.rules.receive(data)
+        if isinstance(event, Dropped):
+            self.counters[Stat.UDP_DATAGRAMS_MALFORMED] += 1
+        elif isinstance(event, Rejected):
+            self.counters[Stat.UDP_DATAGRAMS_REJECTED] += 1
+        elif isinstance(event, DatagramRequest) and reply is None:
+            task = asyncio.create_task(self._answer(event.message, addr))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        if reply is not None:
+            self._send(reply, addr)
 
     def error_received(self, exc: Exception) -> None:
         # ICMP port unreachable for an earlier reply: the sender went away. Count it.
-        self.counters["udp_send_errors"] += 1
+        self.counters[Stat.UDP_SEND_ERRORS] += 1
 
-    def _handle(self, message: Message, addr: Address) -> None:
-        if isinstance(message, SLOW_REQUESTS):
-            task = asyncio.create_task(self._answer(message, addr))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        elif isinstance(message, Bye):
-            self._reply(Bye(), addr)  # no conversation to wind down over UDP
-        else:
-            self._reply(self.dispatcher.answer_now(message), addr)
-
-    async def _answer(self, request: Message, addr: Address) -> None:
+    async def _answer(self, request: Request, addr: Address) -> None:
         reply = await self.dispatcher.answer(request)
         if reply is not None:
-            self._reply(reply, addr, ref=getattr(request, "id", None))
+            self._send(self.rules.reply(reply, ref=getattr(request, "id", None)), addr)
 
-    def _reply(self, message: Message, addr: Address, ref: int | None = None) -> None:
+    def _send(self, datagram: bytes, addr: Address) -> None:
         if self.transport is None or self.transport.is_closing():
             return
-        frame = pack(message)
-        if len(frame) > MAX_DATAGRAM:
-            frame = pack(
-                Error(
-                    code="reply_too_large",
-                    message=f"the reply of {len(frame)} bytes does not fit a datagram; "
-                    "send smaller jobs over UDP",
-                    ref=ref,
-                )
-            )
-        self.transport.sendto(frame, addr)
-        self.counters["udp_datagrams_sent"] += 1
+        self.transport.sendto(datagram, addr)
+        self.counters[Stat.UDP_DATAGRAMS_SENT] += 1
 
     def stop_accepting(self) -> None:
         """Shutdown: drop new datagrams (counted) but keep the socket to answer the old."""
@@ -134,20 +108,23 @@ async def open_udp(
                 granted=granted,
                 hint="raise net.core.rmem_max to allow more",
             )
-        dispatcher.counters["udp_rcvbuf"] = granted
+        dispatcher.counters[Stat.UDP_RCVBUF] = granted
     elif sock is not None:
-        dispatcher.counters["udp_rcvbuf"] = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        dispatcher.counters[Stat.UDP_RCVBUF] = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
     return transport, endpoint
+
+
+_KERNEL_STATS = {
+    "RcvbufErrors": Stat.KERNEL_UDP_RCVBUFERRORS,
+    "InErrors": Stat.KERNEL_UDP_INERRORS,
+    "InDatagrams": Stat.KERNEL_UDP_INDATAGRAMS,
+}
 
 
 def kernel_udp_stats() -> dict[str, int]:
     """The kernel counters the stats report, prefixed so their origin is plain."""
     counters = kernel_udp_counters()
-    return {
-        f"kernel_udp_{name.lower()}": counters[name]
-        for name in ("RcvbufErrors", "InErrors", "InDatagrams")
-        if name in counters
-    }
+    return {stat: counters[name] for name, stat in _KERNEL_STATS.items() if name in counters}
 
 
 def kernel_udp_counters(snmp: Path = Path("/proc/net/snmp")) -> dict[str, int]:

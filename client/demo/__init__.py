@@ -5,12 +5,13 @@ sensor (seqs ``0..count-1``), paced in small bursts. TCP sends acked ``readings`
 through a bounded window, so TCP's flow control holds the sender back and nothing is lost;
 UDP sends one fire-and-forget ``reading`` per datagram, so whatever the receiver cannot
 take is dropped. After each run the demo waits until the server has stored everything it
-will store, reads back what it stored, and counts, from the seqs:
+will store, reads back what it stored (the ``series`` request, so an external server is
+measured the same way as the demo's own), and counts, from the seqs:
 
 - ``lost = sent - stored`` exactly, where ``sent`` counts every seq the sender issued
   (a reading the noise stage dropped keeps its seq, so the consumer sees the gap);
-- ``out_of_order``: stored readings whose arrival (``received_at``, ties by rowid) comes
-  after a higher seq;
+- ``out_of_order``: stored readings whose arrival (the commit that stored them,
+  ``received_at``; within one commit, seq order) comes after a higher seq;
 - ``duplicates``: the server's ``readings_duplicate`` counter over the run;
 - latency ``received_at - ts`` (p50, p99) and RFC 3550 interarrival jitter over the same
   transit times. ``ts`` is the client's send time and ``received_at`` is the time the
@@ -22,10 +23,6 @@ will store, reads back what it stored, and counts, from the seqs:
 
 Every lost reading is attributed: to the noise stage (counted by the client), to the
 kernel's receive buffer (``kernel_drops``, capped at what is left), or elsewhere.
-
-Against an external server (``host``/``port`` given) the stored readings cannot be read
-back row by row: the demo uses the ``report`` request for the stored count, and leaves
-``out_of_order``, ``jitter_ms``, ``p50_ms`` and ``p99_ms`` null.
 """
 
 from forkwire.client.demo.config import (

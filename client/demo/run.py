@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
-from forkwire.client.connection import Connection, describe_error
+from forkwire.client.connection import Connection
 from forkwire.client.demo.config import _TRANSPORTS, DemoConfig, DemoError, Transport
 from forkwire.client.demo.iperf import _iperf_reference
 from forkwire.client.demo.metrics import (
@@ -33,11 +33,12 @@ from forkwire.client.demo.metrics import (
 from forkwire.client.demo.plot import plot_demo
 from forkwire.client.demo.results import DemoResult, RunResult
 from forkwire.client.demo.senders import _send_tcp, _send_udp
-from forkwire.client.demo.server import _DemoServer, _load_rows
 from forkwire.client.demo.table import render_table
+from forkwire.client.local import LocalServer
 from forkwire.client.noise import parse_noise
+from forkwire.client.report.fetch import ReportQuery, fetch_series
 from forkwire.client.udp import UdpConnection
-from forkwire.protocol import Error, ReadingMsg, Report, ReportResult, Stats, StatsResult, pack
+from forkwire.protocol import ReadingMsg, Stat, Stats, StatsResult, pack
 
 #: The server has stored all it will once its counters stood still this long.
 _SETTLE_QUIET: Final = 0.5
@@ -65,30 +66,27 @@ async def run_demo(config: DemoConfig) -> DemoResult:
         if config.port is None:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fw-demo-")))
             db_path = config.db_path if config.db_path is not None else workdir / "demo.sqlite"
-            server = await _DemoServer.start(db_path.resolve(), config.udp_rcvbuf, workdir)
+            args = ["--db", f"sqlite:///{db_path.resolve()}"]
+            if config.udp_rcvbuf is not None:
+                args += ["--udp-rcvbuf", str(config.udp_rcvbuf)]
+            server = await LocalServer.start(*args, cwd=workdir)
             stack.push_async_callback(server.stop)
             host, port, udp_port = "127.0.0.1", server.port, server.udp_port
-            store: Path | None = db_path.resolve()
             server_name = "own"
             say(f"server started on 127.0.0.1:{port} (pid {server.pid}, sqlite {db_path})")
         else:
             host = config.host or "127.0.0.1"
             port = config.port
             udp_port = config.udp_port or port
-            store = None
             server_name = f"{host}:{port}"
-            notes.append(
-                "external server: stored counts come from the report request; "
-                "out_of_order, jitter and latency need the rows and are null"
-            )
         control = await Connection.open(host, port, client="forkwire-demo")
         stack.push_async_callback(control.close)
         udp = await UdpConnection.open(host, udp_port)
         stack.callback(udp.close)
         await udp.hello()  # fail early if nothing answers over UDP
-        measurer = _Measurer(config, host, port, udp, control, store, say)
+        measurer = _Measurer(config, host, port, udp, control, say)
         first = await _stats(control)
-        rcvbuf = _int_or_none(first.get("udp_rcvbuf"))
+        rcvbuf = _int_or_none(first.get(Stat.UDP_RCVBUF))
 
         runs: list[RunResult] = []
         for rate in config.run_rates:
@@ -146,7 +144,6 @@ class _Measurer:
         port: int,
         udp: UdpConnection,
         control: Connection,
-        store: Path | None,
         say: Callable[[str], None],
     ) -> None:
         self.config = config
@@ -154,7 +151,6 @@ class _Measurer:
         self.port = port
         self.udp = udp
         self.control = control
-        self.store = store
         self.say = say
         #: Keeps sensor names unique across demos against one store (an external server).
         self.token = secrets.token_hex(3)
@@ -197,26 +193,24 @@ class _Measurer:
         else:
             sent = await _send_udp(self.udp, sensor, per_second, count, chain)
         after, settled = await _settle(self.control, self.config.settle_timeout)
-        if self.store is not None:
-            rows = await asyncio.to_thread(_load_rows, self.store, sensor)
-            stored = len(rows)
-            seqs = [row[0] for row in rows]
-            transits_ms = [(received - ts) * 1000 for _seq, ts, received in rows]
-            out_of_order: int | None = count_out_of_order(seqs)
-            jitter = rfc3550_jitter(transits_ms)
-            p50 = percentile(transits_ms, 50)
-            p99 = percentile(transits_ms, 99)
-            outside = [seq for seq in seqs if not 0 <= seq < sent.issued]
-            if outside:
-                raise DemoError(
-                    f"{sensor}: stored seqs outside 0..{sent.issued - 1}: {outside[:5]}"
-                )
-        else:
-            stored = await _reported_count(self.control, sensor)
-            out_of_order = jitter = p50 = p99 = None
+        series = await fetch_series(self.control, sensor, "scalar", ReportQuery(fill="none"))
+        # Arrival order: the commit that stored a reading, then its seq within the commit.
+        arrival = sorted(
+            zip(series.received_at, series.seq.tolist(), series.ts.tolist(), strict=True)
+        )
+        stored = len(arrival)
+        seqs = [seq for _, seq, _ in arrival]
+        transits_ms = [((received or 0.0) - ts) * 1000 for received, _, ts in arrival]
+        out_of_order = count_out_of_order(seqs)
+        jitter = rfc3550_jitter(transits_ms)
+        p50 = percentile(transits_ms, 50)
+        p99 = percentile(transits_ms, 99)
+        outside = [seq for seq in seqs if not 0 <= seq < sent.issued]
+        if outside:
+            raise DemoError(f"{sensor}: stored seqs outside 0..{sent.issued - 1}: {outside[:5]}")
         lost = sent.issued - stored
         noise_dropped = len(sent.noise_seqs)
-        kernel = _delta(before, after, "kernel_udp_rcvbuferrors") if transport == "udp" else None
+        kernel = _delta(before, after, Stat.KERNEL_UDP_RCVBUFERRORS) if transport == "udp" else None
         by_noise, by_kernel, elsewhere = attribute_loss(lost, noise_dropped, kernel)
         result = RunResult(
             transport=transport,
@@ -228,7 +222,7 @@ class _Measurer:
             lost=lost,
             loss_pct=round(100 * lost / sent.issued, 4),
             out_of_order=out_of_order,
-            duplicates=_delta(before, after, "readings_duplicate"),
+            duplicates=_delta(before, after, Stat.READINGS_DUPLICATE),
             jitter_ms=_rounded(jitter, 3),
             p50_ms=_rounded(p50, 3),
             p99_ms=_rounded(p99, 3),
@@ -238,7 +232,7 @@ class _Measurer:
             lost_noise=by_noise,
             lost_kernel=by_kernel,
             lost_elsewhere=elsewhere,
-            server_received=_delta(before, after, "readings_received"),
+            server_received=_delta(before, after, Stat.READINGS_RECEIVED),
             send_seconds=round(sent.seconds, 4),
             acked_seconds=_rounded(sent.acked_seconds, 4),
             settled=settled,
@@ -269,16 +263,16 @@ async def _settle(control: Connection, patience: float) -> tuple[dict[str, int |
         now = loop.time()
         moving = tuple(
             counters.get(name)
-            for name in ("readings_received", "udp_datagrams_received", "readings_stored")
+            for name in (Stat.READINGS_RECEIVED, Stat.UDP_DATAGRAMS_RECEIVED, Stat.READINGS_STORED)
         )
         if moving != last:
             last, still_since = moving, now
         in_flight = (
-            counters.get("readings_received", 0)
-            - counters.get("readings_stored", 0)
-            - counters.get("readings_duplicate", 0)
+            counters.get(Stat.READINGS_RECEIVED, 0)
+            - counters.get(Stat.READINGS_STORED, 0)
+            - counters.get(Stat.READINGS_DUPLICATE, 0)
         )
-        idle = counters.get("writer_queue_depth", 0) == 0 and in_flight <= 0
+        idle = counters.get(Stat.WRITER_QUEUE_DEPTH, 0) == 0 and in_flight <= 0
         if idle and now - still_since >= _SETTLE_QUIET:
             return counters, True
         if now >= deadline:
@@ -291,19 +285,6 @@ async def _stats(control: Connection) -> dict[str, int | float]:
     if not isinstance(reply, StatsResult):
         raise DemoError(f"stats answered with {reply.type!r}")
     return dict(reply.counters)
-
-
-async def _reported_count(control: Connection, sensor: str) -> int:
-    """How many readings of ``sensor`` the server stored, from its ``report``."""
-    reply = await control.request(Report(sensors=[sensor]))
-    if isinstance(reply, Error):
-        raise DemoError(f"the report request failed: {describe_error(reply)}")
-    if not isinstance(reply, ReportResult):
-        raise DemoError(f"report answered with {reply.type!r}")
-    sensors = reply.report.get("sensors")
-    entry = sensors.get(sensor) if isinstance(sensors, dict) else None
-    count = entry.get("count") if isinstance(entry, dict) else 0
-    return count if isinstance(count, int) else 0
 
 
 def _delta(before: dict[str, int | float], after: dict[str, int | float], name: str) -> int | None:

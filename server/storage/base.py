@@ -7,7 +7,7 @@ one transaction, so the writer's group commit is exactly one commit per call.
 
 from __future__ import annotations
 
-import asyncio
+import itertools
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -58,9 +58,15 @@ class Repository(Protocol):
         ...
 
     async def query(
-        self, sensors: Sequence[str] | None = None, since: float | None = None
+        self,
+        sensors: Sequence[str] | None = None,
+        since: float | None = None,
+        *,
+        from_seq: int | None = None,
+        limit: int | None = None,
     ) -> list[StoredReading]:
-        """Stored readings ordered by ``(sensor, seq)``, optionally of some sensors, ts >= since."""
+        """Stored readings ordered by ``(sensor, seq)``: of some sensors, with ts >= since
+        and seq >= from_seq, at most ``limit`` of them (each filter optional)."""
         ...
 
     async def close(self) -> None:
@@ -103,50 +109,20 @@ def result_of(total: int, duplicate_keys: Iterable[Key]) -> AddResult:
     return AddResult(stored=total - len(keys), duplicates=len(keys), duplicate_keys=frozenset(keys))
 
 
-class Fanout:
-    """Sends every batch to several repositories; reads from the first.
-
-    The first repository is the one acks and queries trust: its ``AddResult`` is returned.
-    A batch counts as committed only when every repository committed it, so a failure of
-    any of them fails the call (after all of them finished, so none is left running).
-    """
-
-    def __init__(self, repos: Sequence[Repository]) -> None:
-        if not repos:
-            raise ValueError("Fanout needs at least one repository")
-        self._repos = tuple(repos)
-
-    @property
-    def repos(self) -> tuple[Repository, ...]:
-        """The repositories, the primary first."""
-        return self._repos
-
-    async def add_many(self, readings: Sequence[Reading], received_at: float) -> AddResult:
-        """Add the batch to every repository concurrently; the first one's result."""
-        results = await asyncio.gather(
-            *(repo.add_many(readings, received_at) for repo in self._repos),
-            return_exceptions=True,
-        )
-        _raise_first(results)
-        first = results[0]
-        assert isinstance(first, AddResult)
-        return first
-
-    async def query(
-        self, sensors: Sequence[str] | None = None, since: float | None = None
-    ) -> list[StoredReading]:
-        """Query the first repository."""
-        return await self._repos[0].query(sensors, since)
-
-    async def close(self) -> None:
-        """Close every repository, even when one of them fails to close."""
-        results = await asyncio.gather(
-            *(repo.close() for repo in self._repos), return_exceptions=True
-        )
-        _raise_first(results)
-
-
-def _raise_first(results: Iterable[object]) -> None:
-    for result in results:
-        if isinstance(result, BaseException):
-            raise result
+def select(
+    rows: Iterable[StoredReading],
+    sensors: Sequence[str] | None,
+    since: float | None,
+    from_seq: int | None,
+    limit: int | None,
+) -> list[StoredReading]:
+    """``Repository.query``'s filters over rows already in ``(sensor, seq)`` order."""
+    wanted = None if sensors is None else frozenset(sensors)
+    selected = (
+        row
+        for row in rows
+        if (wanted is None or row.sensor in wanted)
+        and (since is None or row.ts >= since)
+        and (from_seq is None or row.seq >= from_seq)
+    )
+    return list(itertools.islice(selected, limit))

@@ -25,6 +25,7 @@ from forkwire.server.storage.base import (
     decode_value,
     encode_value,
     result_of,
+    select,
     split_duplicates,
 )
 
@@ -68,19 +69,18 @@ class CsvRepository:
         return result_of(len(readings), duplicates)
 
     async def query(
-        self, sensors: Sequence[str] | None = None, since: float | None = None
+        self,
+        sensors: Sequence[str] | None = None,
+        since: float | None = None,
+        *,
+        from_seq: int | None = None,
+        limit: int | None = None,
     ) -> list[StoredReading]:
-        """Stored readings ordered by ``(sensor, seq)``."""
+        """Stored readings ordered by ``(sensor, seq)``; see ``Repository.query``."""
         async with self._lock:
             rows = await asyncio.to_thread(_read_rows, self.path)
-        wanted = None if sensors is None else frozenset(sensors)
-        selected = [
-            row
-            for row in rows
-            if (wanted is None or row.sensor in wanted) and (since is None or row.ts >= since)
-        ]
-        selected.sort(key=lambda row: (row.sensor, row.seq))
-        return selected
+        rows.sort(key=lambda row: (row.sensor, row.seq))
+        return select(rows, sensors, since, from_seq, limit)
 
     async def close(self) -> None:
         """Close the file."""

@@ -12,6 +12,7 @@ from forkwire.server.storage.base import (
     decode_value,
     encode_value,
     result_of,
+    select,
     split_duplicates,
 )
 
@@ -39,16 +40,16 @@ class MemoryRepository:
         return result_of(len(readings), duplicates)
 
     async def query(
-        self, sensors: Sequence[str] | None = None, since: float | None = None
+        self,
+        sensors: Sequence[str] | None = None,
+        since: float | None = None,
+        *,
+        from_seq: int | None = None,
+        limit: int | None = None,
     ) -> list[StoredReading]:
-        """Stored readings ordered by ``(sensor, seq)``."""
-        wanted = None if sensors is None else frozenset(sensors)
-        rows = (self._rows[key] for key in sorted(self._rows))
-        return [
-            row
-            for row in rows
-            if (wanted is None or row.sensor in wanted) and (since is None or row.ts >= since)
-        ]
+        """Stored readings ordered by ``(sensor, seq)``; see ``Repository.query``."""
+        rows = [self._rows[key] for key in sorted(self._rows)]
+        return select(rows, sensors, since, from_seq, limit)
 
     async def close(self) -> None:
         """Nothing to release."""

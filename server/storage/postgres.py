@@ -106,9 +106,14 @@ class PostgresRepository:
         return result_of(len(readings), duplicates)
 
     async def query(
-        self, sensors: Sequence[str] | None = None, since: float | None = None
+        self,
+        sensors: Sequence[str] | None = None,
+        since: float | None = None,
+        *,
+        from_seq: int | None = None,
+        limit: int | None = None,
     ) -> list[StoredReading]:
-        """Stored readings ordered by ``(sensor, seq)``."""
+        """Stored readings ordered by ``(sensor, seq)``; see ``Repository.query``."""
         clauses: list[str] = []
         params: list[object] = []
         if sensors is not None:
@@ -117,12 +122,18 @@ class PostgresRepository:
         if since is not None:
             params.append(since)
             clauses.append(f"ts >= ${len(params)}::float8")
+        if from_seq is not None:
+            params.append(from_seq)
+            clauses.append(f"seq >= ${len(params)}::int8")
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        if limit is not None:
+            params.append(limit)
         # COLLATE "C": byte order, the order SQLite, the CSV and memory backends give, not
         # the database locale's (which may put "b" before "B10").
         sql = (
             "SELECT sensor, seq, ts, value, received_at FROM readings "
             f'{where} ORDER BY sensor COLLATE "C", seq'
+            + ("" if limit is None else f" LIMIT ${len(params)}::int8")
         )
         rows = await self._pool.fetch(sql, *params)
         return [

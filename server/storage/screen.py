@@ -1,7 +1,7 @@
 """``screen://``: print each reading to stdout and keep nothing, for watching a live feed.
 
-It tracks no keys, so it reports every reading as stored: put it behind a real store in a
-``Fanout`` (``Fanout([sqlite, screen])``) when duplicates and queries matter.
+A sink, not a store: it has nothing to query and no keys to judge duplicates by, so it
+only ever gets what the store newly committed (``forkwire.server.sinks``).
 """
 
 from __future__ import annotations
@@ -10,12 +10,12 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
-from forkwire.protocol.messages import Reading
-from forkwire.server.storage.base import AddResult, StoredReading, encode_value
+from forkwire.protocol import Reading
+from forkwire.server.storage.base import AddResult, encode_value
 
 
-class ScreenRepository:
-    """Writes one line per reading; stores nothing, so ``query`` is always empty."""
+class ScreenSink:
+    """Writes one line per reading to stdout."""
 
     def __init__(self, out: TextIO | None = None) -> None:
         # None means "sys.stdout at write time", so a redirected stdout is honoured.
@@ -30,16 +30,5 @@ class ScreenRepository:
         out.flush()
         return AddResult(stored=len(readings), duplicates=0)
 
-    async def query(
-        self, sensors: Sequence[str] | None = None, since: float | None = None
-    ) -> list[StoredReading]:
-        """Nothing is stored."""
-        return []
-
     async def close(self) -> None:
         """Nothing to release; stdout is not ours to close."""
-
-
-async def connect(url: str) -> ScreenRepository:
-    """Open ``screen://``."""
-    return ScreenRepository()

@@ -111,9 +111,14 @@ class SQLiteRepository:
         )
 
     async def query(
-        self, sensors: Sequence[str] | None = None, since: float | None = None
+        self,
+        sensors: Sequence[str] | None = None,
+        since: float | None = None,
+        *,
+        from_seq: int | None = None,
+        limit: int | None = None,
     ) -> list[StoredReading]:
-        """Stored readings ordered by ``(sensor, seq)``."""
+        """Stored readings ordered by ``(sensor, seq)``; see ``Repository.query``."""
         clauses: list[str] = []
         params: list[object] = []
         if sensors is not None:
@@ -122,10 +127,16 @@ class SQLiteRepository:
         if since is not None:
             clauses.append("ts >= ?")
             params.append(since)
+        if from_seq is not None:
+            clauses.append("seq >= ?")
+            params.append(from_seq)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         sql = (
             f"SELECT sensor, seq, ts, value, received_at FROM readings {where} ORDER BY sensor, seq"
         )
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
         async with self._lock:
             rows = await self._db.execute_fetchall(sql, params)
         return [
@@ -146,4 +157,9 @@ async def connect(url: str) -> SQLiteRepository:
             f"sqlite URL takes no host: {url!r} (use sqlite:///path or sqlite:////abs)"
         )
     path = parts.path[1:] if parts.path.startswith("/") else parts.path
-    return await SQLiteRepository.open(path or ":memory:")
+    if not path:
+        raise ValueError(
+            f"sqlite URL needs a file path: {url!r} (sqlite:///rel.sqlite, "
+            "sqlite:////abs.sqlite; memory:// for a store that lives in memory)"
+        )
+    return await SQLiteRepository.open(path)

@@ -27,7 +27,7 @@ from forkwire.protocol import (
     ReadingMsg,
     ReadingsMsg,
     Welcome,
-    decode_message,
+    decode_request,
     pack,
 )
 
@@ -118,7 +118,7 @@ class FakeIngest:
         try:
             while data := await reader.read(64 * 1024):
                 for payload in decoder.feed(data):
-                    await self._answer(decode_message(payload), writer, mine)
+                    await self._answer(decode_request(payload), writer, mine)
         except (ConnectionError, ProtocolError):
             pass
         finally:

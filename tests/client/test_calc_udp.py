@@ -8,7 +8,7 @@ from typing import Any
 
 from forkwire.client.calc import run_calc_udp
 from forkwire.client.udp import UdpConnection
-from forkwire.protocol import Calc, CalcResult, decode_datagram, decode_message, pack
+from forkwire.protocol import Calc, CalcResult, decode_datagram, decode_request, pack
 
 
 class LossyServer(asyncio.DatagramProtocol):
@@ -23,7 +23,7 @@ class LossyServer(asyncio.DatagramProtocol):
         self.transport = transport
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
-        message = decode_message(decode_datagram(data))
+        message = decode_request(decode_datagram(data))
         assert isinstance(message, Calc)
         self.seen[message.id] = self.seen.get(message.id, 0) + 1
         if self.seen[message.id] > self.drop:

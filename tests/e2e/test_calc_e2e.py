@@ -24,7 +24,7 @@ from forkwire.protocol import (
     Stats,
     StatsResult,
     Welcome,
-    decode_message,
+    decode_reply,
     encode_frame,
     pack,
 )
@@ -55,7 +55,7 @@ class RawClient:
             if not data:
                 return None
             self.ready.extend(self.decoder.feed(data))
-        return decode_message(self.ready.pop(0))
+        return decode_reply(self.ready.pop(0))
 
     def close(self) -> None:
         self.sock.close()

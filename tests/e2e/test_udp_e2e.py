@@ -17,7 +17,7 @@ from forkwire.protocol import (
     StatsResult,
     Welcome,
     decode_datagram,
-    decode_message,
+    decode_reply,
     encode_frame,
     pack,
 )
@@ -29,7 +29,7 @@ def exchange(port: int, datagrams: list[bytes], replies: int) -> list[object]:
         sock.settimeout(3.0)
         for datagram in datagrams:
             sock.sendto(datagram, ("127.0.0.1", port))
-        return [decode_message(decode_datagram(sock.recvfrom(65_535)[0])) for _ in range(replies)]
+        return [decode_reply(decode_datagram(sock.recvfrom(65_535)[0])) for _ in range(replies)]
 
 
 async def test_garbage_truncated_oversized_then_valid_calc(server: ServerProcess) -> None:

@@ -10,9 +10,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from forkwire.protocol.errors import BadJSON, BadMessage, ProtocolError, UnknownType
+from forkwire.protocol.errors import (
+    BadJSON,
+    BadMessage,
+    ProtocolError,
+    UnexpectedMessage,
+    UnknownType,
+)
 from forkwire.protocol.framing import FrameDecoder, encode_frame
 from forkwire.protocol.messages import (
+    REPLY_TYPES,
+    REQUEST_TYPES,
     Ack,
     Bye,
     Calc,
@@ -24,10 +32,13 @@ from forkwire.protocol.messages import (
     ReadingsMsg,
     Report,
     ReportResult,
+    Series,
+    SeriesResult,
     Stats,
     StatsResult,
     Welcome,
-    decode_message,
+    decode_reply,
+    decode_request,
     encode_message,
     pack,
 )
@@ -61,8 +72,51 @@ EVERY_MESSAGE: list[Any] = [
     Stats(),
     StatsResult(counters={"jobs": 3, "load": 0.5}),
     Report(),
-    Report(sensors=["a", "b"], since=10.5),
-    ReportResult(report={"sensors": {"a": {"rate": 1.0, "gaps": [1, 2]}}, "ok": True}),
+    Report(sensors=["a", "b"], since=10.5, fill="previous", max_gap=3),
+    ReportResult(report={"generated_at": 1.5, "sensors": {}}),
+    ReportResult(
+        report={
+            "generated_at": 2.0,
+            "sensors": {
+                "a": {
+                    "kind": "scalar",
+                    "count": 2,
+                    "expected": 3,
+                    "lost": 1,
+                    "loss_pct": 33.3,
+                    "filled": 1,
+                    "rate_hz": 0.5,
+                    "first_seq": 0,
+                    "last_seq": 2,
+                    "first_ts": 1.0,
+                    "last_ts": 5.0,
+                    "dropouts": [
+                        {"first_seq": 1, "last_seq": 1, "count": 1, "start_ts": 1.0, "end_ts": 5.0}
+                    ],
+                    "stats": {
+                        "min": 1.0,
+                        "max": 2.0,
+                        "mean": 1.5,
+                        "std": 0.5,
+                        "p50": 1.5,
+                        "p95": 1.95,
+                        "p99": 1.99,
+                    },
+                }
+            },
+        }
+    ),
+    Series(sensor="a"),
+    Series(sensor="a", since=1.0, fill="linear", max_gap=5, after=9, limit=100),
+    SeriesResult(
+        sensor="a",
+        seq=[1, 2],
+        ts=[1.0, 2.0],
+        value=[3, 4.5],
+        filled=[False, True],
+        received_at=[9.5, None],
+        next=2,
+    ),
     Bye(),
     Error(code="bad_json", message="nope"),
     Error(code="bad_message", message="x", ref=7),
@@ -72,6 +126,14 @@ EVERY_MESSAGE: list[Any] = [
 
 def raw(obj: object) -> bytes:
     return json.dumps(obj).encode()
+
+
+def decode_message(payload: bytes) -> Any:
+    """Decode a payload of either direction: as a request, else as a reply."""
+    try:
+        return decode_request(payload)
+    except UnexpectedMessage:
+        return decode_reply(payload)
 
 
 def error_code(payload: bytes) -> str | None:
@@ -115,9 +177,41 @@ def test_every_message_type_is_covered() -> None:
         "stats_result",
         "report",
         "report_result",
+        "series",
+        "series_result",
         "bye",
         "error",
     }
+    assert tags == REQUEST_TYPES | REPLY_TYPES
+
+
+@pytest.mark.parametrize("message", EVERY_MESSAGE, ids=lambda m: type(m).__name__)
+def test_each_direction_refuses_the_other_sides_messages(message: Any) -> None:
+    """A request decoded as a reply, or a reply as a request, is unexpected_message."""
+    payload = encode_message(message)
+    for decode, own in ((decode_request, REQUEST_TYPES), (decode_reply, REPLY_TYPES)):
+        if message.type in own:
+            assert decode(payload) == message
+        else:
+            with pytest.raises(UnexpectedMessage, match=f"does not send '{message.type}'"):
+                decode(payload)
+
+
+def test_series_result_columns_must_have_one_length() -> None:
+    """A series page whose arrays differ in length is a bad message."""
+    payload = raw(
+        {
+            "type": "series_result",
+            "sensor": "a",
+            "seq": [1, 2],
+            "ts": [1.0],
+            "value": [1, 2],
+            "filled": [False, False],
+            "received_at": [1.0, 2.0],
+        }
+    )
+    with pytest.raises(BadMessage, match="equally long"):
+        decode_reply(payload)
 
 
 def test_pack_frames_the_encoded_message() -> None:

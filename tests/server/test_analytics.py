@@ -19,7 +19,6 @@ from forkwire.server.analytics import (
     split_values,
     stats,
     summarize,
-    windowed_rate,
 )
 
 T0 = 1_700_000_000.0
@@ -112,40 +111,6 @@ def test_rate_regular_5hz() -> None:
 def test_rate_undefined_is_none(ts: list[float]) -> None:
     """Fewer than two readings, or no elapsed time, has no rate (None, not 0.0)."""
     assert rate_hz(ts) is None
-
-
-def test_windowed_rate_regular_5hz() -> None:
-    """Every full 2 s window of a 5 Hz stream holds 10 readings, give or take an edge."""
-    ts = T0 + np.arange(300) / 5
-    centers, rates = windowed_rate(ts, 2.0)
-    assert centers.size > 100
-    assert centers[0] == pytest.approx(T0 + 1.0)
-    assert centers[-1] <= ts[-1] - 1.0
-    np.testing.assert_allclose(rates, 5.0, atol=0.5)
-    assert rates.mean() == pytest.approx(5.0, abs=0.05)
-
-
-def test_windowed_rate_dips_in_dropout() -> None:
-    """Windows inside a 20 s outage count no readings."""
-    seq = planted(set(range(100, 200)), n=300)
-    ts = T0 + seq / 5
-    centers, rates = windowed_rate(ts, 2.0)
-    inside = (centers > T0 + 100 / 5 + 1.5) & (centers < T0 + 199 / 5 - 1.5)
-    assert inside.any()
-    assert np.all(rates[inside] == 0.0)
-
-
-def test_windowed_rate_shorter_than_window_is_empty() -> None:
-    """A stream shorter than one window has no full window to report."""
-    centers, rates = windowed_rate(T0 + np.arange(5) / 5, 10.0)
-    assert centers.size == 0
-    assert rates.size == 0
-
-
-def test_windowed_rate_rejects_bad_window() -> None:
-    """A zero or negative window is a caller error."""
-    with pytest.raises(ValueError, match="positive"):
-        windowed_rate([0.0, 1.0], 0.0)
 
 
 def test_linear_fill_is_exact_on_linear_signal_with_irregular_ts() -> None:

@@ -1,26 +1,19 @@
-"""Tests of report building, the JSON/CSV/PNG files and the terminal table."""
+"""The answers to report and series: analytics and pages of points, computed on the server."""
 
 from __future__ import annotations
 
-import csv
 import json
 import random
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 import pytest
-from rich.console import Console
 
-from forkwire.server.analytics import sensor_report
-from forkwire.server.report import build_report, render_table, write_report
+from forkwire.server.analytics import fill_gaps, sensor_report, split_values
+from forkwire.server.report import MAX_PAGE_FILL, build_report, build_series
 
 T0 = 1_700_000_000.0
 NOW = T0 + 1_000.0
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-REPO = Path(__file__).resolve().parents[2]
 
 
 class Row(NamedTuple):
@@ -28,6 +21,7 @@ class Row(NamedTuple):
     seq: int
     ts: float
     value: Any
+    received_at: float = T0 + 5_000.0
 
 
 #: Seqs each sensor loses: temp has a 1, a 2 and a 5 reading gap, accel a 3 and a 10, door 2.
@@ -60,12 +54,6 @@ def make_rows() -> list[Row]:
 def rows() -> list[Row]:
     """The shuffled three-sensor stream."""
     return make_rows()
-
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    """The rows of filled.csv as dicts."""
-    with path.open(newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def test_build_report_is_json_and_matches_sensor_report(rows: list[Row]) -> None:
@@ -106,98 +94,87 @@ def test_build_report_of_nothing() -> None:
     assert build_report([], now=NOW) == {"generated_at": NOW, "sensors": {}}
 
 
-def test_write_report_writes_all_three_files(rows: list[Row], tmp_path: Path) -> None:
-    """report.json, filled.csv and report.png appear, and the JSON is the built report."""
-    out = tmp_path / "nested" / "out"
-    paths = write_report(iter(rows), out, fill="linear", max_gap=4, now=NOW)
-    assert paths == (out / "report.json", out / "filled.csv", out / "report.png")
-    assert all(p.is_file() for p in paths)
-    expected = build_report(rows, fill="linear", max_gap=4, now=NOW)
-    assert json.loads(paths.json.read_text()) == expected
+def pages(rows: list[Row], sensor: str, **options: Any) -> list[Any]:
+    """Every page of one sensor's series, asked as a client asks: after = the last next."""
+    stored = sorted((r for r in rows if r.sensor == sensor), key=lambda r: r.seq)
+    limit = options.pop("limit")
+    answers = []
+    after = None
+    while True:
+        window = [r for r in stored if after is None or r.seq >= after][: limit + 2]
+        page = build_series(sensor, window, after=after, limit=limit, **options)
+        answers.append(page)
+        if page.next is None:
+            return answers
+        after = page.next
 
 
-def test_filled_csv_has_observed_and_filled_rows(rows: list[Row], tmp_path: Path) -> None:
-    """filled.csv holds each observed reading (filled=0) plus each fillable gap seq (1)."""
-    paths = write_report(rows, tmp_path, fill="linear", max_gap=4, now=NOW)
-    table = read_csv(paths.csv)
-    assert list(table[0]) == ["sensor", "seq", "ts", "value", "filled"]
-    by_sensor: dict[str, dict[int, dict[str, str]]] = {}
-    for r in table:
-        by_sensor.setdefault(r["sensor"], {})[int(r["seq"])] = r
-    assert len(table) == sum(len(v) for v in by_sensor.values())  # no duplicate rows
-
-    # temp: gaps of 1 and 2 are filled, the 5-reading gap exceeds max_gap=4.
-    temp = by_sensor["temp"]
-    assert {s for s, r in temp.items() if r["filled"] == "1"} == {5, 20, 21}
-    assert set(temp) == set(range(60)) - set(range(30, 35))
-    assert temp[0]["value"] == "20"  # a stored int stays an int
-    assert float(temp[5]["value"]) == pytest.approx((24 + 26) / 2)
-    assert float(temp[5]["ts"]) == pytest.approx(T0 + 2.5)
-
-    # accel: the 3-reading gap is filled element-wise, the 10-reading gap is not.
-    accel = by_sensor["accel"]
-    assert {s for s, r in accel.items() if r["filled"] == "1"} == {1010, 1011, 1012}
-    assert len(accel) == 80 - 10
-    assert json.loads(accel[1011]["value"]) == pytest.approx([11.0, 22.0, -1.0])
-    assert json.loads(accel[1000]["value"]) == [0.0, 0.0, -1.0]
-
-    # door: records are written as JSON and never filled.
-    door = by_sensor["door"]
-    assert all(r["filled"] == "0" for r in door.values())
-    assert set(door) == set(range(20)) - {7, 8}
-    assert json.loads(door[2]["value"]) == {"open": True, "who": "x"}
-
-
-def test_filled_csv_without_fill_has_observed_rows_only(rows: list[Row], tmp_path: Path) -> None:
-    """With fill="none" the CSV is exactly the observed readings."""
-    paths = write_report(rows, tmp_path, fill="none", max_gap=None, now=NOW)
-    table = read_csv(paths.csv)
-    assert len(table) == len(rows)
-    assert all(r["filled"] == "0" for r in table)
-
-
-def test_png_is_a_nonempty_png(rows: list[Row], tmp_path: Path) -> None:
-    """report.png is a real PNG file with content."""
-    paths = write_report(rows, tmp_path, fill="previous", max_gap=None, now=NOW)
-    data = paths.png.read_bytes()
-    assert data.startswith(PNG_SIGNATURE)
-    assert len(data) > 10_000
-
-
-def test_write_report_with_no_rows(tmp_path: Path) -> None:
-    """An empty store still gets all three files, with a placeholder plot."""
-    paths = write_report([], tmp_path, fill="linear", max_gap=None, now=NOW)
-    assert json.loads(paths.json.read_text()) == {"generated_at": NOW, "sensors": {}}
-    assert read_csv(paths.csv) == []
-    assert paths.png.read_bytes().startswith(PNG_SIGNATURE)
-
-
-def test_render_table_has_one_row_per_sensor(rows: list[Row]) -> None:
-    """The table lists every sensor with its loss and statistics, records showing a dash."""
-    report = build_report(rows, now=NOW)
-    table = render_table(report)
-    assert table.row_count == 3
-    assert [str(c.header) for c in table.columns] == [
-        "sensor",
-        "count",
-        "expected",
-        "lost",
-        "loss %",
-        "rate Hz",
-        "dropouts",
-        "mean",
-        "p95",
+@pytest.mark.parametrize("sensor", ["temp", "accel", "door"])
+@pytest.mark.parametrize("limit", [1, 4, 7, 1000])
+def test_series_pages_join_into_the_whole_stream_filled(
+    rows: list[Row], sensor: str, limit: int
+) -> None:
+    """However it is paged, a series is the whole stream with its gaps filled, once each."""
+    answers = pages(rows, sensor, limit=limit, fill="linear", max_gap=4)
+    seq = [s for page in answers for s in page.seq]
+    ts = [t for page in answers for t in page.ts]
+    filled = [f for page in answers for f in page.filled]
+    stored = sorted((r for r in rows if r.sensor == sensor), key=lambda r: r.seq)
+    kind, values = split_values([r.value for r in stored])
+    whole = fill_gaps(
+        np.array([r.seq for r in stored]),
+        np.array([r.ts for r in stored]),
+        values if kind != "record" else None,
+        "linear",
+        4,
+    )
+    assert seq == whole.seq.tolist()
+    assert ts == pytest.approx(whole.ts.tolist())
+    assert filled == whole.filled.tolist()
+    observed = [
+        v for page in answers for v, f in zip(page.value, page.filled, strict=True) if not f
     ]
-    console = Console(width=80, record=True, color_system=None)
-    console.print(table)
-    text = console.export_text()
-    assert "door" in text
-    assert "—" in text  # the record stream has no mean
-    # A report decoded from JSON (e.g. a report_result frame) renders the same way.
-    assert render_table(json.loads(json.dumps(report))).row_count == 3
+    assert observed == [r.value for r in stored]  # stored values as they are: ints stay ints
+    received = [x for page in answers for x in page.received_at]
+    assert received == [None if f else T0 + 5_000.0 for f in filled]
+    assert all(len(page.seq) - sum(page.filled) <= limit for page in answers)
 
 
-def test_importing_report_does_not_load_matplotlib() -> None:
-    """matplotlib is imported only when a plot is drawn, so the server starts fast."""
-    code = "import sys, forkwire.server.report; assert 'matplotlib' not in sys.modules"
-    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
+def test_series_fills_linearly_between_neighbours(rows: list[Row]) -> None:
+    """A filled scalar lies on the line, against time, between the readings around it."""
+    (page,) = pages(rows, "temp", limit=100, fill="linear", max_gap=4)
+    points = dict(zip(page.seq, zip(page.ts, page.value, page.filled, strict=True), strict=True))
+    assert {s for s, (_, _, f) in points.items() if f} == {5, 20, 21}
+    ts, value, _ = points[5]
+    assert ts == pytest.approx(T0 + 2.5)
+    assert value == pytest.approx((24 + 26) / 2)
+    assert points[0][1] == 20
+    assert type(points[0][1]) is int
+
+
+def test_series_of_records_is_never_filled(rows: list[Row]) -> None:
+    """Records have no numbers to fill with."""
+    answers = pages(rows, "door", limit=5, fill="linear", max_gap=None)
+    assert not any(f for page in answers for f in page.filled)
+
+
+def test_series_without_fill_is_the_stored_readings(rows: list[Row]) -> None:
+    """fill="none" gives the observed readings only, in seq order."""
+    answers = pages(rows, "accel", limit=9, fill="none", max_gap=None)
+    seqs = [s for page in answers for s in page.seq]
+    assert seqs == sorted(r.seq for r in rows if r.sensor == "accel")
+
+
+def test_series_of_an_empty_sensor_is_one_empty_page() -> None:
+    """No stored readings: one page, nothing in it, no next."""
+    page = build_series("x", [], after=None, limit=10, fill="linear", max_gap=None)
+    assert (page.seq, page.next) == ([], None)
+
+
+def test_series_refuses_a_page_of_too_many_filled_points() -> None:
+    """A gap wider than a page may fill is refused with a hint, never materialized."""
+    rows = [Row("a", 0, T0, 1.0), Row("a", MAX_PAGE_FILL + 2, T0 + 1, 2.0)]
+    with pytest.raises(ValueError, match="max_gap"):
+        build_series("a", rows, after=None, limit=10, fill="linear", max_gap=None)
+    page = build_series("a", rows, after=None, limit=10, fill="linear", max_gap=100)
+    assert page.seq == [0, MAX_PAGE_FILL + 2]

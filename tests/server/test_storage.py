@@ -22,9 +22,15 @@ import asyncpg
 import pytest
 
 from forkwire.protocol.messages import Reading
-from forkwire.server.storage import AddResult, Fanout, Repository, StoredReading, open_repository
+from forkwire.server.storage import (
+    AddResult,
+    Repository,
+    StoredReading,
+    open_repository,
+    open_sink,
+)
 from forkwire.server.storage.memory import MemoryRepository
-from forkwire.server.storage.screen import ScreenRepository
+from forkwire.server.storage.screen import ScreenSink
 
 POSTGRES_URL = os.environ.get("FORKWIRE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 ROOT = Path(__file__).resolve().parents[2]
@@ -188,6 +194,22 @@ async def test_query_filters_by_sensors_and_since(repo: Repository) -> None:
     assert await repo.query(since=4.0) == []
 
 
+async def test_query_pages_by_seq_with_a_limit(repo: Repository) -> None:
+    """`from_seq` keeps seq >= from_seq, `limit` caps the rows, in (sensor, seq) order."""
+    await repo.add_many(
+        [reading(s, q, ts=float(q)) for s in ("a", "b") for q in (1, 2, 5, 10)], received_at=1.0
+    )
+
+    def seqs(rows: list[StoredReading]) -> list[int]:
+        return [r.seq for r in rows]
+
+    assert seqs(await repo.query(sensors=["a"], from_seq=2)) == [2, 5, 10]
+    assert seqs(await repo.query(sensors=["a"], from_seq=3, limit=2)) == [5, 10]
+    assert seqs(await repo.query(sensors=["b"], since=2.0, from_seq=0, limit=1)) == [2]
+    assert seqs(await repo.query(sensors=["a"], from_seq=11)) == []
+    assert len(await repo.query(limit=3)) == 3
+
+
 @pytest.mark.parametrize("repo_url", PERSISTENT, indirect=True)
 async def test_data_survives_reopening(repo_url: str) -> None:
     """Closed and reopened, the store has the rows and still knows their keys."""
@@ -209,47 +231,23 @@ async def test_data_survives_reopening(repo_url: str) -> None:
         await second.close()
 
 
-async def test_fanout_writes_to_every_repository(repo: Repository) -> None:
-    """Fanout stores the batch in each repository and answers with the first one's result."""
-    second = MemoryRepository()
-    await second.add_many([reading("a", 0)], received_at=0.0)
-    fanout = Fanout([repo, second])
-    result = await fanout.add_many([reading("a", 0), reading("a", 1)], received_at=5.0)
-    assert result == AddResult(stored=2, duplicates=0)
-    assert [(r.seq, r.received_at) for r in await repo.query()] == [(0, 5.0), (1, 5.0)]
-    assert [(r.seq, r.received_at) for r in await second.query()] == [(0, 0.0), (1, 5.0)]
-    assert await fanout.query(sensors=["a"], since=0.0) == await repo.query()
-
-
-async def test_fanout_fails_when_any_repository_fails() -> None:
-    """A batch is committed only if every repository committed it; the others still finish."""
-    healthy = MemoryRepository()
-    fanout = Fanout([healthy, FailingRepository()])
-    with pytest.raises(OSError, match="disk on fire"):
-        await fanout.add_many([reading("a", 0)], received_at=1.0)
-    assert len(await healthy.query()) == 1
-
-
-async def test_fanout_closes_every_repository(tmp_path: Path) -> None:
-    """Closing a Fanout closes each repository it holds."""
-    paths = [tmp_path / "one.csv", tmp_path / "two.csv"]
-    repos = [await open_repository(f"csv:///{path}") for path in paths]
-    await Fanout(repos).close()
-    for repo in repos:
-        with pytest.raises(ValueError, match="closed file"):
-            await repo.add_many([reading("a", 0)], received_at=1.0)
-
-
-def test_fanout_needs_a_repository() -> None:
-    """An empty Fanout is a mistake, refused at once."""
-    with pytest.raises(ValueError, match="at least one"):
-        Fanout([])
-
-
 @pytest.mark.parametrize("url", ["mysql://x/y", "memory", "", "sqlite3:///x.db"])
 async def test_unknown_scheme_names_the_supported_ones(url: str) -> None:
     """An unknown URL is a ValueError that lists what is supported."""
-    with pytest.raises(ValueError, match=r"supported: memory://, sqlite://.*screen://"):
+    with pytest.raises(ValueError, match=r"supported: memory://, sqlite://.*csv://$"):
+        await open_repository(url)
+
+
+async def test_screen_is_a_sink_not_a_store() -> None:
+    """screen:// keeps nothing, so it cannot be the store: the error says what to do."""
+    with pytest.raises(ValueError, match=r"cannot be the store.*--db screen://"):
+        await open_repository("screen://")
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///", "csv:///"])
+async def test_a_file_store_needs_a_path(url: str) -> None:
+    """sqlite:// or csv:// without a path is an error, never a silent in-memory store."""
+    with pytest.raises(ValueError, match="needs a file path"):
         await open_repository(url)
 
 
@@ -321,21 +319,22 @@ async def test_postgres_rejects_an_unsafe_schema_name() -> None:
         await open_repository('postgresql://u@127.0.0.1:1/db?schema=x";DROP TABLE y;--')
 
 
-async def test_screen_prints_one_line_per_reading_and_stores_nothing() -> None:
-    """screen:// writes a line per reading, acks them all, and has nothing to query."""
+async def test_screen_prints_one_line_per_reading() -> None:
+    """screen:// writes a line per reading it is given."""
     out = io.StringIO()
-    repo = ScreenRepository(out)
-    result = await repo.add_many([reading("a", 0, value=[1.0]), reading("b", 7)], received_at=1.0)
+    sink = ScreenSink(out)
+    result = await sink.add_many([reading("a", 0, value=[1.0]), reading("b", 7)], received_at=1.0)
     assert result == AddResult(stored=2, duplicates=0)
     assert out.getvalue().splitlines() == ["a #0 ts=0.0 value=[1.0]", "b #7 ts=0.0 value=1.0"]
-    assert await repo.query() == []
 
 
-async def test_screen_url_prints_to_stdout(capsys: pytest.CaptureFixture[str]) -> None:
-    """screen:// opened by URL prints to the current stdout."""
-    repo = await open_repository("screen://")
-    await repo.add_many([reading("a", 0)], received_at=1.0)
-    await repo.close()
+async def test_screen_url_opens_a_sink_that_prints_to_stdout(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """screen:// opened as a sink prints to the current stdout."""
+    sink = await open_sink("screen://")
+    await sink.add_many([reading("a", 0)], received_at=1.0)
+    await sink.close()
     assert capsys.readouterr().out == "a #0 ts=0.0 value=1.0\n"
 
 
@@ -343,7 +342,7 @@ def test_drivers_are_imported_only_when_their_backend_is_used() -> None:
     """Opening memory:// imports neither aiosqlite nor asyncpg."""
     code = (
         "import asyncio, sys\n"
-        "from server.storage import open_repository\n"
+        "from forkwire.server.storage import open_repository\n"
         "asyncio.run(open_repository('memory://'))\n"
         "print(sorted({'aiosqlite', 'asyncpg'} & set(sys.modules)))\n"
     )

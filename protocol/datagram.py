@@ -1,0 +1,137 @@
+"""The rules of UDP, sans-IO: every datagram is exactly one frame, and there is no session.
+
+Over UDP nothing ties one datagram to the next, so there is no conversation to keep:
+``hello`` is answered with the welcome each time, ``bye`` with ``bye``, and each request
+stands alone. A datagram that is not exactly one frame (its header must declare the
+datagram's size minus four) cannot be trusted even as a request to answer: it is dropped.
+A frame whose payload is not a valid request is answered with an ``error``. A reply that
+would not fit one datagram is replaced by ``reply_too_large``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+from forkwire.protocol.codes import ErrorCode
+from forkwire.protocol.connection import Rejected
+from forkwire.protocol.errors import ProtocolError, UnsupportedVersion
+from forkwire.protocol.framing import DEFAULT_MAX_FRAME, decode_datagram
+from forkwire.protocol.messages import (
+    PROTOCOL_VERSION,
+    Bye,
+    Error,
+    Hello,
+    Reply,
+    Request,
+    Welcome,
+    decode_reply,
+    decode_request,
+    pack,
+)
+
+#: The largest UDP payload over IPv4 (65,535 minus the IP and UDP headers).
+MAX_DATAGRAM: Final = 65_507
+
+
+@dataclass(frozen=True, slots=True)
+class Dropped:
+    """The datagram was not one frame: nothing is answered."""
+
+    error: ProtocolError
+
+
+@dataclass(frozen=True, slots=True)
+class Answered:
+    """A ``hello`` or ``bye``, answered by the rules (welcome, bye)."""
+
+    message: Hello | Bye
+
+
+@dataclass(frozen=True, slots=True)
+class DatagramRequest:
+    """A request the application answers with :meth:`ServerDatagrams.reply`."""
+
+    message: Request
+
+
+DatagramEvent = DatagramRequest | Answered | Rejected | Dropped
+
+
+class ServerDatagrams:
+    """What the server's UDP endpoint does with each datagram.
+
+    Args:
+        welcome: the answer to every ``hello``.
+        max_frame: the largest frame accepted.
+        max_reply: the largest reply datagram sent.
+    """
+
+    def __init__(
+        self,
+        welcome: Welcome,
+        *,
+        max_frame: int = DEFAULT_MAX_FRAME,
+        max_reply: int = MAX_DATAGRAM,
+    ) -> None:
+        self.welcome = welcome
+        self.max_frame = max_frame
+        self.max_reply = max_reply
+
+    def receive(self, datagram: bytes) -> tuple[DatagramEvent, bytes | None]:
+        """What one datagram means, and the reply the rules give it: None for a dropped
+        datagram, and for a :class:`DatagramRequest`, which the application answers."""
+        try:
+            payload = decode_datagram(datagram, max_frame=self.max_frame)
+        except ProtocolError as exc:
+            return Dropped(exc), None
+        try:
+            message = decode_request(payload)
+        except ProtocolError as exc:
+            return Rejected(exc), self._error(exc)
+        if isinstance(message, Hello):
+            if message.version != PROTOCOL_VERSION:
+                refused = UnsupportedVersion(
+                    f"this server speaks version {PROTOCOL_VERSION}, not {message.version}"
+                )
+                return Rejected(refused), self._error(refused)
+            return Answered(message), self.reply(self.welcome)
+        if isinstance(message, Bye):
+            return Answered(message), self.reply(Bye())
+        return DatagramRequest(message), None
+
+    def reply(self, message: Reply, *, ref: int | str | None = None) -> bytes:
+        """The datagram of a reply, or of ``reply_too_large`` if it would not fit one."""
+        frame = pack(message)
+        if len(frame) <= self.max_reply:
+            return frame
+        return pack(
+            Error(
+                code=ErrorCode.REPLY_TOO_LARGE,
+                message=f"the reply of {len(frame)} bytes does not fit a datagram; "
+                "send smaller jobs over UDP",
+                ref=ref,
+            )
+        )
+
+    def _error(self, exc: ProtocolError) -> bytes:
+        return self.reply(Error(code=exc.code, message=exc.message, ref=exc.ref))
+
+
+class ClientDatagrams:
+    """The client's side: requests to datagrams, datagrams to replies."""
+
+    def __init__(self, *, max_frame: int = MAX_DATAGRAM) -> None:
+        self.max_frame = max_frame
+
+    def send(self, message: Request) -> bytes:
+        """The datagram of one request."""
+        return pack(message)
+
+    def receive(self, datagram: bytes) -> Reply:
+        """The reply one datagram holds.
+
+        Raises:
+            ProtocolError: not one frame, or not a reply (drop it and count it).
+        """
+        return decode_reply(decode_datagram(datagram, max_frame=self.max_frame))

@@ -1,0 +1,83 @@
+"""The shape of the analytics report a ``report_result`` carries.
+
+The server computes it (``forkwire.server.analytics``); clients render it. These are
+TypedDicts, not models: the report is built as plain JSON-ready dicts by numpy code, and
+pydantic validates it on the way in all the same. Timestamps are UNIX seconds, rates
+readings per second, and every count is of readings.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal, TypeAlias
+
+from pydantic import ConfigDict, with_config
+from typing_extensions import TypedDict  # pydantic needs it, not typing's, before 3.12
+
+#: How gaps are filled: interpolated against time, the reading before, or not at all.
+FillMethod: TypeAlias = Literal["linear", "previous", "none"]
+FILL_METHODS: Final[tuple[FillMethod, ...]] = ("linear", "previous", "none")
+
+#: ``scalar``: every value a number; ``vector``: every value a list of K numbers (one K);
+#: ``record``: anything else (JSON objects, or a stream mixing kinds), never filled.
+ValueKind: TypeAlias = Literal["scalar", "vector", "record"]
+
+_FORBID: Final = ConfigDict(extra="forbid")
+
+
+@with_config(_FORBID)
+class Dropout(TypedDict):
+    """One run of consecutive missing seqs and the timestamps of the readings around it:
+    ``start_ts`` of the last reading before the gap, ``end_ts`` of the first after it."""
+
+    first_seq: int
+    last_seq: int
+    count: int
+    start_ts: float
+    end_ts: float
+
+
+@with_config(_FORBID)
+class ValueStats(TypedDict):
+    """The observed values: population std, linear percentiles; a vector by its norm."""
+
+    min: float
+    max: float
+    mean: float
+    std: float
+    p50: float
+    p95: float
+    p99: float
+
+
+@with_config(_FORBID)
+class SensorReport(TypedDict):
+    """One sensor's analytics.
+
+    ``expected`` and ``lost`` are judged on ``[first_seq, last_seq]``: loss before the
+    first or after the last received reading cannot be seen. ``filled`` is what the fill
+    method would add (interior gaps within ``max_gap``). ``rate_hz`` is ``count - 1`` over
+    the span of ``ts``, null with fewer than two readings or a zero span. ``stats`` is null
+    for a record stream.
+    """
+
+    kind: ValueKind
+    count: int
+    expected: int
+    lost: int
+    loss_pct: float
+    filled: int
+    rate_hz: float | None
+    first_seq: int | None
+    last_seq: int | None
+    first_ts: float | None
+    last_ts: float | None
+    dropouts: list[Dropout]
+    stats: ValueStats | None
+
+
+@with_config(_FORBID)
+class AnalyticsReport(TypedDict):
+    """The whole report: when it was made and each sensor's analytics, by name."""
+
+    generated_at: float
+    sensors: dict[str, SensorReport]

@@ -96,6 +96,9 @@ class Sinks:
             readings, received_at = await feed.queue.get()
             try:
                 await feed.sink.add_many(readings, received_at)
+            except asyncio.CancelledError:
+                self._failed(feed, len(readings), "closed before it took them")
+                raise
             except Exception as exc:
                 self._failed(feed, len(readings), f"{type(exc).__name__}: {exc}")
             else:

@@ -43,6 +43,7 @@ from forkwire.protocol.framing import (
     encode_frame,
 )
 from forkwire.protocol.messages import (
+    DEFAULT_PORT,
     MAX_SERIES_LIMIT,
     PROTOCOL_VERSION,
     SENSOR_PATTERN,
@@ -86,6 +87,7 @@ __all__ = [
     "CLIENT_MAX_FRAME",
     "CLOSING_CODES",
     "DEFAULT_MAX_FRAME",
+    "DEFAULT_PORT",
     "FILL_METHODS",
     "HEADER_SIZE",
     "MAX_DATAGRAM",

@@ -36,6 +36,9 @@ from forkwire.protocol.report import AnalyticsReport, FillMethod
 
 PROTOCOL_VERSION: Final = 1
 
+#: The port a server listens on, TCP and UDP, and a client asks, unless told otherwise.
+DEFAULT_PORT: Final = 7700
+
 #: A sensor name is used as a file name and a database key by the consumers, so it keeps
 #: to a portable alphabet.
 SENSOR_PATTERN: Final = r"^[A-Za-z0-9_.-]{1,64}$"

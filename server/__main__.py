@@ -1,106 +1,39 @@
-"""``forkwire-server``: arguments → settings → run. The only place that exits the process."""
+"""``forkwire-server``: arguments → settings → run. The only place that exits the process.
+
+The command line is built from :class:`~forkwire.server.config.Settings`: one option per
+field, with its name, type, choices, description and default, so a setting is declared in
+one place. An option given wins over ``FORKWIRE_<NAME>``, which wins over the default.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any, Literal
+import inspect
+import types
+import typing
+from collections.abc import Callable
+from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
+from pydantic.fields import FieldInfo
 
 from forkwire.server.app import run
 from forkwire.server.config import Settings
 from forkwire.server.logs import configure_logging
 from forkwire.server.loops import loop_factory
 
-cli = typer.Typer(add_completion=False, rich_markup_mode=None)
 
-
-def _default(name: str) -> str:
-    field = Settings.model_fields[name]
-    default = field.get_default(call_default_factory=True)
-    return f"{default} (env FORKWIRE_{name.upper()})"
-
-
-@cli.command(context_settings={"help_option_names": ["-h", "--help"]})
-def serve(
-    host: Annotated[str | None, typer.Option(help=f"Address to bind. [{_default('host')}]")] = None,
-    port: Annotated[int | None, typer.Option(help=f"TCP port. [{_default('port')}]")] = None,
-    udp: Annotated[
-        bool | None,
-        typer.Option("--udp/--no-udp", help=f"Serve UDP too. [{_default('udp')}]"),
-    ] = None,
-    udp_port: Annotated[
-        int | None,
-        typer.Option(help="UDP port. [the TCP port number] (env FORKWIRE_UDP_PORT)"),
-    ] = None,
-    udp_rcvbuf: Annotated[
-        int | None,
-        typer.Option(help="SO_RCVBUF bytes for UDP. [the OS default] (env FORKWIRE_UDP_RCVBUF)"),
-    ] = None,
-    workers: Annotated[
-        int | None, typer.Option(help=f"Job children alive at once. [{_default('workers')}]")
-    ] = None,
-    max_frame: Annotated[
-        int | None, typer.Option(help=f"Largest frame in bytes. [{_default('max_frame')}]")
-    ] = None,
-    job_timeout: Annotated[
-        float | None,
-        typer.Option(help=f"Seconds before a job's child is killed. [{_default('job_timeout')}]"),
-    ] = None,
-    grace: Annotated[
-        float | None,
-        typer.Option(help=f"Seconds running jobs get on shutdown. [{_default('grace')}]"),
-    ] = None,
-    max_length: Annotated[
-        int | None,
-        typer.Option(help=f"Characters per expression. [{_default('max_length')}]"),
-    ] = None,
-    max_depth: Annotated[
-        int | None,
-        typer.Option(help=f"Nested parentheses per expression. [{_default('max_depth')}]"),
-    ] = None,
-    max_digits: Annotated[
-        int | None, typer.Option(help=f"Digits per literal. [{_default('max_digits')}]")
-    ] = None,
-    db: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="The store: sqlite:///PATH, postgresql://..., csv:///PATH or memory://; "
-            "repeated, later URLs are sinks that get a copy of what it stored (screen:// "
-            f"prints it). [{_default('db')}]"
-        ),
-    ] = None,
-    commit_interval: Annotated[
-        float | None,
-        typer.Option(help=f"Group-commit interval in seconds. [{_default('commit_interval')}]"),
-    ] = None,
-    commit_batch: Annotated[
-        int | None,
-        typer.Option(help=f"Group-commit size in readings. [{_default('commit_batch')}]"),
-    ] = None,
-    log_format: Annotated[
-        str | None,
-        typer.Option(help=f"auto, console or json. [{_default('log_format')}]"),
-    ] = None,
-    log_level: Annotated[
-        str | None,
-        typer.Option(help=f"debug, info, warning or error. [{_default('log_level')}]"),
-    ] = None,
-) -> None:
+def serve(**options: Any) -> None:
     """Run the forkwire daemon until SIGINT or SIGTERM."""
-    overrides: dict[str, Any] = {
-        name: value for name, value in locals().items() if value is not None
-    }
     try:
-        settings = Settings(**overrides)
+        settings = Settings(**{name: value for name, value in options.items() if value is not None})
     except ValidationError as exc:
         for error in exc.errors():
             name = ".".join(str(part) for part in error["loc"])
             typer.echo(f"forkwire-server: --{name.replace('_', '-')}: {error['msg']}", err=True)
         raise typer.Exit(2) from None
-    log_format_value: Literal["auto", "console", "json"] = settings.log_format
-    configure_logging(log_format_value, settings.log_level)
+    configure_logging(settings.log_format, settings.log_level)
     try:
         with asyncio.Runner(loop_factory=loop_factory()) as runner:
             runner.run(run(settings))
@@ -110,6 +43,66 @@ def serve(
     except ValueError as exc:  # a storage URL the backends refuse
         typer.echo(f"forkwire-server: {exc}", err=True)
         raise typer.Exit(2) from None
+
+
+def _option(name: str, field: FieldInfo) -> inspect.Parameter:
+    """The typer option of one settings field (None when not given: the model decides)."""
+    kind, metavar = _cli_type(field.annotation)
+    flag = f"--{name.replace('_', '-')}"
+    declarations = [f"{flag}/--no-{name.replace('_', '-')}"] if kind is bool else [flag]
+    option = typer.Option(
+        *declarations,
+        help=f"{field.description} [default: {_shown(field)}; env FORKWIRE_{name.upper()}]",
+        show_default=False,
+        metavar=metavar,
+    )
+    return inspect.Parameter(
+        name,
+        inspect.Parameter.KEYWORD_ONLY,
+        default=None,
+        annotation=Annotated[kind | None, option],
+    )
+
+
+def _cli_type(annotation: Any) -> tuple[Any, str | None]:
+    """The type typer parses for a field, and the placeholder help shows for its value."""
+    if isinstance(annotation, types.UnionType):  # X | None: the option is optional anyway
+        (annotation,) = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) is Annotated:
+        annotation = typing.get_args(annotation)[0]
+    if typing.get_origin(annotation) is tuple:  # repeatable: --db A --db B
+        return list[str], "URL"
+    return annotation, {int: "N", float: "SECONDS", str: "TEXT"}.get(annotation)
+
+
+def _shown(field: FieldInfo) -> str:
+    """A default as a user writes it."""
+    extra = field.json_schema_extra
+    if isinstance(extra, dict) and "shown" in extra:
+        return str(extra["shown"])
+    default = field.get_default(call_default_factory=True)
+    if isinstance(default, tuple):
+        return ",".join(map(str, default))
+    if isinstance(default, bool):
+        return "on" if default else "off"
+    return str(default)
+
+
+def _command() -> Callable[..., None]:
+    """``serve`` with one keyword parameter per settings field, for typer to read."""
+
+    def command(**options: Any) -> None:
+        serve(**options)
+
+    command.__doc__ = serve.__doc__
+    command.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [_option(name, field) for name, field in Settings.model_fields.items()]
+    )
+    return command
+
+
+cli = typer.Typer(add_completion=False, rich_markup_mode=None)
+cli.command(context_settings={"help_option_names": ["-h", "--help"]})(_command())
 
 
 def main() -> None:

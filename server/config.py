@@ -1,4 +1,9 @@
-"""Server configuration: command-line flags over ``FORKWIRE_*`` environment variables."""
+"""Server configuration, declared once: this model is the settings, their environment
+variables (``FORKWIRE_<NAME>``) and, through ``__main__``, the command line.
+
+Each field's ``description`` is its ``--help`` line; ``shown`` in its extra, where the
+default needs words (``None`` meaning "the TCP port number"), is how help shows it.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +13,16 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from forkwire.protocol import DEFAULT_MAX_FRAME
+from forkwire.protocol import DEFAULT_MAX_FRAME, DEFAULT_PORT
 from forkwire.server.interpreter import Limits
 from forkwire.server.jobs import default_workers
 
-DEFAULT_PORT = 7700
 DEFAULT_DB = "sqlite:///forkwire.sqlite"
+_LIMITS = Limits()
+
+
+def _shown(text: str) -> dict[str, Any]:
+    return {"shown": text}
 
 
 class Settings(BaseSettings):
@@ -21,30 +30,77 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="FORKWIRE_", frozen=True, extra="forbid")
 
-    host: str = "127.0.0.1"
-    port: int = Field(default=DEFAULT_PORT, ge=0, le=65535)
-    #: UDP listens on the TCP port number unless told otherwise; ``udp=False`` turns it off.
-    udp: bool = True
-    udp_port: int | None = Field(default=None, ge=0, le=65535)
-    #: SO_RCVBUF for the UDP socket; the kernel may grant less (net.core.rmem_max).
-    udp_rcvbuf: int | None = Field(default=None, ge=1024)
-    workers: int = Field(default_factory=default_workers, ge=1, le=256)
-    max_frame: int = Field(default=DEFAULT_MAX_FRAME, ge=1024, le=2**31)
-    job_timeout: float = Field(default=10.0, gt=0)
-    #: Seconds that running jobs get to finish after SIGINT/SIGTERM before they are killed.
-    grace: float = Field(default=10.0, ge=0)
-    max_length: int = Field(default=Limits().max_length, ge=1)
-    max_depth: int = Field(default=Limits().max_depth, ge=1)
-    max_digits: int = Field(default=Limits().max_digits, ge=1)
-    #: Where readings go: the first URL is the store (acks wait for its commit, reports
-    #: read it); any later URL is a sink that gets a copy of what the store newly stored,
-    #: best effort (``forkwire.server.sinks``).
-    db: Annotated[tuple[str, ...], NoDecode] = (DEFAULT_DB,)
-    #: Group commit: flush after this many seconds or this many readings, whichever first.
-    commit_interval: float = Field(default=0.05, ge=0, le=10)
-    commit_batch: int = Field(default=1000, ge=1, le=1_000_000)
-    log_format: Literal["auto", "console", "json"] = "auto"
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    host: str = Field(default="127.0.0.1", description="Address to bind.")
+    port: int = Field(
+        default=DEFAULT_PORT, ge=0, le=65535, description="TCP port (0: any free port)."
+    )
+    udp: bool = Field(default=True, description="Serve UDP too (one frame per datagram).")
+    udp_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="UDP port.",
+        json_schema_extra=_shown("the TCP port number"),
+    )
+    udp_rcvbuf: int | None = Field(
+        default=None,
+        ge=1024,
+        description="SO_RCVBUF of the UDP socket, in bytes; the kernel may grant less "
+        "(net.core.rmem_max), which is logged.",
+        json_schema_extra=_shown("the OS default"),
+    )
+    workers: int = Field(
+        default_factory=default_workers,
+        ge=1,
+        le=256,
+        description="Job children alive at once; further jobs wait.",
+        json_schema_extra=_shown("CPUs available"),
+    )
+    max_frame: int = Field(
+        default=DEFAULT_MAX_FRAME,
+        ge=1024,
+        le=2**31,
+        description="Largest request frame in bytes; a larger header closes the connection.",
+    )
+    job_timeout: float = Field(
+        default=10.0, gt=0, description="Seconds before a job's child is killed."
+    )
+    grace: float = Field(
+        default=10.0,
+        ge=0,
+        description="Seconds running jobs get to answer after SIGINT/SIGTERM.",
+    )
+    max_length: int = Field(
+        default=_LIMITS.max_length, ge=1, description="Characters per expression."
+    )
+    max_depth: int = Field(
+        default=_LIMITS.max_depth, ge=1, description="Nested parentheses per expression."
+    )
+    max_digits: int = Field(default=_LIMITS.max_digits, ge=1, description="Digits per literal.")
+    db: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(DEFAULT_DB,),
+        description="The store: sqlite:///PATH, postgresql://..., csv:///PATH or memory://. "
+        "Repeated (or comma-separated in the environment), later URLs are sinks that get a "
+        "copy of what the store committed, best effort; screen:// prints it.",
+    )
+    commit_interval: float = Field(
+        default=0.05,
+        ge=0,
+        le=10,
+        description="Group commit: the longest a batch waits for more readings, in seconds.",
+    )
+    commit_batch: int = Field(
+        default=1000,
+        ge=1,
+        le=1_000_000,
+        description="Group commit: readings that make a batch commit at once.",
+    )
+    log_format: Literal["auto", "console", "json"] = Field(
+        default="auto", description="Log lines: console on a terminal, JSON otherwise (auto)."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="Least important events logged."
+    )
 
     @field_validator("db", mode="before")
     @classmethod

@@ -56,7 +56,10 @@ Number: TypeAlias = int | float
 
 
 class _Message(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+    # Attribute docstrings become the field descriptions of the JSON Schema.
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", strict=True, use_attribute_docstrings=True
+    )
 
 
 # --- requests: client to server ---------------------------------------------------------
@@ -67,8 +70,11 @@ class Hello(_Message):
 
     type: Literal["hello"] = "hello"
     version: int = PROTOCOL_VERSION
+    """The protocol version the client speaks; this server speaks 1."""
     client: str = Field(default="", max_length=200)
+    """Free text naming the client program, for the server's log."""
     token: str | None = None
+    """Reserved for authentication (a later version); ignored by v1 servers."""
 
 
 class Calc(_Message):
@@ -76,32 +82,41 @@ class Calc(_Message):
 
     type: Literal["calc"] = "calc"
     id: JobId
+    """Chosen by the client, echoed in the answer; 0 to 2**63-1."""
     ops: list[str]
+    """Arithmetic expressions, one per item, in any number (the frame bounds them)."""
 
 
 class Reading(_Message):
-    """One measurement; ``(sensor, seq)`` is its idempotency key. ``ts`` is UNIX seconds."""
+    """One measurement; ``(sensor, seq)`` is its idempotency key."""
 
     sensor: SensorName
+    """The stream: 1 to 64 of A-Z a-z 0-9 _ . -"""
     seq: Seq
+    """The reading's number in its stream, 0 to 2**63-1, consecutive: a missing seq is a
+    lost reading."""
     ts: FiniteFloat
+    """When it was measured, UNIX seconds (a finite float)."""
     value: Value
+    """An int, a finite float, a list of finite floats, or a JSON object (a record)."""
 
 
 class ReadingMsg(Reading):
     """A single reading sent on its own."""
 
     type: Literal["reading"] = "reading"
-    #: False asks for no ``ack`` (fire-and-forget, used over UDP).
     ack: bool = True
+    """False asks for no ``ack`` (fire-and-forget, as over UDP); errors still come."""
 
 
 class ReadingsMsg(_Message):
-    """A batch of readings in one frame."""
+    """A batch of readings in one frame, acked together."""
 
     type: Literal["readings"] = "readings"
     items: list[Reading] = Field(min_length=1)
+    """At least one reading; any sensors, any order."""
     ack: bool = True
+    """False asks for no ``ack``; errors still come."""
 
 
 class Stats(_Message):
@@ -111,39 +126,47 @@ class Stats(_Message):
 
 
 class Report(_Message):
-    """Asks for the analytics of the stored streams (all, or ``sensors``; ts >= ``since``).
-
-    ``fill`` and ``max_gap`` decide each sensor's ``filled`` count.
-    """
+    """Asks for the analytics of the stored streams."""
 
     type: Literal["report"] = "report"
     sensors: list[SensorName] | None = None
+    """Only these sensors; null: every sensor."""
     since: FiniteFloat | None = None
+    """Only readings with ts >= since (UNIX seconds); null: all."""
     fill: FillMethod = "linear"
+    """The fill method whose ``filled`` count each sensor reports."""
     max_gap: Annotated[int, Field(ge=0)] | None = None
+    """Gaps of more missing seqs than this are not filled; null: no limit."""
 
 
-#: The most points one ``series_result`` carries.
+#: The most observed readings one ``series_result`` carries.
 MAX_SERIES_LIMIT: Final = 100_000
 
 
 class Series(_Message):
     """Asks for one page of a sensor's stored readings, gaps filled, in seq order.
 
-    A page holds the points with ``seq > after`` (all, when ``after`` is null), observed
-    and filled, at most ``limit`` of them; ``series_result.next`` is the ``after`` of the
-    next page. A gap is filled (``fill``, up to ``max_gap`` missing seqs) between two
-    observed readings whose values are both numbers, or both lists of numbers of one
-    length; nothing is invented before the first or after the last reading.
+    A page holds up to ``limit`` observed readings with ``seq > after`` and the filled
+    points of the gap before each of them; ``series_result.next`` is the ``after`` of the
+    next page. A gap is filled between two observed readings whose values are both
+    numbers, or both lists of numbers of one length; nothing is invented before the first
+    or after the last reading.
     """
 
     type: Literal["series"] = "series"
     sensor: SensorName
+    """The stream."""
     since: FiniteFloat | None = None
+    """Only readings with ts >= since (UNIX seconds); null: all."""
     fill: FillMethod = "none"
+    """How gaps are filled: linear (against time), previous, or none."""
     max_gap: Annotated[int, Field(ge=0)] | None = None
+    """Gaps of more missing seqs than this are not filled; null: no limit (one page may
+    add at most 1,000,000 filled points, else the request is refused: set max_gap)."""
     after: Seq | None = None
+    """Start after this seq (the ``next`` of the previous page); null: from the first."""
     limit: Annotated[int, Field(ge=1, le=MAX_SERIES_LIMIT)] = 10_000
+    """Observed readings in this page, 1 to 100,000."""
 
 
 class Bye(_Message):
@@ -160,17 +183,25 @@ class Welcome(_Message):
 
     type: Literal["welcome"] = "welcome"
     version: int = PROTOCOL_VERSION
+    """The protocol version of this conversation."""
     server: str
+    """The server program and its version, e.g. ``forkwire/0.1.0``."""
     max_frame: int
+    """The largest request frame the server reads, in bytes."""
     limits: dict[str, int | float] = Field(default_factory=dict)
+    """The server's limits by name: max_length, max_depth, max_digits (of an expression),
+    workers (jobs run at once), job_timeout (seconds)."""
 
 
 class CalcError(_Message):
-    """Why the expression at ``index`` of a job has no value (``codes.ExpressionCode``)."""
+    """Why the expression at ``index`` of a job has no value."""
 
     index: int
+    """The position of the expression in ``calc.ops``."""
     code: str
+    """Why: one of the expression codes (syntax, division_by_zero, overflow, ...)."""
     message: str
+    """A human-readable explanation."""
 
 
 class CalcResult(_Message):
@@ -178,28 +209,30 @@ class CalcResult(_Message):
 
     type: Literal["calc_result"] = "calc_result"
     id: JobId
+    """The id of the ``calc`` this answers."""
     results: list[Number | None]
+    """One per expression, in order: an int (any size), a float, or null."""
     errors: list[CalcError] = Field(default_factory=list)
+    """One per null in ``results``."""
 
 
 class Ack(_Message):
-    """What was committed to storage.
-
-    ``acked`` maps a sensor to inclusive ``[first, last]`` runs of consecutive seqs, so a
-    batch of 1,000 readings from one sensor is acked in a few bytes. A duplicate is acked
-    again (it is stored) and also counted in ``duplicates``.
-    """
+    """What was committed to storage."""
 
     type: Literal["ack"] = "ack"
     acked: dict[str, list[tuple[int, int]]]
+    """Sensor to inclusive ``[first, last]`` runs of consecutive seqs: every reading of
+    the request, committed (now, or before: a duplicate)."""
     duplicates: int = 0
+    """How many of them were stored already (acked again, not stored twice)."""
 
 
 class StatsResult(_Message):
-    """Counters of the running server, by name (``codes.Stat``)."""
+    """Counters of the running server."""
 
     type: Literal["stats_result"] = "stats_result"
     counters: dict[str, int | float]
+    """By name; see PROTOCOL.md for the names. A name not there yet reads as 0."""
 
 
 class ReportResult(_Message):
@@ -207,25 +240,28 @@ class ReportResult(_Message):
 
     type: Literal["report_result"] = "report_result"
     report: AnalyticsReport
+    """When it was made and each sensor's analytics."""
 
 
 class SeriesResult(_Message):
-    """One page of a sensor's points, as parallel arrays of equal length.
-
-    ``value`` is the stored value (or the filled estimate), ``filled`` marks the points
-    the fill method added, and ``received_at`` is the UNIX time of the commit that stored
-    the reading (null for a filled point). ``next`` is the ``after`` of the next page, or
-    null when this page is the last.
-    """
+    """One page of a sensor's points, as parallel arrays of equal length."""
 
     type: Literal["series_result"] = "series_result"
     sensor: SensorName
+    """The stream."""
     seq: list[int]
+    """Each point's seq, increasing."""
     ts: list[float]
+    """Each point's ts, UNIX seconds; a filled point's lies on the line between its
+    neighbours' by seq."""
     value: list[Value]
+    """The stored value, or for a filled point the estimate."""
     filled: list[bool]
+    """True for the points the fill method added."""
     received_at: list[float | None]
+    """UNIX time of the commit that stored the reading; null for a filled point."""
     next: int | None = None
+    """The ``after`` of the next page; null when this page is the last."""
 
     @model_validator(mode="after")
     def _same_length(self) -> SeriesResult:
@@ -236,12 +272,15 @@ class SeriesResult(_Message):
 
 
 class Error(_Message):
-    """The server's answer to bad input (``codes.ErrorCode``); ``ref`` names the request."""
+    """The server's answer to bad input or a request it could not do."""
 
     type: Literal["error"] = "error"
     code: str
+    """Why (see ``codes.ErrorCode``); a client must accept codes it does not know."""
     message: str
+    """A human-readable explanation."""
     ref: int | str | None = None
+    """The ``id`` of the request it answers, when the server could read one."""
 
 
 Request: TypeAlias = Annotated[

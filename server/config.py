@@ -84,16 +84,18 @@ class Settings(BaseSettings):
         "copy of what the store committed, best effort; screen:// prints it.",
     )
     commit_interval: float = Field(
-        default=0.05,
+        default=0.0,
         ge=0,
         le=10,
-        description="Group commit: the longest a batch waits for more readings, in seconds.",
+        description="Group commit: how long a reading arriving at an idle store may wait "
+        "for more to share its commit, in seconds (0: commit at once; under load batches "
+        "fill while the previous commit runs).",
     )
     commit_batch: int = Field(
         default=1000,
         ge=1,
         le=1_000_000,
-        description="Group commit: readings that make a batch commit at once.",
+        description="Group commit: the most readings in one commit.",
     )
     log_format: Literal["auto", "console", "json"] = Field(
         default="auto", description="Log lines: console on a terminal, JSON otherwise (auto)."

@@ -1,11 +1,17 @@
-"""Group commit: one writer task turns many small submissions into few transactions.
+"""Group commit, leader-follower: one writer task turns many small submissions into few
+transactions without making anyone wait for a clock.
 
-Every connection submits the readings it received and waits; the writer gathers what
-arrives until ``max_batch`` readings are pending or ``flush_interval`` has passed since the
-oldest pending submission, stores them with one ``add_many`` (one commit), and answers every
-submission with its own counts. A submission is answered only after its commit, so an ack
-never promises a reading that a crash could lose; if the commit fails, every submission in
-it gets the error and nothing is acked (the clients resend; the key makes that safe).
+Every connection submits the readings it received and waits. The writer commits as soon as
+there is work and it is idle; whatever arrives while a commit runs goes into the next one,
+all of it (up to ``max_batch`` readings), so the batch grows exactly as fast as the store
+is slow and an idle server acks a lone reading after one commit. Each submission is
+answered with its own counts, only after its commit, so an ack never promises a reading
+that a crash could lose; if the commit fails, every submission in it gets the error and
+nothing is acked (the clients resend; the key makes that safe).
+
+The queue is bounded (``max_pending`` readings): a submitter waits for room, so when the
+store is slower than the clients the connections stop reading and TCP pushes back on the
+clients, instead of the server's memory growing.
 """
 
 from __future__ import annotations
@@ -32,11 +38,13 @@ class Writer:
 
     Args:
         repo: where the batches go.
-        flush_interval: the longest a submission waits for others to share its commit, in
-            seconds. The 50 ms default trades a little latency for commits of hundreds of
-            readings under load; an idle sensor still sees its ack in about 50 ms.
-        max_batch: flush as soon as this many readings are pending. A submission is never
-            split, so one larger than this is committed alone.
+        flush_interval: how long a submission arriving at an idle writer may wait for others
+            to share its commit, in seconds. 0 (the default) commits at once: under load the
+            batches fill by themselves while the previous commit runs.
+        max_batch: the most readings in one commit, and a flush at once when reached. A
+            submission is never split, so one larger than this is committed alone.
+        max_pending: readings queued before :meth:`submit` waits for room (backpressure);
+            by default ten batches.
         on_commit: called after each commit with the readings it newly stored (not the
             duplicates) and its ``received_at``; the fan-out to sinks hangs here.
     """
@@ -45,8 +53,9 @@ class Writer:
         self,
         repo: Repository,
         *,
-        flush_interval: float = 0.05,
+        flush_interval: float = 0.0,
         max_batch: int = 1000,
+        max_pending: int | None = None,
         on_commit: Callable[[list[Reading], float], None] | None = None,
     ) -> None:
         if flush_interval < 0:
@@ -57,6 +66,9 @@ class Writer:
         self.on_commit = on_commit
         self.flush_interval = flush_interval
         self.max_batch = max_batch
+        self.max_pending = max_pending if max_pending is not None else 10 * max_batch
+        if self.max_pending < max_batch:
+            raise ValueError(f"max_pending must be >= max_batch, got {self.max_pending}")
         #: Readings submitted, stored, and found duplicate (already stored, or repeated
         #: within one flush); commits that succeeded and that failed.
         self.received = 0
@@ -70,6 +82,7 @@ class Writer:
         # Set when the first submission arrives in an empty queue (start the clock) and when
         # a flush is due at once (full batch, close); the writer waits on it, never polls.
         self._wakeup = asyncio.Event()
+        self._room = asyncio.Event()  # set when a batch leaves the queue
         self._closing = False
         self._task: asyncio.Task[None] | None = None
 
@@ -100,6 +113,13 @@ class Writer:
             raise RuntimeError("writer is closed")
         if not readings:
             return AddResult(stored=0, duplicates=0)
+        # A full queue makes the submitter wait: its connection stops reading meanwhile.
+        # A submission larger than the bound goes in alone, once the queue is empty.
+        while self._pending and self._pending_readings + len(readings) > self.max_pending:
+            self._room.clear()
+            await self._room.wait()
+            if self._closing:
+                raise RuntimeError("writer is closed")
         loop = asyncio.get_running_loop()
         submission = _Submission(readings, loop.create_future(), loop.time())
         if not self._pending:
@@ -115,6 +135,7 @@ class Writer:
         """Commit everything pending, then stop the writer task."""
         self._closing = True
         self._wakeup.set()
+        self._room.set()
         if self._task is None:
             # Never started: drain here, so no submitter is left waiting forever.
             self._task = asyncio.create_task(self._run(), name="forkwire-writer")
@@ -155,6 +176,7 @@ class Writer:
             batch.append(submission)
             size += len(submission.readings)
         self._pending_readings -= size
+        self._room.set()
         return batch
 
     async def _flush(self, batch: list[_Submission]) -> None:

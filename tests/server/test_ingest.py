@@ -190,6 +190,37 @@ async def test_failed_commit_fails_every_waiter_and_writer_continues() -> None:
     assert await keys_of(repo) == [("a", 0), ("a", 1), ("b", 0)]
 
 
+async def test_what_arrives_during_a_commit_shares_the_next_one() -> None:
+    """Leader-follower: no clock; a lone submission commits at once, and everything that
+    arrived while that commit ran goes into the next commit together."""
+    repo = GatedRepository()
+    async with running(Writer(repo, max_batch=1000)) as writer:
+        first = asyncio.create_task(writer.submit([reading("a", 0)]))
+        await asyncio.wait_for(repo.entered.wait(), 1.0)  # committing, no wait before it
+        others = [asyncio.create_task(writer.submit([reading("b", i)])) for i in range(7)]
+        await asyncio.sleep(0)
+        repo.gate.set()
+        await asyncio.gather(first, *others)
+    assert repo.batches == [1, 7]
+
+
+async def test_a_full_queue_makes_submitters_wait() -> None:
+    """Beyond max_pending queued readings, submit() waits for room instead of queueing."""
+    repo = GatedRepository()
+    async with running(Writer(repo, max_batch=2, max_pending=4)) as writer:
+        first = asyncio.create_task(writer.submit([reading("a", 0)]))
+        await asyncio.wait_for(repo.entered.wait(), 1.0)
+        queued = [asyncio.create_task(writer.submit([reading("b", i)])) for i in range(4)]
+        blocked = asyncio.create_task(writer.submit([reading("c", 0)]))
+        await asyncio.sleep(0.05)
+        assert writer.queue_depth == 4
+        assert not blocked.done()
+        repo.gate.set()
+        await asyncio.gather(first, *queued, blocked)
+    assert sum(repo.batches) == 6
+    assert max(repo.batches) <= 2
+
+
 async def test_close_commits_what_is_pending(repo: Repository) -> None:
     """close() commits the pending submissions at once and answers them before it returns."""
     writer = Writer(repo, flush_interval=60)

@@ -32,6 +32,9 @@ class ErrorCode(StrEnum):
     UNSUPPORTED_VERSION = "unsupported_version"
     #: Readings could not be committed; none of that request is acked.
     STORAGE_UNAVAILABLE = "storage_unavailable"
+    #: Readings whose key is stored with another ts or value (``keys`` names them); none
+    #: of that request is acked.
+    CONFLICT = "conflict"
     #: Over UDP, the reply would not fit one datagram.
     REPLY_TOO_LARGE = "reply_too_large"
     #: The server failed on a well-formed request (a bug; it is logged).
@@ -94,6 +97,8 @@ class Stat(StrEnum):
     READINGS_RECEIVED = "readings_received"
     READINGS_STORED = "readings_stored"
     READINGS_DUPLICATE = "readings_duplicate"
+    #: Readings refused because their key is stored with another ts or value.
+    READINGS_CONFLICT = "readings_conflict"
     #: Commits of the store, and batches it failed to commit.
     COMMITS = "commits"
     STORAGE_FAILURES = "storage_failures"

@@ -12,7 +12,8 @@ The server's rules, in one place:
   conversation: the stream position is lost;
 * a payload that is not JSON, has no known ``type``, is a message only a server sends, or
   fails validation is answered with an ``error`` and the conversation goes on;
-* ``hello`` is optional (a client that skips it speaks v1); one naming another version is
+* ``hello`` is optional (a client that skips it speaks v1); the welcome answers in the
+  version the hello asked for, and one naming a version this server does not speak is
   answered ``unsupported_version``, and the conversation goes on in v1;
 * every request gets exactly one reply, except readings sent with ``ack: false`` (none
   unless it is an ``error``); replies to requests that take time (jobs, readings, reports)
@@ -41,7 +42,7 @@ from forkwire.protocol.errors import (
 )
 from forkwire.protocol.framing import DEFAULT_MAX_FRAME, FrameDecoder
 from forkwire.protocol.messages import (
-    PROTOCOL_VERSION,
+    SUPPORTED_VERSIONS,
     Bye,
     Error,
     Hello,
@@ -95,6 +96,20 @@ class Rejected:
 ServerEvent = RequestReceived | Greeted | Rejected
 
 
+def negotiate(hello: Hello, welcome: Welcome) -> Welcome:
+    """The welcome that answers ``hello``: in the version it asked for.
+
+    Raises:
+        UnsupportedVersion: this side does not speak that version.
+    """
+    if hello.version not in SUPPORTED_VERSIONS:
+        spoken = ", ".join(map(str, sorted(SUPPORTED_VERSIONS)))
+        raise UnsupportedVersion(f"this server speaks versions {spoken}, not {hello.version}")
+    if welcome.version == hello.version:
+        return welcome
+    return welcome.model_copy(update={"version": hello.version})
+
+
 class ServerConnection:
     """The server's side of one TCP conversation.
 
@@ -106,6 +121,8 @@ class ServerConnection:
     def __init__(self, welcome: Welcome, *, max_frame: int = DEFAULT_MAX_FRAME) -> None:
         self.welcome = welcome
         self.state = State.OPEN
+        #: The version of this conversation: 1 until a hello asks for another.
+        self.version = 1
         #: Why the conversation stopped reading: ``bye``, ``eof``, or an error code.
         self.end_reason: str | None = None
         self.frames_received = 0
@@ -153,13 +170,12 @@ class ServerConnection:
             except ProtocolError as exc:
                 return self._reject(exc)
             if isinstance(message, Hello):
-                if message.version != PROTOCOL_VERSION:
-                    return self._reject(
-                        UnsupportedVersion(
-                            f"this server speaks version {PROTOCOL_VERSION}, not {message.version}"
-                        )
-                    )
-                self._queue(self.welcome)
+                try:
+                    welcome = negotiate(message, self.welcome)
+                except UnsupportedVersion as exc:
+                    return self._reject(exc)
+                self.version = welcome.version
+                self._queue(welcome)
                 return Greeted(message)
             if isinstance(message, Bye):
                 self._bye_owed = True

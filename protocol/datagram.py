@@ -14,11 +14,10 @@ from dataclasses import dataclass
 from typing import Final
 
 from forkwire.protocol.codes import ErrorCode
-from forkwire.protocol.connection import Rejected
+from forkwire.protocol.connection import Rejected, negotiate
 from forkwire.protocol.errors import ProtocolError, UnsupportedVersion
 from forkwire.protocol.framing import DEFAULT_MAX_FRAME, decode_datagram
 from forkwire.protocol.messages import (
-    PROTOCOL_VERSION,
     Bye,
     Error,
     Hello,
@@ -90,12 +89,11 @@ class ServerDatagrams:
         except ProtocolError as exc:
             return Rejected(exc), self._error(exc)
         if isinstance(message, Hello):
-            if message.version != PROTOCOL_VERSION:
-                refused = UnsupportedVersion(
-                    f"this server speaks version {PROTOCOL_VERSION}, not {message.version}"
-                )
+            try:
+                welcome = negotiate(message, self.welcome)
+            except UnsupportedVersion as refused:
                 return Rejected(refused), self._error(refused)
-            return Answered(message), self.reply(self.welcome)
+            return Answered(message), self.reply(welcome)
         if isinstance(message, Bye):
             return Answered(message), self.reply(Bye())
         return DatagramRequest(message), None

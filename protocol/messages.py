@@ -34,7 +34,11 @@ from forkwire.protocol.errors import (
 from forkwire.protocol.framing import encode_frame
 from forkwire.protocol.report import AnalyticsReport, FillMethod
 
-PROTOCOL_VERSION: Final = 1
+#: The version this code speaks. Version 2 added a producer to readings, the ``conflict``
+#: error and ``error.keys``; a server still greets a version 1 client (section 3 of
+#: PROTOCOL.md), whose readings belong to the anonymous producer.
+PROTOCOL_VERSION: Final = 2
+SUPPORTED_VERSIONS: Final = frozenset({1, 2})
 
 #: The port a server listens on, TCP and UDP, and a client asks, unless told otherwise.
 DEFAULT_PORT: Final = 7700
@@ -49,6 +53,9 @@ MAX_INT64: Final = 2**63 - 1
 JobId: TypeAlias = Annotated[int, Field(ge=0, le=MAX_INT64)]
 Seq: TypeAlias = Annotated[int, Field(ge=0, le=MAX_INT64)]
 SensorName: TypeAlias = Annotated[str, Field(pattern=SENSOR_PATTERN)]
+#: A producer is a client's stream of readings, kept with its outbox (Kafka's producer id):
+#: the same alphabet as a sensor name; forkwire's clients use 32 random hex digits.
+ProducerId: TypeAlias = Annotated[str, Field(pattern=SENSOR_PATTERN)]
 FiniteFloat: TypeAlias = Annotated[float, Field(allow_inf_nan=False)]
 #: A reading's value: a scalar, a vector, or a record (a JSON object).
 Value: TypeAlias = int | FiniteFloat | list[FiniteFloat] | dict[str, JsonValue]
@@ -105,6 +112,9 @@ class ReadingMsg(Reading):
     """A single reading sent on its own."""
 
     type: Literal["reading"] = "reading"
+    producer: ProducerId | None = None
+    """Who sent it (version 2): with the sensor and seq, the key it is stored under;
+    null: the anonymous producer."""
     ack: bool = True
     """False asks for no ``ack`` (fire-and-forget, as over UDP); errors still come."""
 
@@ -113,6 +123,9 @@ class ReadingsMsg(_Message):
     """A batch of readings in one frame, acked together."""
 
     type: Literal["readings"] = "readings"
+    producer: ProducerId | None = None
+    """Who sent them (version 2): with each sensor and seq, the key they are stored
+    under; null: the anonymous producer."""
     items: list[Reading] = Field(min_length=1)
     """At least one reading; any sensors, any order."""
     ack: bool = True
@@ -155,7 +168,10 @@ class Series(_Message):
 
     type: Literal["series"] = "series"
     sensor: SensorName
-    """The stream."""
+    """The sensor."""
+    producer: ProducerId | None = None
+    """Whose readings of it (a sensor's seqs count per producer); null: the anonymous
+    producer. The report lists each sensor's producers."""
     since: FiniteFloat | None = None
     """Only readings with ts >= since (UNIX seconds); null: all."""
     fill: FillMethod = "none"
@@ -248,7 +264,9 @@ class SeriesResult(_Message):
 
     type: Literal["series_result"] = "series_result"
     sensor: SensorName
-    """The stream."""
+    """The sensor."""
+    producer: str = ""
+    """The producer ("": the anonymous one)."""
     seq: list[int]
     """Each point's seq, increasing."""
     ts: list[float]
@@ -281,6 +299,9 @@ class Error(_Message):
     """A human-readable explanation."""
     ref: int | str | None = None
     """The ``id`` of the request it answers, when the server could read one."""
+    keys: dict[str, list[tuple[int, int]]] | None = None
+    """The readings the error is about, as in ``ack.acked`` (``conflict`` names the
+    readings refused); null otherwise."""
 
 
 Request: TypeAlias = Annotated[

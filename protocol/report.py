@@ -26,9 +26,11 @@ _FORBID: Final = ConfigDict(extra="forbid")
 
 @with_config(_FORBID)
 class Dropout(TypedDict):
-    """One run of consecutive missing seqs and the timestamps of the readings around it:
-    ``start_ts`` of the last reading before the gap, ``end_ts`` of the first after it."""
+    """One run of consecutive missing seqs of one producer, and the timestamps of the
+    readings around it: ``start_ts`` of the last reading before the gap, ``end_ts`` of the
+    first after it."""
 
+    producer: str
     first_seq: int
     last_seq: int
     count: int
@@ -50,14 +52,32 @@ class ValueStats(TypedDict):
 
 
 @with_config(_FORBID)
-class SensorReport(TypedDict):
-    """One sensor's analytics.
+class ProducerSummary(TypedDict):
+    """One producer's stream of a sensor: its readings and the seqs missing in its range
+    (``""`` is the anonymous producer, readings sent without one)."""
 
-    ``expected`` and ``lost`` are judged on ``[first_seq, last_seq]``: loss before the
-    first or after the last received reading cannot be seen. ``filled`` is what the fill
-    method would add (interior gaps within ``max_gap``). ``rate_hz`` is ``count - 1`` over
-    the span of ``ts``, null with fewer than two readings or a zero span. ``stats`` is null
-    for a record stream.
+    producer: str
+    count: int
+    expected: int
+    lost: int
+    first_seq: int
+    last_seq: int
+    first_ts: float
+    last_ts: float
+
+
+@with_config(_FORBID)
+class SensorReport(TypedDict):
+    """One sensor's analytics, over every producer that sent readings of it.
+
+    Seqs count per producer, so ``expected`` and ``lost`` add up each producer's
+    ``[first_seq, last_seq]`` (loss before its first or after its last received reading
+    cannot be seen): a restarted fleet with a fresh outbox is a new producer, not a gap,
+    and a second fleet using the same sensor names is not a pile of duplicates.
+    ``first_seq``/``last_seq`` are the lowest and highest seq over the producers. ``filled``
+    is what the fill method would add (interior gaps within ``max_gap``). ``rate_hz`` is
+    ``count - 1`` over the span of ``ts``, null with fewer than two readings or a zero
+    span. ``stats`` is null for a record stream.
     """
 
     kind: ValueKind
@@ -71,6 +91,7 @@ class SensorReport(TypedDict):
     last_seq: int | None
     first_ts: float | None
     last_ts: float | None
+    producers: list[ProducerSummary]
     dropouts: list[Dropout]
     stats: ValueStats | None
 

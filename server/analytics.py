@@ -28,6 +28,7 @@ from forkwire.protocol.report import (
     FILL_METHODS,
     Dropout,
     FillMethod,
+    ProducerSummary,
     SensorReport,
     ValueKind,
     ValueStats,
@@ -140,7 +141,7 @@ def rate_hz(ts: npt.ArrayLike) -> float | None:
     return (t.size - 1) / span
 
 
-def dropouts(seq: npt.ArrayLike, ts: npt.ArrayLike) -> list[Dropout]:
+def dropouts(seq: npt.ArrayLike, ts: npt.ArrayLike, producer: str = "") -> list[Dropout]:
     """List every run of missing seqs between the first and the last reading, in seq order."""
     s, t = _as_stream(seq, ts)
     if s.size < 2:
@@ -150,7 +151,14 @@ def dropouts(seq: npt.ArrayLike, ts: npt.ArrayLike) -> list[Dropout]:
     # The Python loop runs once per dropout, not per reading; .tolist() gives plain ints
     # and floats so the dicts go straight into json.dumps.
     return [
-        Dropout(first_seq=a + 1, last_seq=b - 1, count=b - a - 1, start_ts=ta, end_ts=tb)
+        Dropout(
+            producer=producer,
+            first_seq=a + 1,
+            last_seq=b - 1,
+            count=b - a - 1,
+            start_ts=ta,
+            end_ts=tb,
+        )
         for a, b, ta, tb in zip(
             s[at].tolist(), s[at + 1].tolist(), t[at].tolist(), t[at + 1].tolist(), strict=True
         )
@@ -311,6 +319,15 @@ def _kind_of(values: FloatArray | None) -> ValueKind:
     return "vector" if values.ndim == 2 else "scalar"
 
 
+class Stream(NamedTuple):
+    """One producer's readings of a sensor, as parallel arrays sorted by seq."""
+
+    producer: str
+    seq: npt.ArrayLike
+    ts: npt.ArrayLike
+    values: npt.ArrayLike | None
+
+
 def sensor_report(
     seq: npt.ArrayLike,
     ts: npt.ArrayLike,
@@ -319,30 +336,69 @@ def sensor_report(
     fill: FillMethod = "linear",
     max_gap: int | None = None,
 ) -> SensorReport:
-    """Return the JSON-ready analytics of one sensor.
+    """The analytics of a sensor with one (anonymous) producer; see :func:`streams_report`."""
+    return streams_report([Stream("", seq, ts, values)], fill=fill, max_gap=max_gap)
 
-    Statistics describe the observed readings only; filled values are estimates and would
-    bias them. ``fill`` and ``max_gap`` decide the ``filled`` count, which matches the rows
-    :func:`fill_gaps` would add, without materializing them.
+
+def streams_report(
+    streams: Sequence[Stream], *, fill: FillMethod = "linear", max_gap: int | None = None
+) -> SensorReport:
+    """Return the JSON-ready analytics of one sensor from its producers' streams.
+
+    Counts, loss and dropouts are judged per producer (a producer's seqs are its own) and
+    added up; the rate and the statistics are over every reading. Statistics describe the
+    observed readings only; filled values are estimates and would bias them. ``fill`` and
+    ``max_gap`` decide the ``filled`` count, which matches the rows :func:`fill_gaps` would
+    add, without materializing them. Every stream must be of one value kind (all numbers,
+    all vectors of one length, or records: ``values`` None).
     """
     if fill not in FILL_METHODS:
         raise ValueError(f"unknown fill method {fill!r}, expected one of {FILL_METHODS}")
-    s, t = _as_stream(seq, ts)
-    v = _as_values(values, s.size)
-    summary = summarize(s, t)
-    filled = 0 if v is None or fill == "none" else int(_fillable_gaps(s, max_gap)[1].sum())
+    checked = []
+    for stream in streams:
+        s, t = _as_stream(stream.seq, stream.ts)
+        checked.append((stream.producer, s, t, _as_values(stream.values, s.size)))
+    producers: list[ProducerSummary] = []
+    found: list[Dropout] = []
+    filled = 0
+    for producer, s, t, v in checked:
+        summary = summarize(s, t)
+        if summary["count"] == 0:
+            continue
+        producers.append(
+            ProducerSummary(
+                producer=producer,
+                count=summary["count"],
+                expected=summary["expected"],
+                lost=summary["lost"],
+                first_seq=int(s[0]),
+                last_seq=int(s[-1]),
+                first_ts=float(t[0]),
+                last_ts=float(t[-1]),
+            )
+        )
+        found += dropouts(s, t, producer)
+        if v is not None and fill != "none":
+            filled += int(_fillable_gaps(s, max_gap)[1].sum())
+    all_ts = np.concatenate([t for _, _, t, _ in checked]) if checked else np.empty(0)
+    arrays = [v for _, _, _, v in checked if v is not None]
+    all_values = np.concatenate(arrays) if arrays and len(arrays) == len(checked) else None
+    count = sum(p["count"] for p in producers)
+    expected = sum(p["expected"] for p in producers)
+    lost = expected - count
     return SensorReport(
-        kind=_kind_of(v),
-        count=summary["count"],
-        expected=summary["expected"],
-        lost=summary["lost"],
-        loss_pct=summary["loss_pct"],
+        kind=_kind_of(all_values) if checked else "scalar",
+        count=count,
+        expected=expected,
+        lost=lost,
+        loss_pct=100.0 * lost / expected if expected else 0.0,
         filled=filled,
-        rate_hz=rate_hz(t),
-        first_seq=summary["first_seq"],
-        last_seq=summary["last_seq"],
-        first_ts=summary["first_ts"],
-        last_ts=summary["last_ts"],
-        dropouts=dropouts(s, t),
-        stats=stats(v),
+        rate_hz=rate_hz(all_ts),
+        first_seq=min((p["first_seq"] for p in producers), default=None),
+        last_seq=max((p["last_seq"] for p in producers), default=None),
+        first_ts=min((p["first_ts"] for p in producers), default=None),
+        last_ts=max((p["last_ts"] for p in producers), default=None),
+        producers=producers,
+        dropouts=found,
+        stats=stats(all_values),
     )

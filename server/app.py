@@ -19,6 +19,7 @@ from forkwire.server.ingest import Writer
 from forkwire.server.jobs import JobRunner
 from forkwire.server.sinks import Sinks
 from forkwire.server.storage import Repository, open_repository, open_sink
+from forkwire.server.storage.base import SCHEMA_VERSION
 from forkwire.server.tcp import TcpConnection
 from forkwire.server.udp import kernel_udp_stats, open_udp
 
@@ -57,11 +58,24 @@ class App:
         store_url, *sink_urls = self.settings.db
         sinks = None
         if sink_urls:
-            sinks = Sinks([(_redact(url), await open_sink(url)) for url in sink_urls])
+            sinks = Sinks(
+                [
+                    (_redact(url), await open_sink(url, self.settings.durability))
+                    for url in sink_urls
+                ]
+            )
             sinks.start()
             resources.push_async_callback(sinks.close)
-        repo = await open_repository(store_url)
+        repo = await open_repository(store_url, self.settings.durability)
         resources.push_async_callback(repo.close)
+        migrated_from = getattr(repo, "migrated_from", None)
+        if migrated_from is not None:
+            log.warning(
+                "storage_migrated",
+                store=_redact(store_url),
+                from_version=migrated_from,
+                to_version=SCHEMA_VERSION,
+            )
         writer = Writer(
             repo,
             flush_interval=self.settings.commit_interval,
@@ -74,7 +88,12 @@ class App:
         self.repository = repo
         self.dispatcher.writer = writer
         self.dispatcher.sinks = sinks
-        log.info("storage_opened", store=_redact(store_url), sinks=[_redact(u) for u in sink_urls])
+        log.info(
+            "storage_opened",
+            store=_redact(store_url),
+            sinks=[_redact(u) for u in sink_urls],
+            durability=self.settings.durability,
+        )
 
     async def _serve(self, stop: asyncio.Event) -> None:
         settings = self.settings

@@ -83,6 +83,12 @@ class Settings(BaseSettings):
         "Repeated (or comma-separated in the environment), later URLs are sinks that get a "
         "copy of what the store committed, best effort; screen:// prints it.",
     )
+    durability: Literal["normal", "full"] = Field(
+        default="normal",
+        description="What an ack survives: normal, a crash of the server (SQLite "
+        "synchronous=NORMAL, PostgreSQL synchronous_commit=off, CSV flushed); full, a "
+        "power loss too (an fsync per commit).",
+    )
     commit_interval: float = Field(
         default=0.0,
         ge=0,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import structlog
@@ -42,6 +42,8 @@ from forkwire.server.ingest import Writer
 from forkwire.server.jobs import JobRunner
 from forkwire.server.report import build_report, build_series
 from forkwire.server.sinks import Sinks
+from forkwire.server.storage import Entry, Key
+from forkwire.server.storage.base import encode_value
 
 log = structlog.get_logger("forkwire.server")
 
@@ -96,10 +98,10 @@ class Dispatcher:
             if isinstance(request, Calc):
                 return await self.calc(request)
             if isinstance(request, ReadingsMsg):
-                ack = await self.ingest(request.items)
+                ack = await self.ingest(request.items, request.producer)
                 return ack if request.ack else None
             if isinstance(request, ReadingMsg):
-                ack = await self.ingest([request])
+                ack = await self.ingest([request], request.producer)
                 return ack if request.ack else None
             if isinstance(request, Stats):
                 return self.stats()
@@ -109,6 +111,8 @@ class Dispatcher:
                 return await self.series(request)
         except StorageUnavailable as exc:
             return Error(code=ErrorCode.STORAGE_UNAVAILABLE, message=str(exc))
+        except Conflict as exc:
+            return Error(code=ErrorCode.CONFLICT, message=str(exc), keys=exc.keys)
         except RequestRefused as exc:
             return Error(code=ErrorCode.BAD_MESSAGE, message=str(exc))
         except Exception:
@@ -141,22 +145,31 @@ class Dispatcher:
             type="calc_result", id=request.id, results=outcome.results, errors=errors
         )
 
-    async def ingest(self, readings: Sequence[Reading]) -> Ack:
+    async def ingest(self, readings: Sequence[Reading], producer: str | None = None) -> Ack:
         """Store readings; the ack names them once the store committed them.
 
         Raises:
             StorageUnavailable: the store failed; nothing of this batch is acked.
+            Conflict: some keys are stored with another ts or value: nothing is acked (the
+                others of the batch may be stored: a resend of them is acked as duplicates).
         """
         writer = self._writer()
         self.counters[Stat.READINGS_RECEIVED] += len(readings)
+        owner = producer or ""
+        entries = [
+            Entry(r.sensor, owner, r.seq, float(r.ts), encode_value(r.value)) for r in readings
+        ]
         try:
-            result = await writer.submit(readings)
+            result = await writer.submit(entries)
         except Exception as exc:
             self.counters[Stat.STORAGE_FAILURES] += 1
             log.error("storage_failed", error=str(exc), readings=len(readings))
             raise StorageUnavailable(f"storage failed: {type(exc).__name__}") from exc
         self.counters[Stat.READINGS_STORED] += result.stored
         self.counters[Stat.READINGS_DUPLICATE] += result.duplicates
+        if result.conflict_keys:
+            self.counters[Stat.READINGS_CONFLICT] += len(result.conflict_keys)
+            raise Conflict(sorted(result.conflict_keys))
         return Ack.model_construct(
             type="ack", acked=ack_runs(readings), duplicates=result.duplicates
         )
@@ -181,9 +194,11 @@ class Dispatcher:
             StorageUnavailable: there is no store, or reading it failed.
             RequestRefused: the page would hold too many filled points.
         """
+        producer = request.producer or ""
         rows = await self._query(
             [request.sensor],
             request.since,
+            producer=producer,
             from_seq=request.after,
             limit=request.limit + 2,  # the left neighbour, a page, and one to see more
         )
@@ -191,6 +206,7 @@ class Dispatcher:
             return await asyncio.to_thread(
                 build_series,
                 request.sensor,
+                producer,
                 rows,
                 after=request.after,
                 limit=request.limit,
@@ -241,15 +257,42 @@ class StorageUnavailable(Exception):
     """A batch could not be committed, or the store read; the client keeps it and resends."""
 
 
+class Conflict(Exception):
+    """Readings whose key is stored with another ts or value: refused, never acked."""
+
+    def __init__(self, keys: Sequence[Key]) -> None:
+        self.keys = key_runs(keys)
+        shown = ", ".join(
+            f"{sensor} seq {first}" + (f"-{last}" if last != first else "")
+            for sensor, runs in self.keys.items()
+            for first, last in runs[:3]
+        )
+        producer = keys[0][1] if keys else ""
+        whose = f" of producer {producer}" if producer else ""
+        super().__init__(
+            f"{len(keys)} readings{whose} are stored already with another ts or value "
+            f"({shown}); they are not stored again and not acked"
+        )
+
+
 class RequestRefused(Exception):
     """A well-formed request that cannot be answered as asked (the message says why)."""
 
 
 def ack_runs(readings: Sequence[Reading]) -> dict[str, list[tuple[int, int]]]:
     """Compress the keys of a batch into inclusive runs of consecutive seqs per sensor."""
+    return _runs((reading.sensor, reading.seq) for reading in readings)
+
+
+def key_runs(keys: Sequence[Key]) -> dict[str, list[tuple[int, int]]]:
+    """The same for stored keys (one request has one producer)."""
+    return _runs((sensor, seq) for sensor, _, seq in keys)
+
+
+def _runs(pairs: Iterable[tuple[str, int]]) -> dict[str, list[tuple[int, int]]]:
     seqs: defaultdict[str, list[int]] = defaultdict(list)
-    for reading in readings:
-        seqs[reading.sensor].append(reading.seq)
+    for sensor, seq in pairs:
+        seqs[sensor].append(seq)
     runs: dict[str, list[tuple[int, int]]] = {}
     for sensor, values in seqs.items():
         values.sort()

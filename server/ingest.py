@@ -22,13 +22,12 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from forkwire.protocol.messages import Reading
-from forkwire.server.storage.base import AddResult, Key, Repository
+from forkwire.server.storage.base import AddResult, Entry, Key, Repository, result_of
 
 
 @dataclass(slots=True)
 class _Submission:
-    readings: Sequence[Reading]
+    entries: Sequence[Entry]
     future: asyncio.Future[AddResult]
     arrived: float  # loop time
 
@@ -56,7 +55,7 @@ class Writer:
         flush_interval: float = 0.0,
         max_batch: int = 1000,
         max_pending: int | None = None,
-        on_commit: Callable[[list[Reading], float], None] | None = None,
+        on_commit: Callable[[list[Entry], float], None] | None = None,
     ) -> None:
         if flush_interval < 0:
             raise ValueError(f"flush_interval must be >= 0, got {flush_interval}")
@@ -69,11 +68,12 @@ class Writer:
         self.max_pending = max_pending if max_pending is not None else 10 * max_batch
         if self.max_pending < max_batch:
             raise ValueError(f"max_pending must be >= max_batch, got {self.max_pending}")
-        #: Readings submitted, stored, and found duplicate (already stored, or repeated
-        #: within one flush); commits that succeeded and that failed.
+        #: Readings submitted, stored, found duplicate and found conflicting (against the
+        #: store, or within one flush); commits that succeeded and that failed.
         self.received = 0
         self.stored = 0
         self.duplicates = 0
+        self.conflicts = 0
         self.commits = 0
         self.failed_commits = 0
         self._pending: deque[_Submission] = deque()
@@ -99,8 +99,9 @@ class Writer:
             raise RuntimeError("writer is closed")
         self._task = asyncio.create_task(self._run(), name="forkwire-writer")
 
-    async def submit(self, readings: Sequence[Reading]) -> AddResult:
-        """Queue readings and wait until the commit that holds them.
+    async def submit(self, entries: Sequence[Entry]) -> AddResult:
+        """Queue readings and wait until the commit that holds them; the result names the
+        ones that were duplicates or conflicts.
 
         A cancelled caller stops waiting, but readings already queued may still be stored:
         that is harmless, since a resend is then acked as a duplicate.
@@ -111,22 +112,22 @@ class Writer:
         """
         if self._closing:
             raise RuntimeError("writer is closed")
-        if not readings:
+        if not entries:
             return AddResult(stored=0, duplicates=0)
         # A full queue makes the submitter wait: its connection stops reading meanwhile.
         # A submission larger than the bound goes in alone, once the queue is empty.
-        while self._pending and self._pending_readings + len(readings) > self.max_pending:
+        while self._pending and self._pending_readings + len(entries) > self.max_pending:
             self._room.clear()
             await self._room.wait()
             if self._closing:
                 raise RuntimeError("writer is closed")
         loop = asyncio.get_running_loop()
-        submission = _Submission(readings, loop.create_future(), loop.time())
+        submission = _Submission(entries, loop.create_future(), loop.time())
         if not self._pending:
             self._wakeup.set()
         self._pending.append(submission)
-        self._pending_readings += len(readings)
-        self.received += len(readings)
+        self._pending_readings += len(entries)
+        self.received += len(entries)
         if self._pending_readings >= self.max_batch:
             self._wakeup.set()
         return await submission.future
@@ -170,35 +171,37 @@ class Writer:
 
     def _take_batch(self) -> list[_Submission]:
         batch = [self._pending.popleft()]
-        size = len(batch[0].readings)
-        while self._pending and size + len(self._pending[0].readings) <= self.max_batch:
+        size = len(batch[0].entries)
+        while self._pending and size + len(self._pending[0].entries) <= self.max_batch:
             submission = self._pending.popleft()
             batch.append(submission)
-            size += len(submission.readings)
+            size += len(submission.entries)
         self._pending_readings -= size
         self._room.set()
         return batch
 
     async def _flush(self, batch: list[_Submission]) -> None:
-        # Dedupe across the merged submissions first: the second copy of a key in one flush
-        # is that submitter's duplicate, and the store sees each key once.
-        seen: set[Key] = set()
-        unique: list[Reading] = []
-        owned: list[list[Key]] = []
-        repeated: list[list[Key]] = []
+        # Judge repeats across the merged submissions first, as the store would: the store
+        # sees each key once, and a later copy is its submitter's duplicate or conflict.
+        seen: dict[Key, tuple[float, str]] = {}
+        unique: list[Entry] = []
+        verdicts: list[tuple[list[Key], list[Key], list[Key]]] = []  # mine, again, clashing
         for submission in batch:
             mine: list[Key] = []
             again: list[Key] = []
-            for reading in submission.readings:
-                key = (reading.sensor, reading.seq)
-                if key in seen:
+            clashing: list[Key] = []
+            for entry in submission.entries:
+                key = entry.key
+                payload = seen.get(key)
+                if payload is None:
+                    seen[key] = (entry.ts, entry.value)
+                    unique.append(entry)
+                    mine.append(key)
+                elif payload == (entry.ts, entry.value):
                     again.append(key)
                 else:
-                    seen.add(key)
-                    unique.append(reading)
-                    mine.append(key)
-            owned.append(mine)
-            repeated.append(again)
+                    clashing.append(key)
+            verdicts.append((mine, again, clashing))
         self._inflight = batch
         received_at = time.time()
         try:
@@ -213,24 +216,24 @@ class Writer:
         self._inflight = []
         self.commits += 1
         self.stored += result.stored
-        self.duplicates += result.duplicates + sum(len(again) for again in repeated)
+        refused = result.duplicate_keys | result.conflict_keys
         if self.on_commit is not None and result.stored:
-            known = result.duplicate_keys
             self.on_commit(
-                [r for r in unique if (r.sensor, r.seq) not in known] if known else unique,
-                received_at,
+                [e for e in unique if e.key not in refused] if refused else unique, received_at
             )
-        for submission, mine, again in zip(batch, owned, repeated, strict=True):
-            if submission.future.done():
-                continue
-            duplicate_keys = [*again, *(key for key in mine if key in result.duplicate_keys)]
-            submission.future.set_result(
-                AddResult(
-                    stored=len(submission.readings) - len(duplicate_keys),
-                    duplicates=len(duplicate_keys),
-                    duplicate_keys=frozenset(duplicate_keys),
+        for submission, (mine, again, clashing) in zip(batch, verdicts, strict=True):
+            duplicates = [*again, *(key for key in mine if key in result.duplicate_keys)]
+            conflicts = [*clashing, *(key for key in mine if key in result.conflict_keys)]
+            self.duplicates += len(duplicates)
+            self.conflicts += len(conflicts)
+            if not submission.future.done():
+                submission.future.set_result(
+                    result_of(
+                        len(submission.entries) - len(duplicates) - len(conflicts),
+                        duplicates,
+                        conflicts,
+                    )
                 )
-            )
 
     def _fail_all(self, exc: Exception) -> None:
         waiting = [*self._inflight, *self._pending]

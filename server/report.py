@@ -13,7 +13,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from forkwire.protocol import AnalyticsReport, FillMethod, SeriesResult
-from forkwire.server.analytics import fill_gaps, sensor_report, split_values
+from forkwire.server.analytics import Stream, fill_gaps, split_values, streams_report
 
 #: The most filled points one series page adds: a gap of a million seqs is a hint to set
 #: max_gap, not something to draw.
@@ -25,6 +25,8 @@ class ReadingRow(Protocol):
 
     @property
     def sensor(self) -> str: ...
+    @property
+    def producer(self) -> str: ...
     @property
     def seq(self) -> int: ...
     @property
@@ -48,18 +50,28 @@ def build_report(
         max_gap: gaps longer than this many seqs count as unfillable.
         now: the ``generated_at`` timestamp (UNIX seconds); the current time by default.
     """
-    by_sensor: dict[str, dict[int, tuple[float, Any]]] = {}
+    by_sensor: dict[str, dict[str, dict[int, tuple[float, Any]]]] = {}
     for row in rows:
-        # (sensor, seq) is the idempotency key, so a repeated seq is the same reading
-        # stored twice by a backend without a unique index; the last copy wins.
-        by_sensor.setdefault(row.sensor, {})[int(row.seq)] = (float(row.ts), row.value)
+        # (sensor, producer, seq) is the idempotency key, so a repeated seq is the same
+        # reading stored twice by a backend without a unique index; the last copy wins.
+        by_producer = by_sensor.setdefault(row.sensor, {})
+        by_producer.setdefault(row.producer, {})[int(row.seq)] = (float(row.ts), row.value)
     sensors = {}
     for name in sorted(by_sensor):
-        items = sorted(by_sensor[name].items())
-        seq = np.fromiter((s for s, _ in items), dtype=np.int64, count=len(items))
-        ts = np.fromiter((t for _, (t, _) in items), dtype=np.float64, count=len(items))
-        _, values = split_values([v for _, (_, v) in items])
-        sensors[name] = sensor_report(seq, ts, values, fill=fill, max_gap=max_gap)
+        streams = [
+            (producer, sorted(items.items())) for producer, items in sorted(by_sensor[name].items())
+        ]
+        # The kind is the sensor's, over every producer: one kind for all its streams.
+        _, values = split_values([v for _, items in streams for _, (_, v) in items])
+        offset = 0
+        parts = []
+        for producer, items in streams:
+            seq = np.fromiter((s for s, _ in items), dtype=np.int64, count=len(items))
+            ts = np.fromiter((t for _, (t, _) in items), dtype=np.float64, count=len(items))
+            part = None if values is None else values[offset : offset + len(items)]
+            parts.append(Stream(producer, seq, ts, part))
+            offset += len(items)
+        sensors[name] = streams_report(parts, fill=fill, max_gap=max_gap)
     return AnalyticsReport(generated_at=time.time() if now is None else float(now), sensors=sensors)
 
 
@@ -72,6 +84,7 @@ class StoredRow(ReadingRow, Protocol):
 
 def build_series(
     sensor: str,
+    producer: str,
     rows: Sequence[StoredRow],
     *,
     after: int | None,
@@ -79,8 +92,8 @@ def build_series(
     fill: FillMethod,
     max_gap: int | None,
 ) -> SeriesResult:
-    """One page of ``series``: the observed readings with ``seq > after`` and the filled
-    points of the gap before each.
+    """One page of ``series``: one producer's observed readings of a sensor with
+    ``seq > after``, and the filled points of the gap before each.
 
     Args:
         rows: the sensor's stored readings with ``seq >= after`` in seq order: the one at
@@ -122,6 +135,7 @@ def build_series(
     return SeriesResult.model_construct(
         type="series_result",
         sensor=sensor,
+        producer=producer,
         seq=filled.seq.tolist()[skip:],
         ts=filled.ts.tolist()[skip:],
         value=points_value[skip:],

@@ -19,8 +19,7 @@ from typing import Final, Protocol
 
 import structlog
 
-from forkwire.protocol import Reading
-from forkwire.server.storage.base import AddResult
+from forkwire.server.storage.base import AddResult, Entry
 
 log = structlog.get_logger("forkwire.sinks")
 
@@ -32,7 +31,7 @@ QUEUE_BATCHES: Final = 1024
 class Sink(Protocol):
     """Anything that takes readings: every store does, and ``screen://``."""
 
-    async def add_many(self, readings: Sequence[Reading], received_at: float) -> AddResult: ...
+    async def add_many(self, entries: Sequence[Entry], received_at: float) -> AddResult: ...
 
     async def close(self) -> None: ...
 
@@ -41,7 +40,7 @@ class Sink(Protocol):
 class _Feed:
     name: str
     sink: Sink
-    queue: asyncio.Queue[tuple[list[Reading], float]] = field(
+    queue: asyncio.Queue[tuple[list[Entry], float]] = field(
         default_factory=lambda: asyncio.Queue(QUEUE_BATCHES)
     )
     failing: bool = False
@@ -65,7 +64,7 @@ class Sinks:
         for feed in self._feeds:
             feed.task = asyncio.create_task(self._feed(feed), name=f"sink {feed.name}")
 
-    def offer(self, readings: list[Reading], received_at: float) -> None:
+    def offer(self, readings: list[Entry], received_at: float) -> None:
         """Queue newly stored readings for every sink; never waits."""
         if not readings:
             return
@@ -115,7 +114,7 @@ class Sinks:
             log.warning("sink_failing", sink=feed.name, dropped=count, reason=reason)
 
 
-def _drain(queue: asyncio.Queue[tuple[list[Reading], float]]) -> list[tuple[list[Reading], float]]:
+def _drain(queue: asyncio.Queue[tuple[list[Entry], float]]) -> list[tuple[list[Entry], float]]:
     items = []
     while not queue.empty():
         items.append(queue.get_nowait())

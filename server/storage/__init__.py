@@ -11,13 +11,24 @@ import importlib
 from typing import Final
 
 from forkwire.server.sinks import Sink
-from forkwire.server.storage.base import AddResult, Key, Repository, StoredReading
+from forkwire.server.storage.base import (
+    AddResult,
+    Durability,
+    Entry,
+    Key,
+    Repository,
+    SchemaError,
+    StoredReading,
+)
 
 __all__ = [
     "SCHEMES",
     "AddResult",
+    "Durability",
+    "Entry",
     "Key",
     "Repository",
+    "SchemaError",
     "StoredReading",
     "open_repository",
     "open_sink",
@@ -35,7 +46,7 @@ SCHEMES: Final = {
 _EXTRAS: Final = {"postgres": "postgres"}
 
 
-async def open_repository(url: str) -> Repository:
+async def open_repository(url: str, durability: Durability = "normal") -> Repository:
     """Open the store a URL names.
 
     ``memory://``, ``sqlite:///relative.sqlite`` / ``sqlite:////absolute.sqlite``,
@@ -45,6 +56,7 @@ async def open_repository(url: str) -> Repository:
     Raises:
         ValueError: the scheme is unknown, names a sink, the URL is malformed for its
             backend, or the backend's driver is not installed.
+        SchemaError: the store was written by a newer forkwire.
     """
     scheme, sep, _ = url.partition("://")
     module_name = SCHEMES.get(scheme.lower()) if sep else None
@@ -66,11 +78,14 @@ async def open_repository(url: str) -> Repository:
         raise ValueError(
             f"{scheme}:// needs the '{extra}' extra: pip install 'forkwire[{extra}]'"
         ) from None
-    repo: Repository = await module.connect(url)
+    if module_name == "memory":
+        repo: Repository = await module.connect(url)
+    else:
+        repo = await module.connect(url, durability)
     return repo
 
 
-async def open_sink(url: str) -> Sink:
+async def open_sink(url: str, durability: Durability = "normal") -> Sink:
     """Open a sink: ``screen://``, or any store URL (a mirror).
 
     Raises:
@@ -80,4 +95,4 @@ async def open_sink(url: str) -> Sink:
         from forkwire.server.storage.screen import ScreenSink
 
         return ScreenSink()
-    return await open_repository(url)
+    return await open_repository(url, durability)

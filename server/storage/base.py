@@ -1,8 +1,16 @@
 """What every storage backend promises, and the pieces they share.
 
-A repository stores readings under the idempotency key ``(sensor, seq)``: a reading whose
-key is already stored is not stored again, it is counted as a duplicate. ``add_many`` is
-one transaction, so the writer's group commit is exactly one commit per call.
+A repository stores readings under the idempotency key ``(sensor, producer, seq)``: the
+producer is the client's stream (kept with its outbox), so a sensor name reused by a
+fresh outbox or a second process is a new stream, stored in full. A reading whose key is
+stored already with the same ``ts`` and value is a *duplicate* (a resend: not stored
+again, acked again); with another ``ts`` or value it is a *conflict* (not stored, never
+acked). ``add_many`` is one transaction, so the writer's group commit is one commit per
+call.
+
+Schema version 2 (producers). A store of version 1 (key ``(sensor, seq)``) is migrated
+when it is opened: its readings become the anonymous producer's (``""``), the producer a
+version 1 client still writes as.
 """
 
 from __future__ import annotations
@@ -11,12 +19,31 @@ import itertools
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeAlias
+from typing import Any, Literal, NamedTuple, Protocol, TypeAlias
 
-from forkwire.protocol.messages import Reading
+#: The idempotency key of a reading: ``(sensor, producer, seq)``.
+Key: TypeAlias = tuple[str, str, int]
 
-#: The idempotency key of a reading.
-Key: TypeAlias = tuple[str, int]
+#: The version of the stores this code writes.
+SCHEMA_VERSION = 2
+
+#: ``normal``: a commit survives a crash of the process; ``full``: of the machine too.
+Durability: TypeAlias = Literal["normal", "full"]
+
+
+class Entry(NamedTuple):
+    """A reading to store: who sent it, and its value as the JSON text that is stored."""
+
+    sensor: str
+    producer: str
+    seq: int
+    ts: float
+    value: str
+
+    @property
+    def key(self) -> Key:
+        """The idempotency key."""
+        return (self.sensor, self.producer, self.seq)
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,33 +55,34 @@ class StoredReading:
     ts: float
     value: Any
     received_at: float
+    producer: str = ""
 
     @property
     def key(self) -> Key:
-        """The idempotency key ``(sensor, seq)``."""
-        return (self.sensor, self.seq)
+        """The idempotency key."""
+        return (self.sensor, self.producer, self.seq)
 
 
 @dataclass(frozen=True, slots=True)
 class AddResult:
     """What one ``add_many`` did.
 
-    ``duplicate_keys`` names the keys of the readings that were not stored because the key
-    was already stored (before or earlier in the same batch). Aggregate counts alone cannot
-    tell the group-commit writer which of the submissions it merged owned a duplicate, so
-    every backend here fills it; it is empty in the common case of no duplicates.
+    ``duplicate_keys`` and ``conflict_keys`` name the readings that were not stored: the
+    group-commit writer merges several submissions into one call and must tell each which
+    of its readings those were. Both are empty in the common case.
     """
 
     stored: int
     duplicates: int
     duplicate_keys: frozenset[Key] = field(default_factory=frozenset)
+    conflict_keys: frozenset[Key] = field(default_factory=frozenset)
 
 
 class Repository(Protocol):
-    """A store of readings keyed by ``(sensor, seq)``."""
+    """A store of readings keyed by ``(sensor, producer, seq)``."""
 
-    async def add_many(self, readings: Sequence[Reading], received_at: float) -> AddResult:
-        """Store the readings whose key is new, in one transaction; count the others."""
+    async def add_many(self, entries: Sequence[Entry], received_at: float) -> AddResult:
+        """Store the entries whose key is new, in one transaction; count the others."""
         ...
 
     async def query(
@@ -62,11 +90,13 @@ class Repository(Protocol):
         sensors: Sequence[str] | None = None,
         since: float | None = None,
         *,
+        producer: str | None = None,
         from_seq: int | None = None,
         limit: int | None = None,
     ) -> list[StoredReading]:
-        """Stored readings ordered by ``(sensor, seq)``: of some sensors, with ts >= since
-        and seq >= from_seq, at most ``limit`` of them (each filter optional)."""
+        """Stored readings ordered by ``(sensor, producer, seq)``: of some sensors, of one
+        producer, with ts >= since and seq >= from_seq, at most ``limit`` of them (each
+        filter optional)."""
         ...
 
     async def close(self) -> None:
@@ -74,11 +104,16 @@ class Repository(Protocol):
         ...
 
 
+class SchemaError(ValueError):
+    """A store of a schema this code cannot use (a newer one); the message says what to do."""
+
+
 def encode_value(value: Any) -> str:
     """Compact JSON text of a reading's value.
 
     Every backend keeps the value as JSON text in one column, so any value kind (int, float,
-    vector, record) fits and decodes back to its own type.
+    vector, record) fits and decodes back to its own type, and a resent reading compares
+    equal to the stored one by its text.
     """
     return json.dumps(value, separators=(",", ":"))
 
@@ -88,40 +123,60 @@ def decode_value(text: str) -> Any:
     return json.loads(text)
 
 
-def split_duplicates(readings: Iterable[Reading]) -> tuple[list[Reading], list[Key]]:
-    """Split a batch into its first occurrence of each key and the keys seen again."""
-    seen: set[Key] = set()
-    unique: list[Reading] = []
-    repeated: list[Key] = []
-    for reading in readings:
-        key = (reading.sensor, reading.seq)
-        if key in seen:
-            repeated.append(key)
+def classify(
+    entries: Iterable[Entry], stored: dict[Key, tuple[float, str]]
+) -> tuple[list[Entry], list[Key], list[Key]]:
+    """Split a batch into the entries to insert, the duplicates and the conflicts.
+
+    Args:
+        stored: ``(ts, value)`` of the keys of the batch that are stored already.
+
+    The first entry of a key new to the store is inserted; a later one with the same ts
+    and value is a duplicate, with another a conflict, as against a stored reading.
+    """
+    known = dict(stored)
+    fresh: list[Entry] = []
+    duplicates: list[Key] = []
+    conflicts: list[Key] = []
+    for entry in entries:
+        key = entry.key
+        payload = known.get(key)
+        if payload is None:
+            known[key] = (entry.ts, entry.value)
+            fresh.append(entry)
+        elif payload == (entry.ts, entry.value):
+            duplicates.append(key)
         else:
-            seen.add(key)
-            unique.append(reading)
-    return unique, repeated
+            conflicts.append(key)
+    return fresh, duplicates, conflicts
 
 
-def result_of(total: int, duplicate_keys: Iterable[Key]) -> AddResult:
-    """An ``AddResult`` for a batch of ``total`` readings of which these were duplicates."""
-    keys = list(duplicate_keys)
-    return AddResult(stored=total - len(keys), duplicates=len(keys), duplicate_keys=frozenset(keys))
+def result_of(stored: int, duplicates: Iterable[Key], conflicts: Iterable[Key]) -> AddResult:
+    """An ``AddResult`` naming the keys that were not stored."""
+    duplicate_keys = list(duplicates)
+    return AddResult(
+        stored=stored,
+        duplicates=len(duplicate_keys),
+        duplicate_keys=frozenset(duplicate_keys),
+        conflict_keys=frozenset(conflicts),
+    )
 
 
 def select(
     rows: Iterable[StoredReading],
     sensors: Sequence[str] | None,
     since: float | None,
+    producer: str | None,
     from_seq: int | None,
     limit: int | None,
 ) -> list[StoredReading]:
-    """``Repository.query``'s filters over rows already in ``(sensor, seq)`` order."""
+    """``Repository.query``'s filters over rows already in ``(sensor, producer, seq)`` order."""
     wanted = None if sensors is None else frozenset(sensors)
     selected = (
         row
         for row in rows
         if (wanted is None or row.sensor in wanted)
+        and (producer is None or row.producer == producer)
         and (since is None or row.ts >= since)
         and (from_seq is None or row.seq >= from_seq)
     )

@@ -1,9 +1,11 @@
 """``csv:///relative/path.csv`` and ``csv:////absolute/path.csv``: an append-only CSV file.
 
-Columns ``sensor,seq,ts,value,received_at``, the value as compact JSON text. The keys are
-loaded once at open to tell duplicates; every ``add_many`` is one append, flushed and
-fsynced before it returns, so what is acked is on disk. File I/O runs in a worker thread
-(``asyncio.to_thread``) so a slow disk does not stall the event loop.
+Columns ``sensor,producer,seq,ts,value,received_at``, the value as compact JSON text. The
+keys and payloads are loaded once at open to tell duplicates from conflicts; every
+``add_many`` is one append, flushed (and with ``full`` durability fsynced) before it
+returns. File I/O runs in a worker thread (``asyncio.to_thread``) so a slow disk does not
+stall the event loop. The header is the schema version: a version 1 file (no producer
+column) is rewritten on open, its rows the anonymous producer's.
 """
 
 from __future__ import annotations
@@ -17,70 +19,78 @@ from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import urlsplit
 
-from forkwire.protocol.messages import Reading
 from forkwire.server.storage.base import (
     AddResult,
+    Durability,
+    Entry,
     Key,
     StoredReading,
+    classify,
     decode_value,
-    encode_value,
     result_of,
     select,
-    split_duplicates,
 )
 
-HEADER = ("sensor", "seq", "ts", "value", "received_at")
+HEADER = ("sensor", "producer", "seq", "ts", "value", "received_at")
+_HEADER_V1 = ("sensor", "seq", "ts", "value", "received_at")
 
 
 class CsvRepository:
-    """Readings appended to one CSV file; one append + fsync per ``add_many``."""
+    """Readings appended to one CSV file; one append per ``add_many``."""
 
-    def __init__(self, path: Path, file: BinaryIO, keys: set[Key]) -> None:
+    def __init__(
+        self,
+        path: Path,
+        file: BinaryIO,
+        payloads: dict[Key, tuple[float, str]],
+        durability: Durability,
+        migrated_from: int | None,
+    ) -> None:
         self.path = path
         self._file = file
-        self._keys = keys
+        self._payloads = payloads
+        self._fsync = durability == "full"
+        #: The schema version the file had when opened, if it was migrated.
+        self.migrated_from = migrated_from
         # Appends and reads go through worker threads; one at a time, so a query never
         # reads half an append and two appends never interleave.
         self._lock = asyncio.Lock()
 
     @classmethod
-    async def open(cls, path: str | os.PathLike[str]) -> CsvRepository:
+    async def open(
+        cls, path: str | os.PathLike[str], durability: Durability = "normal"
+    ) -> CsvRepository:
         """Open (creating if missing) the CSV file at ``path`` and load its keys."""
         target = Path(path)
-        file, keys = await asyncio.to_thread(_open_file, target)
-        return cls(target, file, keys)
+        file, payloads, migrated_from = await asyncio.to_thread(_open_file, target)
+        return cls(target, file, payloads, durability, migrated_from)
 
-    async def add_many(self, readings: Sequence[Reading], received_at: float) -> AddResult:
-        """Append the readings whose key is new, then flush and fsync."""
-        unique, duplicates = split_duplicates(readings)
+    async def add_many(self, entries: Sequence[Entry], received_at: float) -> AddResult:
+        """Append the entries whose key is new; count duplicates and conflicts."""
         async with self._lock:
-            new: list[Reading] = []
-            for reading in unique:
-                key = (reading.sensor, reading.seq)
-                if key in self._keys:
-                    duplicates.append(key)
-                else:
-                    new.append(reading)
-            if new:
-                await asyncio.to_thread(self._append, _format_rows(new, received_at))
-                # Only after the append is durable: a failed one leaves no key behind, so a
-                # retry stores the readings instead of calling them duplicates.
-                self._keys.update((r.sensor, r.seq) for r in new)
-        return result_of(len(readings), duplicates)
+            known = {e.key: self._payloads[e.key] for e in entries if e.key in self._payloads}
+            fresh, duplicates, conflicts = classify(entries, known)
+            if fresh:
+                await asyncio.to_thread(self._append, _format_rows(fresh, received_at))
+                # Only after the append: a failed one leaves no key behind, so a retry
+                # stores the readings instead of calling them duplicates.
+                self._payloads.update((e.key, (e.ts, e.value)) for e in fresh)
+        return result_of(len(fresh), duplicates, conflicts)
 
     async def query(
         self,
         sensors: Sequence[str] | None = None,
         since: float | None = None,
         *,
+        producer: str | None = None,
         from_seq: int | None = None,
         limit: int | None = None,
     ) -> list[StoredReading]:
-        """Stored readings ordered by ``(sensor, seq)``; see ``Repository.query``."""
+        """Stored readings ordered by ``(sensor, producer, seq)``; see ``Repository.query``."""
         async with self._lock:
             rows = await asyncio.to_thread(_read_rows, self.path)
-        rows.sort(key=lambda row: (row.sensor, row.seq))
-        return select(rows, sensors, since, from_seq, limit)
+        rows.sort(key=lambda row: (row.sensor, row.producer, row.seq))
+        return select(rows, sensors, since, producer, from_seq, limit)
 
     async def close(self) -> None:
         """Close the file."""
@@ -92,25 +102,26 @@ class CsvRepository:
         try:
             self._file.write(data)
             self._file.flush()
-            os.fsync(self._file.fileno())
+            if self._fsync:
+                os.fsync(self._file.fileno())
         except BaseException:
             # Take back a partial append, so the file never holds rows that were not acked.
             self._file.truncate(end)
             raise
 
 
-def _format_rows(readings: Sequence[Reading], received_at: float) -> bytes:
+def _format_rows(entries: Sequence[Entry], received_at: float) -> bytes:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerows(
-        (r.sensor, r.seq, repr(float(r.ts)), encode_value(r.value), repr(received_at))
-        for r in readings
+        (e.sensor, e.producer, e.seq, repr(e.ts), e.value, repr(received_at)) for e in entries
     )
     return buffer.getvalue().encode()
 
 
-def _open_file(path: Path) -> tuple[BinaryIO, set[Key]]:
+def _open_file(path: Path) -> tuple[BinaryIO, dict[Key, tuple[float, str]], int | None]:
     path.parent.mkdir(parents=True, exist_ok=True)
+    migrated_from = _migrate(path)
     file = path.open("a+b")
     try:
         file.seek(0)
@@ -125,30 +136,55 @@ def _open_file(path: Path) -> tuple[BinaryIO, set[Key]]:
             file.write((",".join(HEADER) + "\n").encode())
             file.flush()
             os.fsync(file.fileno())
-            return file, set()
-        rows = _parse(data.decode(), path)
-        return file, {row.key for row in rows}
+            return file, {}, migrated_from
+        payloads = {key: (ts, value) for key, ts, value, _ in _records(data.decode(), path)}
+        return file, payloads, migrated_from
     except BaseException:
         file.close()
         raise
 
 
-def _read_rows(path: Path) -> list[StoredReading]:
-    return _parse(path.read_text(), path)
+def _migrate(path: Path) -> int | None:
+    """Rewrite a version 1 file (no producer column) in place; return 1 if it was one."""
+    try:
+        with path.open(newline="") as handle:
+            header = next(csv.reader(handle), None)
+    except FileNotFoundError:
+        return None
+    if header is None or tuple(header) != _HEADER_V1:
+        return None
+    temporary = path.with_name(path.name + ".migrating")
+    with path.open(newline="") as source, temporary.open("w", newline="") as target:
+        reader = csv.reader(source)
+        writer = csv.writer(target, lineterminator="\n")
+        next(reader)
+        writer.writerow(HEADER)
+        writer.writerows((sensor, "", *rest) for sensor, *rest in reader)
+        target.flush()
+        os.fsync(target.fileno())
+    os.replace(temporary, path)
+    return 1
 
 
-def _parse(text: str, path: Path) -> list[StoredReading]:
+def _records(text: str, path: Path) -> list[tuple[Key, float, str, float]]:
     reader = csv.reader(io.StringIO(text))
     header = next(reader, None)
     if header is None or tuple(header) != HEADER:
         raise ValueError(f"{path} is not a forkwire readings CSV: header {header!r}")
     return [
-        StoredReading(sensor, int(seq), float(ts), decode_value(value), float(received_at))
-        for sensor, seq, ts, value, received_at in reader
+        ((sensor, producer, int(seq)), float(ts), value, float(received_at))
+        for sensor, producer, seq, ts, value, received_at in reader
     ]
 
 
-async def connect(url: str) -> CsvRepository:
+def _read_rows(path: Path) -> list[StoredReading]:
+    return [
+        StoredReading(sensor, seq, ts, decode_value(value), received_at, producer)
+        for (sensor, producer, seq), ts, value, received_at in _records(path.read_text(), path)
+    ]
+
+
+async def connect(url: str, durability: Durability = "normal") -> CsvRepository:
     """Open a ``csv://`` URL: three slashes relative, four absolute (as for sqlite)."""
     parts = urlsplit(url)
     if parts.netloc:
@@ -156,4 +192,4 @@ async def connect(url: str) -> CsvRepository:
     path = parts.path[1:] if parts.path.startswith("/") else parts.path
     if not path:
         raise ValueError(f"csv URL needs a file path: {url!r}")
-    return await CsvRepository.open(path)
+    return await CsvRepository.open(path, durability)

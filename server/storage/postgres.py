@@ -17,14 +17,16 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
-from forkwire.protocol.messages import Reading
 from forkwire.server.storage.base import (
+    SCHEMA_VERSION,
     AddResult,
+    Durability,
+    Entry,
+    SchemaError,
     StoredReading,
+    classify,
     decode_value,
-    encode_value,
     result_of,
-    split_duplicates,
 )
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -32,50 +34,81 @@ _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _TABLE = """
 CREATE TABLE IF NOT EXISTS readings (
     sensor TEXT NOT NULL,
+    producer TEXT NOT NULL DEFAULT '',
     seq BIGINT NOT NULL,
     ts DOUBLE PRECISION,
     value TEXT,  -- JSON
     received_at DOUBLE PRECISION,
-    PRIMARY KEY (sensor, seq)
+    PRIMARY KEY (sensor, producer, seq)
 )
 """
+
+#: The schema version lives in a table of its own, one row per setting.
+_META = "CREATE TABLE IF NOT EXISTS forkwire_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)"
+_SET_VERSION = (
+    "INSERT INTO forkwire_meta (name, value) VALUES ('schema_version', $1) "
+    "ON CONFLICT (name) DO UPDATE SET value = excluded.value"
+)
+
+# Version 1 had no producer: its readings become the anonymous producer's.
+_MIGRATE_FROM_1 = (
+    "ALTER TABLE readings ADD COLUMN producer TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE readings DROP CONSTRAINT readings_pkey",
+    "ALTER TABLE readings ADD PRIMARY KEY (sensor, producer, seq)",
+)
 
 # One statement, so one transaction, per batch: the arrays are unnested into rows, the
 # INSERT ... ON CONFLICT DO NOTHING stores the new keys, and the outer SELECT answers
-# with the keys that were NOT inserted, i.e. the duplicates. The plain INSERT's status
-# ("INSERT 0 N") gives only the count; the group-commit writer needs to know which keys,
-# to give each merged submission its own count. The answer is usually empty, so this costs
-# no more round trips or bytes than the status would.
+# with what is stored under the keys that were NOT inserted, so that each can be told a
+# duplicate (same ts and value) or a conflict. The answer is usually empty, so this costs
+# no more round trips or bytes than the insert's status would.
 _ADD = """
 WITH batch AS (
-    SELECT * FROM unnest($1::text[], $2::bigint[], $3::float8[], $4::text[])
-        AS b(sensor, seq, ts, value)
+    SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::float8[], $5::text[])
+        AS b(sensor, producer, seq, ts, value)
 ), inserted AS (
-    INSERT INTO readings (sensor, seq, ts, value, received_at)
-    SELECT sensor, seq, ts, value, $5::float8 FROM batch
-    ON CONFLICT (sensor, seq) DO NOTHING
-    RETURNING sensor, seq
+    INSERT INTO readings (sensor, producer, seq, ts, value, received_at)
+    SELECT sensor, producer, seq, ts, value, $6::float8 FROM batch
+    ON CONFLICT (sensor, producer, seq) DO NOTHING
+    RETURNING sensor, producer, seq
+), refused AS (
+    SELECT sensor, producer, seq FROM batch
+    EXCEPT
+    SELECT sensor, producer, seq FROM inserted
 )
-SELECT sensor, seq FROM batch
-EXCEPT ALL
-SELECT sensor, seq FROM inserted
+SELECT r.sensor, r.producer, r.seq, r.ts, r.value
+FROM refused JOIN readings AS r USING (sensor, producer, seq)
 """
 
-#: Serializes CREATE SCHEMA/TABLE IF NOT EXISTS across servers starting at once: without
-#: it two of them can race on the catalog and one fails with a unique violation.
+#: Serializes CREATE SCHEMA/TABLE IF NOT EXISTS and migrations across servers starting at
+#: once: without it two of them can race on the catalog and one fails.
 _DDL_LOCK = 0x666F726B77697265  # "forkwire"
 
 
 class PostgresRepository:
     """Readings in a PostgreSQL table, one statement (one transaction) per ``add_many``."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, migrated_from: int | None) -> None:
         self._pool = pool
+        #: The schema version the store had when opened, if it was migrated.
+        self.migrated_from = migrated_from
 
     @classmethod
-    async def open(cls, dsn: str, schema: str | None = None) -> PostgresRepository:
-        """Connect a small pool and create the schema and table if missing."""
-        settings = {"search_path": schema} if schema else None
+    async def open(
+        cls, dsn: str, schema: str | None = None, durability: Durability = "normal"
+    ) -> PostgresRepository:
+        """Connect a small pool; create the schema and table, or migrate an older table.
+
+        ``normal`` durability is ``synchronous_commit=off``: a commit survives a crash of
+        this server, and a crash of PostgreSQL may take back the last fraction of a second
+        of commits (never corrupting anything); ``full`` waits for the WAL flush.
+
+        Raises:
+            SchemaError: the store was written by a newer forkwire.
+        """
+        settings = {"synchronous_commit": "on" if durability == "full" else "off"}
+        if schema:
+            settings["search_path"] = schema
         # Small: there is one writer per server; the rest is the odd analytics query.
         pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4, server_settings=settings)
         try:
@@ -83,42 +116,52 @@ class PostgresRepository:
                 await conn.execute("SELECT pg_advisory_xact_lock($1)", _DDL_LOCK)
                 if schema:
                     await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
-                await conn.execute(_TABLE)
+                migrated_from = await _bring_up_to_date(conn)
         except BaseException:
             await pool.close()
             raise
-        return cls(pool)
+        return cls(pool, migrated_from)
 
-    async def add_many(self, readings: Sequence[Reading], received_at: float) -> AddResult:
-        """Insert the batch in one statement; existing keys are ignored and counted."""
-        unique, duplicates = split_duplicates(readings)
-        if not unique:
-            return result_of(len(readings), duplicates)
+    async def add_many(self, entries: Sequence[Entry], received_at: float) -> AddResult:
+        """Insert the new keys in one statement; count duplicates and conflicts."""
+        if not entries:
+            return result_of(0, (), ())
+        # Dedupe within the batch first: ON CONFLICT cannot touch one key twice in a
+        # statement, and a repeat in the batch is judged against its first copy.
+        unique, repeated, repeated_conflicts = classify(entries, {})
         rows = await self._pool.fetch(
             _ADD,
-            [r.sensor for r in unique],
-            [r.seq for r in unique],
-            [float(r.ts) for r in unique],
-            [encode_value(r.value) for r in unique],
+            [e.sensor for e in unique],
+            [e.producer for e in unique],
+            [e.seq for e in unique],
+            [e.ts for e in unique],
+            [e.value for e in unique],
             received_at,
         )
-        duplicates.extend((row["sensor"], row["seq"]) for row in rows)
-        return result_of(len(readings), duplicates)
+        stored = {(r["sensor"], r["producer"], r["seq"]): (r["ts"], r["value"]) for r in rows}
+        _, duplicates, conflicts = classify([e for e in unique if e.key in stored], stored)
+        return result_of(
+            len(unique) - len(stored), [*repeated, *duplicates], [*repeated_conflicts, *conflicts]
+        )
 
     async def query(
         self,
         sensors: Sequence[str] | None = None,
         since: float | None = None,
         *,
+        producer: str | None = None,
         from_seq: int | None = None,
         limit: int | None = None,
     ) -> list[StoredReading]:
-        """Stored readings ordered by ``(sensor, seq)``; see ``Repository.query``."""
+        """Stored readings ordered by ``(sensor, producer, seq)``; see ``Repository.query``."""
         clauses: list[str] = []
         params: list[object] = []
         if sensors is not None:
             params.append(list(sensors))
             clauses.append(f"sensor = ANY(${len(params)}::text[])")
+        if producer is not None:
+            params.append(producer)
+            clauses.append(f"producer = ${len(params)}::text")
         if since is not None:
             params.append(since)
             clauses.append(f"ts >= ${len(params)}::float8")
@@ -131,14 +174,19 @@ class PostgresRepository:
         # COLLATE "C": byte order, the order SQLite, the CSV and memory backends give, not
         # the database locale's (which may put "b" before "B10").
         sql = (
-            "SELECT sensor, seq, ts, value, received_at FROM readings "
-            f'{where} ORDER BY sensor COLLATE "C", seq'
+            "SELECT sensor, producer, seq, ts, value, received_at FROM readings "
+            f'{where} ORDER BY sensor COLLATE "C", producer COLLATE "C", seq'
             + ("" if limit is None else f" LIMIT ${len(params)}::int8")
         )
         rows = await self._pool.fetch(sql, *params)
         return [
             StoredReading(
-                row["sensor"], row["seq"], row["ts"], decode_value(row["value"]), row["received_at"]
+                row["sensor"],
+                row["seq"],
+                row["ts"],
+                decode_value(row["value"]),
+                row["received_at"],
+                row["producer"],
             )
             for row in rows
         ]
@@ -148,7 +196,32 @@ class PostgresRepository:
         await self._pool.close()
 
 
-async def connect(url: str) -> PostgresRepository:
+async def _bring_up_to_date(conn: asyncpg.Connection) -> int | None:
+    """Create the table, or migrate an older one; return the version migrated from."""
+    await conn.execute(_META)
+    text = await conn.fetchval("SELECT value FROM forkwire_meta WHERE name = 'schema_version'")
+    version = int(text) if text is not None else None
+    if version is not None and version > SCHEMA_VERSION:
+        raise SchemaError(
+            f"the store holds schema version {version}, newer than this forkwire's "
+            f"{SCHEMA_VERSION}: use the forkwire that wrote it, or another schema"
+        )
+    migrated_from = None
+    if version is None:
+        columns = await conn.fetch(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_schema = current_schema() AND table_name = 'readings'"
+        )
+        if columns and "producer" not in {row["column_name"] for row in columns}:
+            for statement in _MIGRATE_FROM_1:
+                await conn.execute(statement)
+            migrated_from = 1
+    await conn.execute(_TABLE)
+    await conn.execute(_SET_VERSION, str(SCHEMA_VERSION))
+    return migrated_from
+
+
+async def connect(url: str, durability: Durability = "normal") -> PostgresRepository:
     """Open a ``postgresql://`` or ``postgres://`` URL; ``?schema=NAME`` picks the schema."""
     parts = urlsplit(url)
     options = parse_qsl(parts.query, keep_blank_values=True)
@@ -159,4 +232,4 @@ async def connect(url: str) -> PostgresRepository:
         # It is spliced into DDL, so it keeps to plain lower-case identifiers.
         raise ValueError(f"schema must match {_SCHEMA_NAME.pattern}, got {schema!r}")
     dsn = urlunsplit(parts._replace(query=urlencode(rest)))
-    return await PostgresRepository.open(dsn, schema)
+    return await PostgresRepository.open(dsn, schema, durability)

@@ -10,8 +10,7 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
-from forkwire.protocol import Reading
-from forkwire.server.storage.base import AddResult, encode_value
+from forkwire.server.storage.base import AddResult, Entry
 
 
 class ScreenSink:
@@ -21,14 +20,16 @@ class ScreenSink:
         # None means "sys.stdout at write time", so a redirected stdout is honoured.
         self._out = out
 
-    async def add_many(self, readings: Sequence[Reading], received_at: float) -> AddResult:
-        """Print the readings, one line each."""
+    async def add_many(self, entries: Sequence[Entry], received_at: float) -> AddResult:
+        """Print the readings, one line each (with the producer, when there is one)."""
         out = self._out if self._out is not None else sys.stdout
         out.writelines(
-            f"{r.sensor} #{r.seq} ts={r.ts!r} value={encode_value(r.value)}\n" for r in readings
+            f"{e.sensor}{'@' + e.producer if e.producer else ''} #{e.seq} ts={e.ts!r} "
+            f"value={e.value}\n"
+            for e in entries
         )
         out.flush()
-        return AddResult(stored=len(readings), duplicates=0)
+        return AddResult(stored=len(entries), duplicates=0)
 
     async def close(self) -> None:
         """Nothing to release; stdout is not ours to close."""

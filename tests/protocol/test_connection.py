@@ -80,10 +80,22 @@ def test_hello_is_answered_with_the_welcome() -> None:
     assert conversation.state is State.OPEN
 
 
-def test_another_version_is_refused_and_the_conversation_goes_on() -> None:
-    """hello for version 2 is answered unsupported_version; requests are still served."""
+@pytest.mark.parametrize("version", [1, 2])
+def test_the_welcome_speaks_the_version_asked_for(version: int) -> None:
+    """A version 1 client is welcomed in version 1, a version 2 client in version 2."""
     conversation = server()
-    (rejected, request) = events(conversation, pack(Hello(version=2)) + pack(Stats()))
+    assert conversation.version == 1  # before any hello
+    events(conversation, pack(Hello(version=version)))
+    (welcome,) = replies(conversation.data_to_send())
+    assert isinstance(welcome, Welcome)
+    assert welcome.version == version
+    assert conversation.version == version
+
+
+def test_another_version_is_refused_and_the_conversation_goes_on() -> None:
+    """hello for version 9 is answered unsupported_version; requests are still served."""
+    conversation = server()
+    (rejected, request) = events(conversation, pack(Hello(version=9)) + pack(Stats()))
     assert isinstance(rejected, Rejected)
     assert isinstance(request, RequestReceived)
     (error,) = replies(conversation.data_to_send())

@@ -69,8 +69,8 @@ def test_a_bad_payload_in_a_good_frame_is_answered_with_an_error() -> None:
 
 
 def test_another_version_is_refused() -> None:
-    """hello for version 2 is answered unsupported_version."""
-    event, reply = RULES.receive(pack(Hello(version=2)))
+    """hello for version 9 is answered unsupported_version."""
+    event, reply = RULES.receive(pack(Hello(version=9)))
     assert isinstance(event, Rejected)
     assert reply is not None
     assert ClientDatagrams().receive(reply).code == ErrorCode.UNSUPPORTED_VERSION  # type: ignore[union-attr]

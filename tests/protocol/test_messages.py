@@ -57,6 +57,7 @@ EVERY_MESSAGE: list[Any] = [
         errors=[CalcError(index=2, code="division_by_zero", message="division by zero")],
     ),
     ReadingMsg(sensor="temp-1", seq=0, ts=1.5, value=21),
+    ReadingMsg(sensor="temp-1", seq=0, ts=1.5, value=21, producer="9f86d081884c7d659a2feaa0"),
     ReadingMsg(sensor="a.b_C", seq=5, ts=0.0, value=-3.25, ack=False),
     ReadingMsg(sensor="v", seq=1, ts=2.0, value=[1.0, -2.5]),
     ReadingMsg(sensor="r", seq=2, ts=3.0, value={"k": [1, "x", None, True], "n": {"m": 1.5}}),
@@ -67,6 +68,7 @@ EVERY_MESSAGE: list[Any] = [
         ],
         ack=False,
     ),
+    ReadingsMsg(producer="p-1", items=[ReadingItem(sensor="a", seq=1, ts=1.0, value=1)]),
     Ack(acked={}),
     Ack(acked={"a": [(1, 3), (5, 5)], "b": [(0, 0)]}, duplicates=2),
     Stats(),
@@ -90,8 +92,27 @@ EVERY_MESSAGE: list[Any] = [
                     "last_seq": 2,
                     "first_ts": 1.0,
                     "last_ts": 5.0,
+                    "producers": [
+                        {
+                            "producer": "",
+                            "count": 2,
+                            "expected": 3,
+                            "lost": 1,
+                            "first_seq": 0,
+                            "last_seq": 2,
+                            "first_ts": 1.0,
+                            "last_ts": 5.0,
+                        }
+                    ],
                     "dropouts": [
-                        {"first_seq": 1, "last_seq": 1, "count": 1, "start_ts": 1.0, "end_ts": 5.0}
+                        {
+                            "producer": "",
+                            "first_seq": 1,
+                            "last_seq": 1,
+                            "count": 1,
+                            "start_ts": 1.0,
+                            "end_ts": 5.0,
+                        }
                     ],
                     "stats": {
                         "min": 1.0,
@@ -107,7 +128,7 @@ EVERY_MESSAGE: list[Any] = [
         }
     ),
     Series(sensor="a"),
-    Series(sensor="a", since=1.0, fill="linear", max_gap=5, after=9, limit=100),
+    Series(sensor="a", producer="f00d", since=1.0, fill="linear", max_gap=5, after=9, limit=100),
     SeriesResult(
         sensor="a",
         seq=[1, 2],
@@ -121,6 +142,7 @@ EVERY_MESSAGE: list[Any] = [
     Error(code="bad_json", message="nope"),
     Error(code="bad_message", message="x", ref=7),
     Error(code="bad_message", message="x", ref="abc"),
+    Error(code="conflict", message="x", keys={"s": [(0, 2), (7, 7)]}),
 ]
 
 

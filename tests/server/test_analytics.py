@@ -42,8 +42,22 @@ def test_dropouts_exact_ranges() -> None:
     seq = planted({10, 11, 12, 40})
     ts = T0 + 0.2 * seq
     assert dropouts(seq, ts) == [
-        {"first_seq": 10, "last_seq": 12, "count": 3, "start_ts": ts[9], "end_ts": ts[10]},
-        {"first_seq": 40, "last_seq": 40, "count": 1, "start_ts": ts[36], "end_ts": ts[37]},
+        {
+            "producer": "",
+            "first_seq": 10,
+            "last_seq": 12,
+            "count": 3,
+            "start_ts": ts[9],
+            "end_ts": ts[10],
+        },
+        {
+            "producer": "",
+            "first_seq": 40,
+            "last_seq": 40,
+            "count": 1,
+            "start_ts": ts[36],
+            "end_ts": ts[37],
+        },
     ]
     assert dropouts(seq, ts)[0]["start_ts"] == T0 + 0.2 * 9
     assert dropouts(seq, ts)[0]["end_ts"] == T0 + 0.2 * 13

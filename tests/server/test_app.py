@@ -145,8 +145,8 @@ async def test_hello_gets_the_servers_welcome(app: App, peer: Peer) -> None:
 
 
 async def test_hello_of_another_version_is_refused(peer: Peer) -> None:
-    """A client asking for version 2 is told unsupported_version, and can go on in v1."""
-    await peer.send(Hello(version=2), Stats())
+    """A client asking for version 9 is told unsupported_version, and can go on in v1."""
+    await peer.send(Hello(version=9), Stats())
     error = await peer.recv()
     assert isinstance(error, Error)
     assert error.code == ErrorCode.UNSUPPORTED_VERSION
@@ -161,6 +161,43 @@ async def test_a_resent_batch_is_acked_with_its_duplicates_counted(peer: Peer) -
     await peer.send(readings("s", [1, 2, 3]))
     second = await peer.recv()
     assert second == Ack(acked={"s": [(1, 3)]}, duplicates=2)
+
+
+async def test_a_conflicting_value_is_refused_not_acked(app: App, peer: Peer) -> None:
+    """Same key, another value: error conflict naming the key; the rest can be resent."""
+    await peer.send(readings("s", [0, 1]))
+    assert isinstance(await peer.recv(), Ack)
+    changed = ReadingsMsg(
+        items=[
+            Reading(sensor="s", seq=1, ts=1.0, value=99),
+            Reading(sensor="s", seq=2, ts=2.0, value=2),
+        ]
+    )
+    await peer.send(changed)
+    error = await peer.recv()
+    assert isinstance(error, Error)
+    assert error.code == ErrorCode.CONFLICT
+    assert error.keys == {"s": [(1, 1)]}
+    await peer.send(readings("s", [2]))  # the good one again: stored already, acked now
+    assert await peer.recv() == Ack(acked={"s": [(2, 2)]}, duplicates=1)
+    await peer.send(Stats())
+    stats = await peer.recv()
+    assert isinstance(stats, StatsResult)
+    assert stats.counters[Stat.READINGS_CONFLICT] == 1
+
+
+async def test_two_producers_of_one_sensor_are_both_stored(app: App, peer: Peer) -> None:
+    """A fresh outbox reusing a sensor name is a new producer: its seq 0 is stored too."""
+    items = [Reading(sensor="s", seq=q, ts=float(q), value=q) for q in range(3)]
+    await peer.send(ReadingsMsg(producer="first", items=items))
+    assert await peer.recv() == Ack(acked={"s": [(0, 2)]})
+    await peer.send(ReadingsMsg(producer="second", items=items))
+    assert await peer.recv() == Ack(acked={"s": [(0, 2)]}, duplicates=0)
+    assert app.repository is not None
+    stored = await app.repository.query()
+    assert sorted((r.producer, r.seq) for r in stored) == [
+        (p, q) for p in ("first", "second") for q in range(3)
+    ]
 
 
 async def test_readings_without_ack_get_no_ack(app: App, peer: Peer) -> None:

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from forkwire.protocol.messages import Reading
 from forkwire.server.ingest import Writer
 from forkwire.server.storage import AddResult, Repository, open_repository
+from forkwire.server.storage.base import Entry, encode_value
 from forkwire.server.storage.memory import MemoryRepository
 
 
-def reading(sensor: str, seq: int, value: float = 1.0) -> Reading:
-    return Reading(sensor=sensor, seq=seq, ts=float(seq), value=value)
+def reading(sensor: str, seq: int, value: float = 1.0, producer: str = "") -> Entry:
+    return Entry(sensor, producer, seq, float(seq), encode_value(value))
 
 
 class RecordingRepository(MemoryRepository):
@@ -26,7 +26,7 @@ class RecordingRepository(MemoryRepository):
         super().__init__()
         self.batches: list[int] = []
 
-    async def add_many(self, readings: Sequence[Reading], received_at: float) -> AddResult:
+    async def add_many(self, readings: Sequence[Entry], received_at: float) -> AddResult:
         self.batches.append(len(readings))
         return await super().add_many(readings, received_at)
 
@@ -39,7 +39,7 @@ class GatedRepository(RecordingRepository):
         self.entered = asyncio.Event()
         self.gate = asyncio.Event()
 
-    async def add_many(self, readings: Sequence[Reading], received_at: float) -> AddResult:
+    async def add_many(self, readings: Sequence[Entry], received_at: float) -> AddResult:
         self.entered.set()
         await self.gate.wait()
         return await super().add_many(readings, received_at)
@@ -52,7 +52,7 @@ class FlakyRepository(RecordingRepository):
         super().__init__()
         self.failures = failures
 
-    async def add_many(self, readings: Sequence[Reading], received_at: float) -> AddResult:
+    async def add_many(self, readings: Sequence[Entry], received_at: float) -> AddResult:
         if self.failures:
             self.failures -= 1
             self.batches.append(len(readings))
@@ -103,18 +103,23 @@ async def test_each_submitter_gets_its_own_counts(repo: Repository) -> None:
             writer.submit([reading("a", 1), reading("a", 2)]),  # a1 also in the first one
         )
     assert writer.commits == 1
-    assert old_and_new == AddResult(stored=1, duplicates=1, duplicate_keys=frozenset({("a", 0)}))
+    assert old_and_new == AddResult(
+        stored=1, duplicates=1, duplicate_keys=frozenset({("a", "", 0)})
+    )
     assert other == AddResult(stored=1, duplicates=0)
-    assert repeated == AddResult(stored=1, duplicates=1, duplicate_keys=frozenset({("a", 1)}))
+    assert repeated == AddResult(stored=1, duplicates=1, duplicate_keys=frozenset({("a", "", 1)}))
     assert (writer.stored, writer.duplicates) == (3, 2)
     assert await keys_of(repo) == [("a", 0), ("a", 1), ("a", 2), ("b", 0)]
 
 
 async def test_duplicates_within_one_submission_count(repo: Repository) -> None:
-    """The same key twice in one submission is stored once and counted once as duplicate."""
+    """The same reading twice in one submission is stored once and counted once as a
+    duplicate; the same key with another value is a conflict."""
     async with running(Writer(repo, flush_interval=0)) as writer:
-        result = await writer.submit([reading("a", 0), reading("a", 0, value=2.0)])
+        result = await writer.submit([reading("a", 0), reading("a", 0), reading("a", 0, value=2.0)])
     assert (result.stored, result.duplicates) == (1, 1)
+    assert result.conflict_keys == {("a", "", 0)}
+    assert (writer.duplicates, writer.conflicts) == (1, 1)
     assert [row.value for row in await repo.query()] == [1.0]
 
 
@@ -122,11 +127,35 @@ async def test_duplicates_across_flushes(repo: Repository) -> None:
     """A key committed by an earlier flush is a duplicate in a later one, not stored again."""
     async with running(Writer(repo, flush_interval=0)) as writer:
         first = await writer.submit([reading("a", 0, value=1.0)])
-        second = await writer.submit([reading("a", 0, value=9.0), reading("a", 1)])
+        second = await writer.submit([reading("a", 0, value=1.0), reading("a", 1)])
     assert first == AddResult(stored=1, duplicates=0)
-    assert second == AddResult(stored=1, duplicates=1, duplicate_keys=frozenset({("a", 0)}))
+    assert second == AddResult(stored=1, duplicates=1, duplicate_keys=frozenset({("a", "", 0)}))
     assert writer.commits == 2
     assert [(row.seq, row.value) for row in await repo.query()] == [(0, 1.0), (1, 1.0)]
+
+
+async def test_conflicts_in_one_commit_are_told_to_their_submitter(repo: Repository) -> None:
+    """Merged into one commit, the submitter whose reading clashes is told so, the others
+    are not, and the sinks hear only of what was stored."""
+    await repo.add_many([reading("a", 0, value=1.0)], received_at=0.0)
+    copied: list[tuple[str, str, int]] = []
+    writer = Writer(
+        repo,
+        flush_interval=60,
+        max_batch=4,
+        on_commit=lambda es, _: copied.extend(e.key for e in es),
+    )
+    async with running(writer):
+        clash, fine, late = await asyncio.gather(
+            writer.submit([reading("a", 0, value=5.0), reading("a", 1)]),
+            writer.submit([reading("b", 0)]),
+            writer.submit([reading("a", 1, value=3.0)]),  # clashes with the first's a1
+        )
+    assert clash.conflict_keys == {("a", "", 0)}
+    assert clash.stored == 1
+    assert fine == AddResult(stored=1, duplicates=0)
+    assert late.conflict_keys == {("a", "", 1)}
+    assert sorted(copied) == [("a", "", 1), ("b", "", 0)]
 
 
 async def test_full_batch_flushes_without_waiting_for_the_interval() -> None:

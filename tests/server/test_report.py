@@ -22,6 +22,7 @@ class Row(NamedTuple):
     ts: float
     value: Any
     received_at: float = T0 + 5_000.0
+    producer: str = ""
 
 
 #: Seqs each sensor loses: temp has a 1, a 2 and a 5 reading gap, accel a 3 and a 10, door 2.
@@ -94,6 +95,24 @@ def test_build_report_of_nothing() -> None:
     assert build_report([], now=NOW) == {"generated_at": NOW, "sensors": {}}
 
 
+def test_producers_are_judged_each_on_its_own_seqs() -> None:
+    """A restarted fleet (a new producer from seq 0) is no gap and no duplicate: loss and
+    dropouts count per producer, the rest over all of them."""
+    first = [Row("s", q, T0 + q, float(q), producer="p1") for q in range(10) if q != 5]
+    again = [Row("s", q, T0 + 20 + q, float(q), producer="p2") for q in range(5)]
+    report = build_report(first + again, now=NOW)
+    s = report["sensors"]["s"]
+    assert (s["count"], s["expected"], s["lost"]) == (14, 15, 1)
+    assert [(p["producer"], p["count"], p["lost"]) for p in s["producers"]] == [
+        ("p1", 9, 1),
+        ("p2", 5, 0),
+    ]
+    assert [(d["producer"], d["first_seq"]) for d in s["dropouts"]] == [("p1", 5)]
+    assert (s["first_ts"], s["last_ts"]) == (T0, T0 + 24)
+    assert s["stats"] is not None
+    assert s["stats"]["max"] == 9.0
+
+
 def pages(rows: list[Row], sensor: str, **options: Any) -> list[Any]:
     """Every page of one sensor's series, asked as a client asks: after = the last next."""
     stored = sorted((r for r in rows if r.sensor == sensor), key=lambda r: r.seq)
@@ -102,7 +121,7 @@ def pages(rows: list[Row], sensor: str, **options: Any) -> list[Any]:
     after = None
     while True:
         window = [r for r in stored if after is None or r.seq >= after][: limit + 2]
-        page = build_series(sensor, window, after=after, limit=limit, **options)
+        page = build_series(sensor, "", window, after=after, limit=limit, **options)
         answers.append(page)
         if page.next is None:
             return answers
@@ -167,7 +186,7 @@ def test_series_without_fill_is_the_stored_readings(rows: list[Row]) -> None:
 
 def test_series_of_an_empty_sensor_is_one_empty_page() -> None:
     """No stored readings: one page, nothing in it, no next."""
-    page = build_series("x", [], after=None, limit=10, fill="linear", max_gap=None)
+    page = build_series("x", "", [], after=None, limit=10, fill="linear", max_gap=None)
     assert (page.seq, page.next) == ([], None)
 
 
@@ -175,6 +194,6 @@ def test_series_refuses_a_page_of_too_many_filled_points() -> None:
     """A gap wider than a page may fill is refused with a hint, never materialized."""
     rows = [Row("a", 0, T0, 1.0), Row("a", MAX_PAGE_FILL + 2, T0 + 1, 2.0)]
     with pytest.raises(ValueError, match="max_gap"):
-        build_series("a", rows, after=None, limit=10, fill="linear", max_gap=None)
-    page = build_series("a", rows, after=None, limit=10, fill="linear", max_gap=100)
+        build_series("a", "", rows, after=None, limit=10, fill="linear", max_gap=None)
+    page = build_series("a", "", rows, after=None, limit=10, fill="linear", max_gap=100)
     assert page.seq == [0, MAX_PAGE_FILL + 2]

@@ -7,15 +7,15 @@ from collections.abc import Sequence
 
 import structlog
 
-from forkwire.protocol import Reading
 from forkwire.server.ingest import Writer
 from forkwire.server.sinks import QUEUE_BATCHES, Sinks
 from forkwire.server.storage import AddResult
+from forkwire.server.storage.base import Entry, encode_value
 from forkwire.server.storage.memory import MemoryRepository
 
 
-def reading(sensor: str, seq: int) -> Reading:
-    return Reading(sensor=sensor, seq=seq, ts=float(seq), value=seq)
+def reading(sensor: str, seq: int) -> Entry:
+    return Entry(sensor, "", seq, float(seq), encode_value(seq))
 
 
 class ListSink:
@@ -25,7 +25,7 @@ class ListSink:
         self.batches: list[list[tuple[str, int]]] = []
         self.closed = False
 
-    async def add_many(self, readings: Sequence[Reading], received_at: float) -> AddResult:
+    async def add_many(self, readings: Sequence[Entry], received_at: float) -> AddResult:
         self.batches.append([(r.sensor, r.seq) for r in readings])
         return AddResult(stored=len(readings), duplicates=0)
 
@@ -36,14 +36,14 @@ class ListSink:
 class BrokenSink(ListSink):
     """A sink whose every add fails."""
 
-    async def add_many(self, readings: Sequence[Reading], received_at: float) -> AddResult:
+    async def add_many(self, readings: Sequence[Entry], received_at: float) -> AddResult:
         raise OSError("mirror is down")
 
 
 class StuckSink(ListSink):
     """A sink that never finishes an add."""
 
-    async def add_many(self, readings: Sequence[Reading], received_at: float) -> AddResult:
+    async def add_many(self, readings: Sequence[Entry], received_at: float) -> AddResult:
         await asyncio.Event().wait()
         raise AssertionError("unreachable")
 

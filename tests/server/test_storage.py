@@ -21,14 +21,16 @@ from typing import Any
 import asyncpg
 import pytest
 
-from forkwire.protocol.messages import Reading
 from forkwire.server.storage import (
     AddResult,
+    Durability,
     Repository,
+    SchemaError,
     StoredReading,
     open_repository,
     open_sink,
 )
+from forkwire.server.storage.base import Entry, encode_value
 from forkwire.server.storage.memory import MemoryRepository
 from forkwire.server.storage.screen import ScreenSink
 
@@ -40,8 +42,8 @@ PERSISTENT = ["sqlite", "csv", pytest.param("postgres", marks=pytest.mark.postgr
 _postgres_problem: list[str | None] = []  # the probe's answer, cached for the session
 
 
-def reading(sensor: str, seq: int, ts: float = 0.0, value: Any = 1.0) -> Reading:
-    return Reading(sensor=sensor, seq=seq, ts=ts, value=value)
+def reading(sensor: str, seq: int, ts: float = 0.0, value: Any = 1.0, producer: str = "") -> Entry:
+    return Entry(sensor, producer, seq, float(ts), encode_value(value))
 
 
 async def postgres_problem() -> str | None:
@@ -95,7 +97,7 @@ async def repo(repo_url: str) -> AsyncIterator[Repository]:
 class FailingRepository(MemoryRepository):
     """A store whose commits fail."""
 
-    async def add_many(self, readings: Sequence[Reading], received_at: float) -> AddResult:
+    async def add_many(self, readings: Sequence[Entry], received_at: float) -> AddResult:
         raise OSError("disk on fire")
 
 
@@ -128,7 +130,7 @@ async def test_round_trip_of_every_value_kind(repo: Repository) -> None:
 
 async def test_int_timestamp_is_stored_as_float(repo: Repository) -> None:
     """An integral ts (allowed on the wire) is stored and returned as a float."""
-    await repo.add_many([Reading(sensor="s", seq=0, ts=5, value=1)], received_at=0.0)
+    await repo.add_many([reading("s", 0, ts=5)], received_at=0.0)
     [row] = await repo.query()
     assert row.ts == 5.0
     assert type(row.ts) is float
@@ -141,21 +143,62 @@ async def test_empty_batch_stores_nothing(repo: Repository) -> None:
 
 
 async def test_duplicates_are_stored_once_and_counted(repo: Repository) -> None:
-    """A key already stored, or repeated in the batch, is not stored again but counted."""
+    """A key already stored, or repeated in the batch, with the same ts and value is not
+    stored again but counted as a duplicate."""
     await repo.add_many([reading("a", 0, value=1), reading("a", 1, value=2)], received_at=1.0)
     result = await repo.add_many(
-        [reading("a", 1, value=99), reading("a", 2, value=3), reading("a", 2, value=4)],
+        [reading("a", 1, value=2), reading("a", 2, value=3), reading("a", 2, value=3)],
         received_at=2.0,
     )
     assert result.stored == 1
     assert result.duplicates == 2
-    assert result.duplicate_keys == {("a", 1), ("a", 2)}
+    assert result.duplicate_keys == {("a", "", 1), ("a", "", 2)}
+    assert result.conflict_keys == frozenset()
     rows = await repo.query()
     assert [(r.seq, r.value, r.received_at) for r in rows] == [
         (0, 1, 1.0),
         (1, 2, 1.0),
         (2, 3, 2.0),
     ]
+
+
+async def test_another_ts_or_value_under_a_stored_key_is_a_conflict(repo: Repository) -> None:
+    """Same key, other payload: refused as a conflict, never stored, never a duplicate."""
+    await repo.add_many([reading("a", 0, ts=1.0, value=1)], received_at=1.0)
+    result = await repo.add_many(
+        [
+            reading("a", 0, ts=1.0, value=2),  # another value
+            reading("a", 0, ts=9.0, value=1),  # another ts
+            reading("a", 1, ts=1.0, value=1.0),  # new
+            reading("a", 1, ts=1.0, value=1),  # 1 is not 1.0: a conflict in the batch
+        ],
+        received_at=2.0,
+    )
+    assert (result.stored, result.duplicates) == (1, 0)
+    assert result.conflict_keys == {("a", "", 0), ("a", "", 1)}
+    rows = await repo.query()
+    assert [(r.seq, r.value) for r in rows] == [(0, 1), (1, 1.0)]
+    assert type(rows[1].value) is float
+
+
+async def test_the_producer_is_part_of_the_key(repo: Repository) -> None:
+    """Two producers' seq 0 of one sensor are two readings, each stored in full."""
+    first = await repo.add_many(
+        [reading("s", 0, value=1, producer="p1"), reading("s", 1, value=2, producer="p1")],
+        received_at=1.0,
+    )
+    second = await repo.add_many(
+        [reading("s", 0, value=7, producer="p2"), reading("s", 0, value=9)], received_at=2.0
+    )
+    assert (first.stored, second.stored) == (2, 2)
+    rows = await repo.query(sensors=["s"])
+    assert [(r.producer, r.seq, r.value) for r in rows] == [
+        ("", 0, 9),
+        ("p1", 0, 1),
+        ("p1", 1, 2),
+        ("p2", 0, 7),
+    ]
+    assert [r.seq for r in await repo.query(producer="p1")] == [0, 1]
 
 
 async def test_same_seq_of_other_sensors_is_not_a_duplicate(repo: Repository) -> None:
@@ -224,9 +267,11 @@ async def test_data_survives_reopening(repo_url: str) -> None:
             StoredReading("a", 0, 0.0, [1.5], 10.0),
             StoredReading("b", 1, 0.0, 2, 10.0),
         ]
-        result = await second.add_many([reading("a", 0), reading("a", 1)], received_at=11.0)
+        result = await second.add_many(
+            [reading("a", 0, value=[1.5]), reading("a", 1)], received_at=11.0
+        )
         assert result.stored == 1
-        assert result.duplicate_keys == {("a", 0)}
+        assert result.duplicate_keys == {("a", "", 0)}
     finally:
         await second.close()
 
@@ -284,7 +329,116 @@ async def test_csv_file_layout(tmp_path: Path) -> None:
     repo = await open_repository(f"csv:///{path}")
     await repo.add_many([reading("a", 3, ts=1.5, value={"k": [1, 2]})], received_at=2.0)
     await repo.close()
-    assert path.read_text() == 'sensor,seq,ts,value,received_at\na,3,1.5,"{""k"":[1,2]}",2.0\n'
+    assert path.read_text() == (
+        'sensor,producer,seq,ts,value,received_at\na,,3,1.5,"{""k"":[1,2]}",2.0\n'
+    )
+
+
+V1_ROWS = [("a", 0, 1.5, "1", 10.0), ("a", 2, 2.5, "[1.0,2.0]", 11.0)]
+
+
+async def test_a_version_1_sqlite_store_is_migrated(tmp_path: Path) -> None:
+    """A store keyed (sensor, seq) becomes version 2 on open, its rows the anonymous
+    producer's, and its keys still known."""
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "CREATE TABLE readings (sensor TEXT NOT NULL, seq INTEGER NOT NULL, ts REAL, "
+            "value TEXT, received_at REAL, PRIMARY KEY (sensor, seq))"
+        )
+        db.executemany("INSERT INTO readings VALUES (?, ?, ?, ?, ?)", V1_ROWS)
+    repo = await open_repository(f"sqlite:///{path}")
+    try:
+        assert getattr(repo, "migrated_from", None) == 1
+        assert [(r.producer, r.seq, r.value) for r in await repo.query()] == [
+            ("", 0, 1),
+            ("", 2, [1.0, 2.0]),
+        ]
+        again = await repo.add_many([reading("a", 0, ts=1.5, value=1)], received_at=12.0)
+        assert again.duplicates == 1
+    finally:
+        await repo.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (2,)
+    reopened = await open_repository(f"sqlite:///{path}")
+    assert getattr(reopened, "migrated_from", None) is None
+    await reopened.close()
+
+
+async def test_a_version_1_csv_store_is_migrated(tmp_path: Path) -> None:
+    """A CSV without the producer column is rewritten with it on open."""
+    path = tmp_path / "old.csv"
+    path.write_text(
+        "sensor,seq,ts,value,received_at\n"
+        + "".join(f'{s},{q},{t},"{v}",{r}\n' for s, q, t, v, r in V1_ROWS)
+    )
+    repo = await open_repository(f"csv:///{path}")
+    try:
+        assert [(r.producer, r.seq, r.value) for r in await repo.query()] == [
+            ("", 0, 1),
+            ("", 2, [1.0, 2.0]),
+        ]
+        assert (await repo.add_many([reading("a", 2, ts=2.5, value=[1.0, 2.0])], 1.0)).duplicates
+    finally:
+        await repo.close()
+    assert path.read_text().startswith("sensor,producer,seq,ts,value,received_at\na,,0,")
+
+
+@pytest.mark.postgres
+async def test_a_version_1_postgres_store_is_migrated() -> None:
+    """A version 1 table (no producer) is migrated in place on open."""
+    problem = await postgres_problem()
+    if problem is not None:
+        if os.environ.get("FORKWIRE_REQUIRE_POSTGRES") == "1":
+            pytest.fail(problem)
+        pytest.skip(problem)
+    schema = f"fw_test_{uuid.uuid4().hex}"
+    conn = await asyncpg.connect(POSTGRES_URL, timeout=3)
+    try:
+        await conn.execute(f'CREATE SCHEMA "{schema}"')
+        await conn.execute(
+            f'CREATE TABLE "{schema}".readings (sensor TEXT NOT NULL, seq BIGINT NOT NULL, '
+            "ts DOUBLE PRECISION, value TEXT, received_at DOUBLE PRECISION, "
+            "PRIMARY KEY (sensor, seq))"
+        )
+        await conn.executemany(
+            f'INSERT INTO "{schema}".readings VALUES ($1, $2, $3, $4, $5)', V1_ROWS
+        )
+        repo = await open_repository(f"{POSTGRES_URL}?schema={schema}")
+        try:
+            assert getattr(repo, "migrated_from", None) == 1
+            assert [(r.producer, r.seq) for r in await repo.query()] == [("", 0), ("", 2)]
+            both = await repo.add_many(
+                [reading("a", 0, ts=1.5, value=1), reading("a", 0, value=5, producer="p")], 1.0
+            )
+            assert (both.duplicates, both.stored) == (1, 1)
+        finally:
+            await repo.close()
+    finally:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        await conn.close()
+
+
+async def test_a_store_from_a_newer_forkwire_is_refused(tmp_path: Path) -> None:
+    """A schema version above this code's is one clear error, and the file is untouched."""
+    path = tmp_path / "future.sqlite"
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA user_version=99")
+    with pytest.raises(SchemaError, match="schema version 99, newer"):
+        await open_repository(f"sqlite:///{path}")
+
+
+@pytest.mark.parametrize(("durability", "level"), [("normal", 1), ("full", 2)])
+async def test_sqlite_durability_sets_synchronous(
+    tmp_path: Path, durability: Durability, level: int
+) -> None:
+    """normal is synchronous=NORMAL (1), full is synchronous=FULL (2): an fsync a commit."""
+    repo = await open_repository(f"sqlite:///{tmp_path / 'd.sqlite'}", durability)
+    try:
+        level_now = await repo._db.execute_fetchall("PRAGMA synchronous")  # type: ignore[attr-defined]
+        assert level_now == [(level,)]
+    finally:
+        await repo.close()
 
 
 async def test_csv_drops_a_torn_last_line(tmp_path: Path) -> None:

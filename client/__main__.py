@@ -17,11 +17,11 @@ import typer
 from rich.console import Console
 from rich.live import Live
 
-from forkwire.client.calc import DEFAULT_BATCH, CalcFailed, CalcSummary, run_calc, run_calc_udp
+from forkwire.client.calc.opsfile import generate_ops, opened_text
+from forkwire.client.calc.run import DEFAULT_BATCH, CalcFailed, CalcSummary, run_calc, run_calc_udp
 from forkwire.client.connection import Connection
 from forkwire.client.errors import ConnectError, InputError
 from forkwire.client.logs import configure_logging
-from forkwire.client.opsfile import generate_ops, opened_text
 from forkwire.client.udp import DEFAULT_DATAGRAM, UdpConnection
 
 app = typer.Typer(
@@ -363,9 +363,9 @@ def sensors(
     """Run a fleet of sensors that stream readings to the server through a shared network."""
     import zlib
 
-    from forkwire.client.fleet import FleetConfig, FleetSummary, render_status, run_fleet
-    from forkwire.client.noise import parse_noise
-    from forkwire.client.sensors import Sensor
+    from forkwire.client.sensors.fleet import FleetConfig, FleetSummary, render_status, run_fleet
+    from forkwire.client.sensors.noise import parse_noise
+    from forkwire.client.sensors.sensor import Sensor
 
     specs = list(noise or [])
     try:
@@ -450,7 +450,7 @@ def replay(
     port: Port = DEFAULT_PORT,
 ) -> None:
     """Stream FILE to the server, one row every interval; Ctrl-C stops (rest stays queued)."""
-    from forkwire.client.replay import ReplayConfig, parse_interval, run_replay
+    from forkwire.client.replay.run import ReplayConfig, parse_interval, run_replay
 
     try:
         config = ReplayConfig(
@@ -523,7 +523,7 @@ def profiles(
     Three processes at once: a generator, a processor writing the spool file, and a
     sender that empties it into the 'profiles' stream.
     """
-    from forkwire.client.profiles import ProfilesConfig, parse_ages, run_profiles
+    from forkwire.client.profiles.pipeline import ProfilesConfig, parse_ages, run_profiles
 
     log_level = ctx.find_root().params.get("log_level") or "info"
     try:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final, Literal, TypeAlias
 
 from forkwire.client.demo.metrics import Rate, _normalise_rate
-from forkwire.client.noise import parse_noise
+from forkwire.client.sensors.noise import parse_noise
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -54,8 +54,8 @@ class DemoConfig:
         quick: fewer rates, fewer readings, shorter noise runs (under a minute in all).
         out_dir: where ``demo.json`` and ``demo.png`` go (default: the current directory).
         seed: seeds the noise stage, so the noise runs draw the same intervals.
-        noise: the noise spec of the extra pair of runs (``client.noise`` syntax); None
-            skips them.
+        noise: the noise spec of the extra pair of runs (the syntax of
+            :mod:`forkwire.client.sensors.noise`); None skips them.
         noise_rate, noise_seconds: the pace and length of the noise runs (default 200/s
             for 10 s; quick 5 s).
         udp_rcvbuf: SO_RCVBUF for the demo's own server (the kernel may grant less).

@@ -35,8 +35,8 @@ from forkwire.client.demo.results import DemoResult, RunResult
 from forkwire.client.demo.senders import _send_tcp, _send_udp
 from forkwire.client.demo.table import render_table
 from forkwire.client.local import LocalServer
-from forkwire.client.noise import parse_noise
 from forkwire.client.report.fetch import ReportQuery, fetch_series
+from forkwire.client.sensors.noise import parse_noise
 from forkwire.client.udp import UdpConnection
 from forkwire.protocol import ReadingMsg, Stat, Stats, StatsResult, pack
 
@@ -54,7 +54,7 @@ async def run_demo(config: DemoConfig) -> DemoResult:
     """Run every rate over TCP and UDP, then the noise pair; write demo.json and demo.png.
 
     Raises:
-        ConnectError: the external server cannot be reached (``client.connection``).
+        ConnectError: the external server cannot be reached (``forkwire.client.connection``).
         DemoError: the own server did not start, or a run failed (acks timed out, the
             server refused readings).
     """

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from fwtest import ServerProcess, run_cli, start_server
 
-from forkwire.client.calc import DEFAULT_BATCH
+from forkwire.client.calc.run import DEFAULT_BATCH
 from forkwire.protocol import (
     Bye,
     Calc,

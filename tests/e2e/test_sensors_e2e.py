@@ -12,8 +12,8 @@ from pathlib import Path
 
 from fwtest import run_cli, start_server
 
-from forkwire.client.fleet import FleetConfig, FleetSummary, run_fleet
-from forkwire.client.outbox import Outbox
+from forkwire.client.sensors.fleet import FleetConfig, FleetSummary, run_fleet
+from forkwire.client.sensors.outbox import Outbox
 
 
 def stored(store: Path) -> dict[str, list[int]]:

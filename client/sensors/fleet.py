@@ -29,9 +29,9 @@ from rich.table import Table
 
 from forkwire.client.connection import Connection
 from forkwire.client.errors import ConnectError, ConnectionLost
-from forkwire.client.network import Network
-from forkwire.client.outbox import DEFAULT_MAX_ROWS, Outbox, OutboxPolicy
-from forkwire.client.sensors import KINDS, Noise, Sensor, make_sensor
+from forkwire.client.sensors.network import Network
+from forkwire.client.sensors.outbox import DEFAULT_MAX_ROWS, Outbox, OutboxPolicy
+from forkwire.client.sensors.sensor import KINDS, Noise, Sensor, make_sensor
 from forkwire.client.udp import UdpLink
 from forkwire.protocol import Ack, Error, ReadingsMsg
 
@@ -48,7 +48,7 @@ class FleetConfig:
     Args:
         host, port: the forkwire server.
         count: sensors to run; their kinds cycle through ``kinds``.
-        kinds: sensor kinds (see :func:`client.sensors.make_sensor`).
+        kinds: sensor kinds (see :func:`forkwire.client.sensors.sensor.make_sensor`).
         period: overrides every kind's period, in seconds.
         duration: seconds to run; None runs until cancelled or ``stop`` is set.
         slots: readings in flight (sent, not yet acked) across the whole fleet.

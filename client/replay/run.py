@@ -39,8 +39,8 @@ import structlog
 from pydantic import JsonValue
 
 from forkwire.client.errors import InputError
-from forkwire.client.fleet import FleetConfig, run_fleet
-from forkwire.client.sensors import PeriodSource, ReadingSink, Sensor, StopProbing
+from forkwire.client.sensors.fleet import FleetConfig, run_fleet
+from forkwire.client.sensors.sensor import PeriodSource, ReadingSink, Sensor, StopProbing
 from forkwire.protocol import Reading
 from forkwire.protocol.messages import SENSOR_PATTERN, Value
 
@@ -74,7 +74,7 @@ class ReplayConfig:
         out: append ``seq,ts,<row>`` here for each row written to the outbox; None: no file.
         seed: seeds the interval draws.
         backlog: the most rows held in the outbox (unacked) before the replay waits.
-        Others: as in :class:`client.fleet.FleetConfig`.
+        Others: as in :class:`forkwire.client.sensors.fleet.FleetConfig`.
     """
 
     file: Path

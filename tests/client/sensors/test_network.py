@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from forkwire.client.network import Network
+from forkwire.client.sensors.network import Network
 
 
 async def test_acquire_counts_in_flight_and_high_water_mark() -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from forkwire.client.outbox import Outbox, OutboxFull
+from forkwire.client.sensors.outbox import Outbox, OutboxFull
 from forkwire.protocol import Reading
 
 

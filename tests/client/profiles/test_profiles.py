@@ -16,9 +16,16 @@ from typing import Any
 import pytest
 from fwtest import REPO, ServerProcess, run_cli, start_server
 
-from forkwire.client.agewords import age_words
-from forkwire.client.opsfile import InputError
-from forkwire.client.profiles import SeqCounter, Spool, SpoolEntry, age_on, jsonable, parse_ages
+from forkwire.client.calc.opsfile import InputError
+from forkwire.client.profiles.agewords import age_words
+from forkwire.client.profiles.pipeline import (
+    SeqCounter,
+    Spool,
+    SpoolEntry,
+    age_on,
+    jsonable,
+    parse_ages,
+)
 
 #: Every wait here is bounded by this.
 WAIT = 90.0

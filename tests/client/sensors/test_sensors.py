@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from forkwire.client.sensors import KIND_PERIODS, KINDS, Sensor, make_sensor
+from forkwire.client.sensors.sensor import KIND_PERIODS, KINDS, Sensor, make_sensor
 from forkwire.protocol import Reading
 
 

@@ -6,7 +6,7 @@ import asyncio
 import io
 from typing import Any
 
-from forkwire.client.calc import run_calc_udp
+from forkwire.client.calc.run import run_calc_udp
 from forkwire.client.udp import UdpConnection
 from forkwire.protocol import Calc, CalcResult, decode_datagram, decode_request, pack
 

@@ -12,7 +12,7 @@ import pytest
 from fake_ingest import FakeIngest
 from rich.console import Console
 
-from forkwire.client.fleet import (
+from forkwire.client.sensors.fleet import (
     Fleet,
     FleetConfig,
     FleetSummary,
@@ -20,8 +20,8 @@ from forkwire.client.fleet import (
     render_status,
     run_fleet,
 )
-from forkwire.client.outbox import Outbox
-from forkwire.client.sensors import Sensor
+from forkwire.client.sensors.outbox import Outbox
+from forkwire.client.sensors.sensor import Sensor
 
 #: Every wait in these tests is event-driven and bounded by this.
 WAIT = 10.0

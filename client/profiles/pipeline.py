@@ -25,7 +25,7 @@ Ctrl-C (the children ignore SIGINT; the parent decides) the generator stops earl
 processor still drains what was made, and the sender stops at once.
 
 The spool file and the seq counter (their formats, torn tails, why a resent record
-keeps its seq) live in :mod:`client.spool`.
+keeps its seq) live in :mod:`forkwire.client.profiles.spool`.
 """
 
 from __future__ import annotations
@@ -49,11 +49,18 @@ from typing import Any, Final
 import structlog
 from pydantic import JsonValue
 
-from forkwire.client.agewords import age_words
 from forkwire.client.connection import Connection
 from forkwire.client.errors import ConnectError, ConnectionLost
 from forkwire.client.logs import configure_logging
-from forkwire.client.spool import FORMATS, SeqCounter, Spool, SpoolEntry, SpoolFormat, read_counter
+from forkwire.client.profiles.agewords import age_words
+from forkwire.client.profiles.spool import (
+    FORMATS,
+    SeqCounter,
+    Spool,
+    SpoolEntry,
+    SpoolFormat,
+    read_counter,
+)
 from forkwire.protocol import Ack, Error, Reading, ReadingsMsg
 
 log = structlog.get_logger("forkwire.profiles")
@@ -80,7 +87,7 @@ class ProfilesConfig:
         count: profiles to generate (>= 1).
         interval: seconds between generated profiles (0: as fast as Faker goes).
         spool: the spool file; None: ``profiles-spool.jsonl`` or ``.pickle``.
-        format: ``json`` or ``pickle`` (see :mod:`client.spool`).
+        format: ``json`` or ``pickle`` (see :mod:`forkwire.client.profiles.spool`).
         locale: Faker's locale, also the language of the printed ages.
         ages: keep profiles whose age is in ``[low, high]``.
         drain_timeout: once the processor is done, how long the sender may take to

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from forkwire.client.noise import Chain, PeriodicDropout, RandomDrop, parse_noise
+from forkwire.client.sensors.noise import Chain, PeriodicDropout, RandomDrop, parse_noise
 
 
 class FakeClock:

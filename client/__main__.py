@@ -363,9 +363,11 @@ def sensors(
     """Run a fleet of sensors that stream readings to the server through a shared network."""
     import zlib
 
-    from forkwire.client.sensors.fleet import FleetConfig, FleetSummary, render_status, run_fleet
+    from forkwire.client.sensors.config import FleetConfig
+    from forkwire.client.sensors.fleet import run_fleet
     from forkwire.client.sensors.noise import parse_noise
     from forkwire.client.sensors.sensor import Sensor
+    from forkwire.client.sensors.status import FleetSummary, render_status
 
     specs = list(noise or [])
     try:
@@ -523,7 +525,8 @@ def profiles(
     Three processes at once: a generator, a processor writing the spool file, and a
     sender that empties it into the 'profiles' stream.
     """
-    from forkwire.client.profiles.pipeline import ProfilesConfig, parse_ages, run_profiles
+    from forkwire.client.profiles.config import ProfilesConfig, parse_ages
+    from forkwire.client.profiles.pipeline import run_profiles
 
     log_level = ctx.find_root().params.get("log_level") or "info"
     try:

@@ -8,13 +8,12 @@ order. Memory is bounded by ``window * batch`` lines whatever the size of the fi
 from __future__ import annotations
 
 import asyncio
-import itertools
-import json
 import time
-from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from dataclasses import dataclass
 from typing import TextIO
 
+from forkwire.client.calc.batches import Batch, format_answers, read_batches
 from forkwire.client.connection import Connection
 from forkwire.client.errors import ConnectionLost
 from forkwire.client.udp import DEFAULT_DATAGRAM, UdpConnection
@@ -51,91 +50,6 @@ class CalcSummary:
         return self.lines / self.seconds if self.seconds > 0 else 0.0
 
 
-@dataclass(slots=True)
-class _Batch:
-    """One job's lines; ``local`` holds lines answered without the server."""
-
-    texts: list[str] = field(default_factory=list)
-    chars: int = 0
-    local: dict[int, str] = field(default_factory=dict)
-
-    def ops(self) -> list[str]:
-        if not self.local:
-            return self.texts
-        return [text for i, text in enumerate(self.texts) if i not in self.local]
-
-
-def _is_plain(text: str) -> bool:
-    # Printable ASCII without quotes or backslashes: its JSON string is itself plus quotes.
-    return text.isascii() and text.isprintable() and '"' not in text and "\\" not in text
-
-
-def _payload_size(text: str) -> int:
-    # Exact JSON size only where escaping can grow the text.
-    if _is_plain(text):
-        return len(text) + 3
-    return len(json.dumps(text)) + 1
-
-
-def read_batches(lines: Iterable[str], *, batch: int, budget: int) -> Iterator[_Batch]:
-    """Group lines into jobs of at most ``batch`` lines and ``budget`` payload bytes.
-
-    A line that could not fit in any frame becomes a local ``too_long`` error line.
-    """
-    source = iter(lines)
-    while chunk := list(itertools.islice(source, batch)):
-        texts = [raw.rstrip("\n") for raw in chunk]
-        joined = "".join(texts)
-        # Nearly every chunk is plain text that fits: checked once for the whole chunk,
-        # in C, instead of line by line.
-        if _is_plain(joined) and len(joined) + 3 * len(texts) <= budget:
-            yield _Batch(texts, chars=len(joined) + len(texts))
-        else:
-            yield from _split(chunk, texts, budget)
-
-
-def _split(raws: list[str], texts: list[str], budget: int) -> Iterator[_Batch]:
-    """The careful path: size every line, cut where the budget is reached."""
-    current = _Batch()
-    size = 0
-    for raw, text in zip(raws, texts, strict=True):
-        need = _payload_size(text)
-        if current.texts and size + need > budget:
-            yield current
-            current = _Batch()
-            size = 0
-        if need > budget:
-            current.local[len(current.texts)] = (
-                f"error: too_long: line of {need} bytes is over the {budget}-byte "
-                "budget of one request"
-            )
-        else:
-            size += need
-        current.texts.append(text)
-        current.chars += len(raw)
-    if current.texts:
-        yield current
-
-
-def format_answers(batch: _Batch, results: Sequence[object], errors: dict[int, str]) -> list[str]:
-    """One output line per input line of the batch: ``repr`` of the value or the error."""
-    if not batch.local:
-        lines = list(map(repr, results))
-        for index, line in errors.items():
-            lines[index] = line
-        return lines
-    answers = iter(zip(results, range(len(results)), strict=True))
-    lines = []
-    for index in range(len(batch.texts)):
-        local = batch.local.get(index)
-        if local is not None:
-            lines.append(local)
-            continue
-        value, op_index = next(answers)
-        lines.append(repr(value) if value is not None else errors[op_index])
-    return lines
-
-
 class _Window:
     """Jobs in flight and the in-order writing of their answers, whatever the transport."""
 
@@ -149,12 +63,12 @@ class _Window:
         self.out = out
         self.summary = summary
         self.on_written = on_written
-        self.inflight: dict[int, _Batch] = {}
+        self.inflight: dict[int, Batch] = {}
         self.slots = asyncio.Semaphore(window)
         self._answered: dict[int, tuple[list[str], int]] = {}
         self._next_to_write = 0
 
-    async def admit(self, job_id: int, job: _Batch) -> None:
+    async def admit(self, job_id: int, job: Batch) -> None:
         """Wait for room in the window, then count the job as in flight."""
         await self.slots.acquire()
         self.inflight[job_id] = job

@@ -19,19 +19,19 @@ import contextlib
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Final, Literal
+from collections.abc import Sequence
+from typing import Final
 
 import structlog
-from rich.table import Table
 
 from forkwire.client.connection import Connection
 from forkwire.client.errors import ConnectError, ConnectionLost
+from forkwire.client.sensors.config import FleetConfig
+from forkwire.client.sensors.kinds import make_sensor
 from forkwire.client.sensors.network import Network
-from forkwire.client.sensors.outbox import DEFAULT_MAX_ROWS, Outbox, OutboxPolicy
-from forkwire.client.sensors.sensor import KINDS, Noise, Sensor, make_sensor
+from forkwire.client.sensors.outbox import Outbox
+from forkwire.client.sensors.sensor import Sensor
+from forkwire.client.sensors.status import FleetSummary, SensorStats
 from forkwire.client.udp import UdpLink
 from forkwire.protocol import Ack, Error, ReadingsMsg
 
@@ -39,122 +39,6 @@ log = structlog.get_logger("forkwire.sensors")
 
 #: How long a closing fleet says ``bye`` and waits for the answer.
 _BYE_TIMEOUT: Final = 1.0
-
-
-@dataclass(frozen=True, slots=True)
-class FleetConfig:
-    """What to run and where.
-
-    Args:
-        host, port: the forkwire server.
-        count: sensors to run; their kinds cycle through ``kinds``.
-        kinds: sensor kinds (see :func:`forkwire.client.sensors.sensor.make_sensor`).
-        period: overrides every kind's period, in seconds.
-        duration: seconds to run; None runs until cancelled or ``stop`` is set.
-        slots: readings in flight (sent, not yet acked) across the whole fleet.
-        outbox: the SQLite outbox file; reuse it to resume seqs and unsent readings.
-        outbox_max, outbox_policy: the outbox bound and what happens when it is reached.
-        batch: the most readings per ``readings`` frame; a frame never holds more than the
-            slots free when it is sent, so more than ``slots`` is the same as ``slots``.
-        prefix: sensor names are ``{prefix}-{i}``.
-        on_status: called with a :class:`FleetSummary` every ``status_interval`` seconds,
-            whenever the link connects, is lost or fails to connect, and once at the end
-            (for a live table).
-        drain_timeout: on stop, how long to wait for the acks of readings in flight.
-        ack_timeout: a connection with readings in flight and no ack for this long is
-            considered dead (a server that hangs instead of closing).
-        backoff_initial, backoff_max: reconnect delays in seconds, doubling, with jitter.
-        noise: builds the noise stage of each sensor (None: keep every reading).
-        transport: ``tcp``, or ``udp``: one ``readings`` frame per datagram.
-        udp_ack: over UDP, ask for acks and resend from the outbox like TCP (after
-            ``udp_ack_timeout`` of silence); without it readings are fire-and-forget: a
-            slot is held only for the send and the row leaves the outbox once sent.
-    """
-
-    host: str = "127.0.0.1"
-    port: int = 7700
-    count: int = 5
-    kinds: Sequence[str] = ("random",)
-    period: float | None = None
-    duration: float | None = None
-    slots: int = 5
-    outbox: str | Path = "forkwire-outbox.sqlite"
-    outbox_max: int = DEFAULT_MAX_ROWS
-    outbox_policy: OutboxPolicy = "block"
-    batch: int = 1
-    prefix: str = "sensor"
-    on_status: Callable[[FleetSummary], None] | None = None
-    status_interval: float = 1.0
-    drain_timeout: float = 5.0
-    ack_timeout: float = 30.0
-    backoff_initial: float = 0.1
-    backoff_max: float = 5.0
-    noise: Callable[[Sensor], Noise | None] | None = None
-    transport: Literal["tcp", "udp"] = "tcp"
-    udp_ack: bool = False
-    #: Over UDP with acks, a datagram lost either way shows as silence: resend after this.
-    udp_ack_timeout: float = 1.0
-
-    def __post_init__(self) -> None:
-        if self.count < 0:
-            raise ValueError(f"count must be >= 0, got {self.count}")
-        if self.batch < 1:
-            raise ValueError(f"batch must be >= 1, got {self.batch}")
-        if not self.kinds:
-            raise ValueError("kinds must name at least one sensor kind")
-        unknown = [kind for kind in self.kinds if kind not in KINDS]
-        if unknown:
-            raise ValueError(f"unknown sensor kinds {unknown}; known: {', '.join(KINDS)}")
-        if self.duration is not None and self.duration < 0:
-            raise ValueError(f"duration must be >= 0, got {self.duration}")
-
-
-@dataclass(frozen=True, slots=True)
-class SensorStats:
-    """One sensor's counters.
-
-    ``sent`` counts readings written to the wire, resends included; ``acked`` counts
-    readings removed from the outbox by an ack, each once; ``pending`` is what the outbox
-    still holds; ``probed`` is seqs consumed, including readings dropped by noise.
-    """
-
-    name: str
-    kind: str
-    probed: int = 0
-    sent: int = 0
-    acked: int = 0
-    pending: int = 0
-    dropped_by_noise: int = 0
-    dropped_by_outbox: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class FleetSummary:
-    """A snapshot of a fleet: the live status while it runs, the summary when it ends."""
-
-    server: str
-    connected: bool
-    slots: int
-    in_flight: int
-    max_in_flight: int
-    reconnects: int
-    failed_connects: int
-    elapsed: float
-    #: False in the summary of a run that has ended.
-    running: bool = True
-    sensors: tuple[SensorStats, ...] = field(default_factory=tuple)
-
-    @property
-    def sent(self) -> int:
-        return sum(s.sent for s in self.sensors)
-
-    @property
-    def acked(self) -> int:
-        return sum(s.acked for s in self.sensors)
-
-    @property
-    def pending(self) -> int:
-        return sum(s.pending for s in self.sensors)
 
 
 def build_sensors(config: FleetConfig) -> list[Sensor]:
@@ -515,35 +399,3 @@ class Fleet:
 
 class _Drained(Exception):
     """The sender stopped and every slot came back: time to say bye."""
-
-
-def render_status(summary: FleetSummary) -> Table:
-    """A table of the fleet: one row per sensor, a totals footer, the link in the title."""
-    link = "connected" if summary.connected else "server away"
-    link = link if summary.running else "stopped"
-    table = Table(
-        title=(
-            f"forkwire sensors → {summary.server} ({link}) · in flight "
-            f"{summary.in_flight}/{summary.slots} (max {summary.max_in_flight}) · "
-            f"reconnects {summary.reconnects} · failed connects {summary.failed_connects} · "
-            f"{summary.elapsed:.0f} s"
-        ),
-        show_footer=True,
-    )
-    columns = ("probed", "sent", "acked", "pending", "noise drops", "outbox drops")
-    table.add_column("sensor", footer="total")
-    table.add_column("kind")
-    totals = [
-        sum(s.probed for s in summary.sensors),
-        summary.sent,
-        summary.acked,
-        summary.pending,
-        sum(s.dropped_by_noise for s in summary.sensors),
-        sum(s.dropped_by_outbox for s in summary.sensors),
-    ]
-    for name, total in zip(columns, totals, strict=True):
-        table.add_column(name, footer=f"{total:,}", justify="right")
-    for s in summary.sensors:
-        values = (s.probed, s.sent, s.acked, s.pending, s.dropped_by_noise, s.dropped_by_outbox)
-        table.add_row(s.name, s.kind, *(f"{v:,}" for v in values))
-    return table

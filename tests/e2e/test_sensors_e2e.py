@@ -12,8 +12,10 @@ from pathlib import Path
 
 from fwtest import run_cli, start_server
 
-from forkwire.client.sensors.fleet import FleetConfig, FleetSummary, run_fleet
+from forkwire.client.sensors.config import FleetConfig
+from forkwire.client.sensors.fleet import run_fleet
 from forkwire.client.sensors.outbox import Outbox
+from forkwire.client.sensors.status import FleetSummary
 
 
 def stored(store: Path) -> dict[str, list[int]]:

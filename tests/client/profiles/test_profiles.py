@@ -1,10 +1,9 @@
-"""The profile pipeline: ages in words, the spool, the CLI's checks, and real runs."""
+"""The profile pipeline: ages on a date, the CLI's checks, and real runs."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import pickle
 import re
 import socket
 import sqlite3
@@ -16,60 +15,13 @@ from typing import Any
 import pytest
 from fwtest import REPO, ServerProcess, run_cli, start_server
 
-from forkwire.client.calc.opsfile import InputError
-from forkwire.client.profiles.agewords import age_words
-from forkwire.client.profiles.pipeline import (
-    SeqCounter,
-    Spool,
-    SpoolEntry,
-    age_on,
-    jsonable,
-    parse_ages,
-)
+from forkwire.client.profiles.children import age_on
+from forkwire.client.profiles.config import parse_ages
 
 #: Every wait here is bounded by this.
 WAIT = 90.0
 SENT = re.compile(r"^sent: (.+), ([MF]), (.+), (\d+) years?$")
 SUMMARY = re.compile(r"generated (\d+), kept (\d+), sent (\d+), retried (\d+)")
-
-
-@pytest.mark.parametrize(
-    ("years", "words"),
-    [
-        (1, "1 год"),
-        (2, "2 года"),
-        (4, "4 года"),
-        (5, "5 лет"),
-        (11, "11 лет"),
-        (12, "12 лет"),
-        (14, "14 лет"),
-        (21, "21 год"),
-        (22, "22 года"),
-        (25, "25 лет"),
-        (30, "30 лет"),
-        (31, "31 год"),
-        (33, "33 года"),
-        (35, "35 лет"),
-        (111, "111 лет"),
-        (112, "112 лет"),
-        (114, "114 лет"),
-        (121, "121 год"),
-    ],
-)
-def test_russian_plurals(years: int, words: str) -> None:
-    """Russian ages take год / года / лет by the last two digits (11-14 are always лет)."""
-    assert age_words(years, "ru_RU") == words
-
-
-def test_english_plurals_and_bad_input() -> None:
-    """English is "1 year", otherwise "N years"; unknown languages and negatives refuse."""
-    assert age_words(1, "en_US") == "1 year"
-    assert age_words(0, "en_US") == "0 years"
-    assert age_words(33, "en_US") == "33 years"
-    with pytest.raises(ValueError, match="locale"):
-        age_words(3, "de_DE")
-    with pytest.raises(ValueError, match=">= 0"):
-        age_words(-1, "en_US")
 
 
 def test_age_counts_whole_years_on_the_day() -> None:
@@ -81,66 +33,6 @@ def test_age_counts_whole_years_on_the_day() -> None:
     assert parse_ages("30-40") == (30, 40)
     with pytest.raises(ValueError, match="ages"):
         parse_ages("40-30")
-
-
-def entry(seq: int) -> SpoolEntry:
-    """A spool record with a Faker-like profile (dates and decimals made JSON-able)."""
-    from decimal import Decimal
-
-    profile = jsonable(
-        {"name": f"P {seq}", "birthdate": date(1990, 1, 1), "loc": (Decimal("1.5"),)}
-    )
-    assert isinstance(profile, dict)
-    return SpoolEntry(seq=seq, ts=1.5, profile=profile)
-
-
-@pytest.mark.parametrize("fmt", ["json", "pickle"])
-def test_spool_appends_removes_and_cuts_a_torn_tail(tmp_path: Path, fmt: Any) -> None:
-    """Records come back in order; remove() deletes only the named seqs; a torn last
-    record (a crash mid-append) is cut off at start-up and later appends read fine."""
-    path = tmp_path / "spool"
-    spool = Spool(path, fmt)
-    for seq in range(4):
-        spool.append(entry(seq))
-    assert [e["seq"] for e in spool.load()] == [0, 1, 2, 3]
-    assert spool.load()[0]["profile"] == {"name": "P 0", "birthdate": "1990-01-01", "loc": [1.5]}
-    assert spool.remove({1, 3, 99}) == 2
-    assert [e["seq"] for e in spool.load()] == [0, 2]
-
-    whole = path.read_bytes()
-    torn = spool._encode(entry(7))[:-3]  # the record being appended when the crash came
-    path.write_bytes(whole + torn)
-    entries, cut = spool.repair()
-    assert ([e["seq"] for e in entries], cut) == ([0, 2], len(torn))
-    assert path.read_bytes() == whole
-    spool.append(entry(8))
-    assert [e["seq"] for e in spool.load()] == [0, 2, 8]
-
-
-def test_spool_refuses_a_file_of_the_other_format(tmp_path: Path) -> None:
-    """A JSON spool read as pickles (or the reverse) is an error, never truncated."""
-    path = tmp_path / "spool"
-    Spool(path, "json").append(entry(0))
-    before = path.read_bytes()
-    with pytest.raises(InputError, match="not a pickle spool"):
-        Spool(path, "pickle").repair()
-    assert path.read_bytes() == before
-    path.write_bytes(pickle.dumps(entry(0)) + b"\n")
-    with pytest.raises(InputError, match="not a JSON spool record"):
-        Spool(path, "json").repair()
-
-
-def test_seq_counter_is_saved_before_use(tmp_path: Path) -> None:
-    """take() writes the next seq first, so a new counter on the file continues from it."""
-    path = tmp_path / "spool.seq"
-    counter = SeqCounter(path)
-    assert [counter.take(), counter.take()] == [0, 1]
-    assert path.read_text().strip() == "2"
-    assert SeqCounter(path).take() == 2
-    assert SeqCounter(path, floor=10).take() == 10
-    path.write_text("garbage")
-    with pytest.raises(InputError, match="next seq"):
-        SeqCounter(path)
 
 
 @pytest.mark.parametrize(

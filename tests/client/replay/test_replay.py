@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from fwtest import REPO, ServerProcess, run_cli
 
-from forkwire.client.replay.run import ReplayConfig, parse_interval, parse_number, run_replay
+from forkwire.client.replay.rows import parse_number
+from forkwire.client.replay.run import ReplayConfig, parse_interval, run_replay
 from forkwire.client.sensors.outbox import Outbox
 
 #: Every wait here is bounded by this.

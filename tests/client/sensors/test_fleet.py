@@ -3,25 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import io
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fake_ingest import FakeIngest
-from rich.console import Console
 
-from forkwire.client.sensors.fleet import (
-    Fleet,
-    FleetConfig,
-    FleetSummary,
-    SensorStats,
-    render_status,
-    run_fleet,
-)
+from forkwire.client.sensors.config import FleetConfig
+from forkwire.client.sensors.fleet import Fleet, run_fleet
 from forkwire.client.sensors.outbox import Outbox
 from forkwire.client.sensors.sensor import Sensor
+from forkwire.client.sensors.status import FleetSummary
 
 #: Every wait in these tests is event-driven and bounded by this.
 WAIT = 10.0
@@ -350,29 +343,3 @@ def test_fleet_refuses_duplicate_sensor_names(tmp_path: Path) -> None:
     sensors = [Sensor("dup", lambda: 1, 1.0), Sensor("dup", lambda: 2, 1.0)]
     with pytest.raises(ValueError, match="unique"):
         Fleet(FleetConfig(outbox=tmp_path / "o.sqlite"), sensors=sensors)
-
-
-def test_render_status_lists_every_sensor() -> None:
-    """The status table has a row per sensor with sent/acked/pending, and the link state."""
-    summary = FleetSummary(
-        server="127.0.0.1:7700",
-        connected=False,
-        slots=5,
-        in_flight=0,
-        max_in_flight=5,
-        reconnects=2,
-        failed_connects=3,
-        elapsed=12.0,
-        sensors=(
-            SensorStats("sensor-0", "fast", probed=12, sent=11, acked=10, pending=2),
-            SensorStats("sensor-1", "slow", probed=1, sent=1, acked=1, pending=0),
-        ),
-    )
-    console = Console(file=io.StringIO(), width=160)
-    console.print(render_status(summary))
-    text = console.file.getvalue()  # type: ignore[attr-defined]
-    assert "server away" in text
-    assert "sensor-0" in text
-    assert "sensor-1" in text
-    assert "11" in text
-    assert "10" in text

@@ -7,7 +7,8 @@ import math
 
 import pytest
 
-from forkwire.client.sensors.sensor import KIND_PERIODS, KINDS, Sensor, make_sensor
+from forkwire.client.sensors.kinds import KIND_PERIODS, KINDS, make_sensor
+from forkwire.client.sensors.sensor import Sensor
 from forkwire.protocol import Reading
 
 

@@ -452,14 +452,15 @@ def replay(
     port: Port = DEFAULT_PORT,
 ) -> None:
     """Stream FILE to the server, one row every interval; Ctrl-C stops (rest stays queued)."""
-    from forkwire.client.replay.run import ReplayConfig, parse_interval, run_replay
+    from forkwire.client.ranges import parse_range
+    from forkwire.client.replay.run import ReplayConfig, run_replay
 
     try:
         config = ReplayConfig(
             file=file,
             sensor=sensor,
             column=column,
-            interval=parse_interval(interval),
+            interval=parse_range(interval, "interval", float),
             loop=loop,
             out=out,
             host=host,
@@ -525,12 +526,13 @@ def profiles(
     Three processes at once: a generator, a processor writing the spool file, and a
     sender that empties it into the 'profiles' stream.
     """
-    from forkwire.client.profiles.config import ProfilesConfig, parse_ages
+    from forkwire.client.profiles.config import ProfilesConfig
     from forkwire.client.profiles.pipeline import run_profiles
+    from forkwire.client.ranges import parse_range
 
     log_level = ctx.find_root().params.get("log_level") or "info"
     try:
-        low, high = parse_ages(ages)
+        low, high = parse_range(ages, "ages", int)
         config = ProfilesConfig(
             count=count,
             interval=interval,

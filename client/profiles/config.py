@@ -104,20 +104,3 @@ class ProfilesSummary:
     spool: Path
     interrupted: bool = False
     failed: tuple[str, ...] = ()
-
-
-def parse_ages(text: str) -> tuple[int, int]:
-    """``"30-40"`` to ``(30, 40)``; ``"35"`` to ``(35, 35)``.
-
-    Raises:
-        ValueError: not one or two whole numbers >= 0, or low above high.
-    """
-    low_text, sep, high_text = text.strip().partition("-")
-    try:
-        low = int(low_text)
-        high = int(high_text) if sep else low
-    except ValueError:
-        raise ValueError(f"ages must be LOW-HIGH in whole years, got {text!r}") from None
-    if not 0 <= low <= high:
-        raise ValueError(f"ages must be 0 <= LOW <= HIGH, got {text!r}")
-    return low, high

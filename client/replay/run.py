@@ -126,23 +126,6 @@ class ReplaySummary:
     out: Path | None
 
 
-def parse_interval(text: str) -> tuple[float, float]:
-    """``"1-3"`` to ``(1.0, 3.0)``, ``"0.5"`` to ``(0.5, 0.5)``.
-
-    Raises:
-        ValueError: not one or two non-negative numbers, or low above high.
-    """
-    low_text, sep, high_text = text.strip().partition("-")
-    try:
-        low = float(low_text)
-        high = float(high_text) if sep else low
-    except ValueError:
-        raise ValueError(f"interval must be SECONDS or LOW-HIGH, got {text!r}") from None
-    if not (math.isfinite(low) and math.isfinite(high) and 0 <= low <= high):
-        raise ValueError(f"interval must be 0 <= LOW <= HIGH, got {text!r}")
-    return low, high
-
-
 class ReplaySensor(Sensor):
     """The replay's one sensor: a :class:`RowProbe`, and a line in ``out`` per stored row."""
 

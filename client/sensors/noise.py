@@ -9,11 +9,12 @@ seeded, so a run can be repeated exactly.
 from __future__ import annotations
 
 import random
-import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
+
+from forkwire.client.ranges import parse_range
 
 
 class NoiseStage(Protocol):
@@ -88,9 +89,6 @@ class Chain:
         return all(stage(element) for stage in self.stages)
 
 
-_RANGE = re.compile(r"^\s*([0-9.]+)\s*(?:-\s*([0-9.]+))?\s*$")
-
-
 def parse_noise(specs: Sequence[str], *, seed: int | None = None) -> Chain:
     """Build a chain from specs like ``dropout:2-3`` and ``random:0.05``.
 
@@ -107,7 +105,7 @@ def parse_noise(specs: Sequence[str], *, seed: int | None = None) -> Chain:
         rng = random.Random(base.getrandbits(64))
         try:
             if kind == "dropout":
-                low, high = _parse_range(arg)
+                low, high = parse_range(arg, "dropout", float)
                 stages.append(PeriodicDropout(low, high, rng=rng))
             elif kind == "random":
                 stages.append(RandomDrop(float(arg), rng=rng))
@@ -116,12 +114,3 @@ def parse_noise(specs: Sequence[str], *, seed: int | None = None) -> Chain:
         except ValueError as exc:
             raise ValueError(f"bad noise {spec!r}: {exc}") from None
     return Chain(stages)
-
-
-def _parse_range(text: str) -> tuple[float, float]:
-    match = _RANGE.match(text)
-    if match is None:
-        raise ValueError("expected SECONDS or LOW-HIGH")
-    low = float(match.group(1))
-    high = float(match.group(2)) if match.group(2) is not None else low
-    return low, high

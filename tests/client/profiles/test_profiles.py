@@ -16,7 +16,6 @@ import pytest
 from fwtest import REPO, ServerProcess, run_cli, start_server
 
 from forkwire.client.profiles.children import age_on
-from forkwire.client.profiles.config import parse_ages
 
 #: Every wait here is bounded by this.
 WAIT = 90.0
@@ -30,9 +29,6 @@ def test_age_counts_whole_years_on_the_day() -> None:
     assert age_on(date(1990, 6, 15), date(2024, 6, 15)) == 34
     assert age_on(date(2000, 2, 29), date(2023, 2, 28)) == 22
     assert age_on(date(2000, 2, 29), date(2023, 3, 1)) == 23
-    assert parse_ages("30-40") == (30, 40)
-    with pytest.raises(ValueError, match="ages"):
-        parse_ages("40-30")
 
 
 @pytest.mark.parametrize(

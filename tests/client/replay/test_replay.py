@@ -14,7 +14,7 @@ import pytest
 from fwtest import REPO, ServerProcess, run_cli
 
 from forkwire.client.replay.rows import parse_number
-from forkwire.client.replay.run import ReplayConfig, parse_interval, run_replay
+from forkwire.client.replay.run import ReplayConfig, run_replay
 from forkwire.client.sensors.outbox import Outbox
 
 #: Every wait here is bounded by this.
@@ -160,16 +160,6 @@ def test_an_unusable_file_is_exit_2(tmp_path: Path, content: bytes | None, messa
     assert done.returncode == 2
     assert message in done.stderr
     assert done.stderr.startswith("forkwire: ")
-
-
-def test_parse_interval() -> None:
-    """Intervals are LOW-HIGH or one number, never negative or reversed."""
-    assert parse_interval("1-3") == (1.0, 3.0)
-    assert parse_interval("0") == (0.0, 0.0)
-    assert parse_interval("0.5") == (0.5, 0.5)
-    for bad in ("3-1", "-1", "x", "1-", "nan", "inf"):
-        with pytest.raises(ValueError, match="interval"):
-            parse_interval(bad)
 
 
 def test_parse_number() -> None:

@@ -31,7 +31,8 @@ class ProfilesConfig:
         drain_timeout: once the processor is done, how long the sender may take to
             empty the spool.
         batch: most records per ``readings`` frame.
-        backoff_initial, backoff_max: retry delays after a failed send, doubling.
+        backoff_initial, backoff_max: retry delays after a failed send (see
+            :class:`forkwire.client.backoff.Backoff`).
         connect_timeout, ack_timeout: a connection attempt, and the wait for an ack.
         seed: seeds Faker (the same profiles every run).
         log_level: the children's log level (they log to stderr, as the parent does).

@@ -7,13 +7,13 @@ Its part in the run (and the generator's and the processor's) is told in
 from __future__ import annotations
 
 import asyncio
-import random
 from multiprocessing.connection import Connection as PipeEnd
 from typing import Any
 
 import structlog
 from pydantic import JsonValue
 
+from forkwire.client.backoff import Backoff
 from forkwire.client.connection import Connection
 from forkwire.client.errors import ConnectError, ConnectionLost
 from forkwire.client.profiles.agewords import age_words
@@ -63,6 +63,7 @@ class _Sender:
         self._ring = asyncio.Event()
         self._connection: Connection | None = None
         self._deadline: asyncio.Timeout | None = None
+        self._backoff = Backoff(config.backoff_initial, config.backoff_max)
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -112,7 +113,6 @@ class _Sender:
             self._deadline.reschedule(loop.time())
 
     async def _send_spool(self) -> None:
-        attempt = 0
         while True:
             self._ring.clear()
             entries = self.spool.load()
@@ -128,10 +128,7 @@ class _Sender:
                 await self._disconnect()
                 self.failures += 1
                 self.retried.update(entry["seq"] for entry in batch)
-                ceiling = min(self.config.backoff_max, self.config.backoff_initial * 2**attempt)
-                # Jitter, as in the fleet: clients that failed together do not retry together.
-                delay = random.uniform(ceiling / 2, ceiling)
-                attempt += 1
+                delay = self._backoff.next_delay()
                 log.warning(
                     "send failed, will retry",
                     reason=str(exc),
@@ -141,7 +138,7 @@ class _Sender:
                 # The backoff timer; the stop deadline still cuts it short.
                 await asyncio.sleep(delay)
                 continue
-            attempt = 0
+            self._backoff.reset()
             self.spool.remove(acked)
             for entry in batch:
                 if entry["seq"] in acked:

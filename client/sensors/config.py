@@ -37,7 +37,8 @@ class FleetConfig:
         drain_timeout: on stop, how long to wait for the acks of readings in flight.
         ack_timeout: a connection with readings in flight and no ack for this long is
             considered dead (a server that hangs instead of closing).
-        backoff_initial, backoff_max: reconnect delays in seconds, doubling, with jitter.
+        backoff_initial, backoff_max: reconnect delays in seconds (see
+            :class:`forkwire.client.backoff.Backoff`).
         noise: builds the noise stage of each sensor (None: keep every reading).
         transport: ``tcp``, or ``udp``: one ``readings`` frame per datagram.
         udp_ack: over UDP, ask for acks and resend from the outbox like TCP (after

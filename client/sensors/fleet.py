@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -24,6 +23,7 @@ from typing import Final
 
 import structlog
 
+from forkwire.client.backoff import Backoff
 from forkwire.client.connection import Connection
 from forkwire.client.errors import ConnectError, ConnectionLost
 from forkwire.client.sensors.config import FleetConfig
@@ -104,6 +104,7 @@ class Fleet:
         self._wake = asyncio.Event()  # new rows in the outbox, or closing
         self._delivered = asyncio.Event()  # rows left the outbox (acked, or sent over UDP)
         self._closed = asyncio.Event()  # closing: cuts a reconnect backoff short
+        self._backoff = Backoff(config.backoff_initial, config.backoff_max)
         self._closing = False
         self._stopped = False
         self._connected = False
@@ -253,17 +254,15 @@ class Fleet:
             self.config.on_status(self.summary())
 
     async def _link(self) -> None:
-        attempt = 0
         while not self._closing:
             try:
                 connection = await self._connect()
             except ConnectError as exc:
                 self.failed_connects += 1
                 self._notify()
-                await self._back_off(attempt, str(exc))
-                attempt += 1
+                await self._back_off(str(exc))
                 continue
-            attempt = 0
+            self._backoff.reset()
             self._connected = True
             log.info("connected", server=self._server, welcome=connection.welcome.server)
             self._notify()
@@ -282,19 +281,15 @@ class Fleet:
                 return  # lost while draining: the rest stays in the outbox
             self.reconnects += 1
             self._notify()
-            await self._back_off(attempt, reason)
-            attempt += 1
+            await self._back_off(reason)
 
     async def _connect(self) -> Connection | UdpLink:
         if self.config.transport == "udp":
             return await UdpLink.open(self.config.host, self.config.port)
         return await Connection.open(self.config.host, self.config.port, client="forkwire-sensors")
 
-    async def _back_off(self, attempt: int, reason: str) -> None:
-        ceiling = min(self.config.backoff_max, self.config.backoff_initial * 2**attempt)
-        # Jitter keeps a fleet of clients from reconnecting in lockstep after a restart;
-        # half the delay is kept so the backoff still grows.
-        delay = random.uniform(ceiling / 2, ceiling)
+    async def _back_off(self, reason: str) -> None:
+        delay = self._backoff.next_delay()
         log.warning(
             f"server away, retrying in {delay:.2f} s",
             server=self._server,

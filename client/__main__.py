@@ -22,6 +22,7 @@ from forkwire.client.calc.run import DEFAULT_BATCH, CalcFailed, CalcSummary, run
 from forkwire.client.connection import Connection
 from forkwire.client.errors import ConnectError, InputError
 from forkwire.client.logs import configure_logging
+from forkwire.client.transport import Transport
 from forkwire.client.udp import DEFAULT_DATAGRAM, UdpConnection
 
 app = typer.Typer(
@@ -38,13 +39,6 @@ class OutboxPolicyChoice(enum.StrEnum):
 
     block = "block"
     drop_oldest = "drop-oldest"
-
-
-class Transport(enum.StrEnum):
-    """How a client reaches the server."""
-
-    tcp = "tcp"
-    udp = "udp"
 
 
 DEFAULT_HOST = "127.0.0.1"
@@ -403,7 +397,7 @@ def sensors(
             outbox_max=outbox_max,
             outbox_policy=outbox_policy.value,
             prefix=prefix,
-            transport=transport.value,
+            transport=transport,
             udp_ack=udp_ack,
             noise=noise_for,
             on_status=on_status if show else None,
@@ -465,7 +459,7 @@ def replay(
             out=out,
             host=host,
             port=port,
-            transport=transport.value,
+            transport=transport,
             udp_ack=udp_ack,
             outbox=outbox,
             seed=seed,

@@ -6,16 +6,13 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, Literal, TypeAlias
+from typing import TYPE_CHECKING, Final
 
 from forkwire.client.demo.metrics import Rate, _normalise_rate
 from forkwire.client.sensors.noise import parse_noise
 
 if TYPE_CHECKING:
     from rich.console import Console
-
-Transport: TypeAlias = Literal["tcp", "udp"]
-_TRANSPORTS: Final[tuple[Transport, ...]] = ("tcp", "udp")
 
 DEFAULT_RATES: Final[tuple[Rate, ...]] = (1000, 5000, 20_000, 50_000, 100_000, "max")
 QUICK_RATES: Final[tuple[Rate, ...]] = (1000, 20_000, "max")

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from forkwire.client.demo.config import Transport
 from forkwire.client.demo.metrics import Rate
+from forkwire.client.transport import Transport
 
 
 @dataclass

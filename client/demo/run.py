@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from forkwire.client.connection import Connection
-from forkwire.client.demo.config import _TRANSPORTS, DemoConfig, DemoError, Transport
+from forkwire.client.demo.config import DemoConfig, DemoError
 from forkwire.client.demo.iperf import _iperf_reference
 from forkwire.client.demo.metrics import (
     Rate,
@@ -37,6 +37,7 @@ from forkwire.client.demo.table import render_table
 from forkwire.client.local import LocalServer
 from forkwire.client.report.fetch import ReportQuery, fetch_series
 from forkwire.client.sensors.noise import parse_noise
+from forkwire.client.transport import Transport
 from forkwire.client.udp import UdpConnection
 from forkwire.protocol import ReadingMsg, Stat, Stats, StatsResult, pack
 
@@ -90,11 +91,11 @@ async def run_demo(config: DemoConfig) -> DemoResult:
 
         runs: list[RunResult] = []
         for rate in config.run_rates:
-            for transport in _TRANSPORTS:
+            for transport in Transport:
                 runs.append(await measurer.run(transport, rate, config.run_count, None))
         if config.noise is not None:
             noise_rate = _normalise_rate(config.noise_rate)
-            for transport in _TRANSPORTS:
+            for transport in Transport:
                 runs.append(
                     await measurer.run(transport, noise_rate, config.noise_count, config.noise)
                 )
@@ -179,7 +180,7 @@ class _Measurer:
         )
         before = await _stats(self.control)
         per_second = None if rate == "max" else float(rate)
-        if transport == "tcp":
+        if transport is Transport.tcp:
             sent = await _send_tcp(
                 self.host,
                 self.port,
@@ -210,7 +211,9 @@ class _Measurer:
             raise DemoError(f"{sensor}: stored seqs outside 0..{sent.issued - 1}: {outside[:5]}")
         lost = sent.issued - stored
         noise_dropped = len(sent.noise_seqs)
-        kernel = _delta(before, after, Stat.KERNEL_UDP_RCVBUFERRORS) if transport == "udp" else None
+        kernel = None
+        if transport is Transport.udp:
+            kernel = _delta(before, after, Stat.KERNEL_UDP_RCVBUFERRORS)
         by_noise, by_kernel, elsewhere = attribute_loss(lost, noise_dropped, kernel)
         result = RunResult(
             transport=transport,

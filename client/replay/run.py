@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, Literal, TextIO
+from typing import Final, TextIO
 
 import structlog
 
@@ -35,6 +35,7 @@ from forkwire.client.replay.rows import CsvRows, RowProbe
 from forkwire.client.sensors.config import FleetConfig
 from forkwire.client.sensors.fleet import run_fleet
 from forkwire.client.sensors.sensor import PeriodSource, ReadingSink, Sensor
+from forkwire.client.transport import Transport
 from forkwire.protocol import Reading
 from forkwire.protocol.messages import SENSOR_PATTERN
 
@@ -77,7 +78,7 @@ class ReplayConfig:
     out: Path | None = None
     host: str = "127.0.0.1"
     port: int = 7700
-    transport: Literal["tcp", "udp"] = "tcp"
+    transport: Transport = Transport.tcp
     udp_ack: bool = False
     outbox: str | Path = "forkwire-replay.sqlite"
     seed: int | None = None

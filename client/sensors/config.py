@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 from forkwire.client.sensors.kinds import KINDS
 from forkwire.client.sensors.outbox import DEFAULT_MAX_ROWS, OutboxPolicy
+from forkwire.client.transport import Transport
 
 if TYPE_CHECKING:
     from forkwire.client.sensors.sensor import Noise, Sensor
@@ -65,7 +66,7 @@ class FleetConfig:
     backoff_initial: float = 0.1
     backoff_max: float = 5.0
     noise: Callable[[Sensor], Noise | None] | None = None
-    transport: Literal["tcp", "udp"] = "tcp"
+    transport: Transport = Transport.tcp
     udp_ack: bool = False
     #: Over UDP with acks, a datagram lost either way shows as silence: resend after this.
     udp_ack_timeout: float = 1.0
@@ -82,3 +83,5 @@ class FleetConfig:
             raise ValueError(f"unknown sensor kinds {unknown}; known: {', '.join(KINDS)}")
         if self.duration is not None and self.duration < 0:
             raise ValueError(f"duration must be >= 0, got {self.duration}")
+        # A plain "udp" is accepted and becomes the enum member the fleet compares with.
+        object.__setattr__(self, "transport", Transport(self.transport))

@@ -32,6 +32,7 @@ from forkwire.client.sensors.network import Network
 from forkwire.client.sensors.outbox import Outbox
 from forkwire.client.sensors.sensor import Sensor
 from forkwire.client.sensors.status import FleetSummary, SensorStats
+from forkwire.client.transport import Transport
 from forkwire.client.udp import UdpLink
 from forkwire.protocol import Ack, Error, ReadingsMsg
 
@@ -97,7 +98,7 @@ class Fleet:
         self.reconnects = 0
         self.failed_connects = 0
         self._server = f"{config.transport}://{config.host}:{config.port}"
-        self._fire_and_forget = config.transport == "udp" and not config.udp_ack
+        self._fire_and_forget = config.transport is Transport.udp and not config.udp_ack
         self._sent: Counter[str] = Counter()
         self._acked: Counter[str] = Counter()
         self._in_flight: set[tuple[str, int]] = set()
@@ -284,7 +285,7 @@ class Fleet:
             await self._back_off(reason)
 
     async def _connect(self) -> Connection | UdpLink:
-        if self.config.transport == "udp":
+        if self.config.transport is Transport.udp:
             return await UdpLink.open(self.config.host, self.config.port)
         return await Connection.open(self.config.host, self.config.port, client="forkwire-sensors")
 
@@ -347,7 +348,7 @@ class Fleet:
     async def _receive(self, connection: Connection | UdpLink) -> None:
         loop = asyncio.get_running_loop()
         timeout = self.config.ack_timeout
-        if self.config.transport == "udp":
+        if self.config.transport is Transport.udp:
             timeout = min(timeout, self.config.udp_ack_timeout)
         while True:
             try:

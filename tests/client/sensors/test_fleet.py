@@ -15,6 +15,7 @@ from forkwire.client.sensors.fleet import Fleet, run_fleet
 from forkwire.client.sensors.outbox import Outbox
 from forkwire.client.sensors.sensor import Sensor
 from forkwire.client.sensors.status import FleetSummary
+from forkwire.client.transport import Transport
 
 #: Every wait in these tests is event-driven and bounded by this.
 WAIT = 10.0
@@ -331,11 +332,14 @@ async def test_cancelling_returns_the_summary(fake: FakeIngest, tmp_path: Path) 
 
 
 def test_config_refuses_unknown_kinds_and_bad_batches() -> None:
-    """FleetConfig checks its kinds and batch at construction."""
+    """FleetConfig checks its kinds, batch and transport at construction."""
     with pytest.raises(ValueError, match="unknown sensor kinds"):
         FleetConfig(kinds=["nope"])
     with pytest.raises(ValueError, match="batch"):
         FleetConfig(batch=0)
+    with pytest.raises(ValueError, match="'sctp' is not a valid Transport"):
+        FleetConfig(transport="sctp")  # type: ignore[arg-type]
+    assert FleetConfig(transport="udp").transport is Transport.udp  # type: ignore[arg-type]
 
 
 def test_fleet_refuses_duplicate_sensor_names(tmp_path: Path) -> None:

@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fwtest import REPO, ServerProcess, run_cli, start_server
+from fwtest import REPO, run_cli
 
+from forkwire.client.local import LocalServer
 from forkwire.client.profiles.children import age_on
 
 #: Every wait here is bounded by this.
@@ -105,10 +106,10 @@ async def test_profiles_survive_a_server_that_is_not_there_yet(tmp_path: Path) -
     store = tmp_path / "readings.sqlite"
     spool = tmp_path / "spool.jsonl"
     common = ["--interval", "0", "--ages", "20-60", "--spool", str(spool), "--port", str(port)]
-    servers: list[ServerProcess] = []
+    servers: list[LocalServer] = []
 
     async def start() -> None:
-        servers.append(await start_server("--db", f"sqlite:///{store}", "--port", str(port)))
+        servers.append(await LocalServer.start("--db", f"sqlite:///{store}", "--port", str(port)))
 
     try:
         code, out, err = await run_profiles_cli(

@@ -11,8 +11,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from fwtest import REPO, ServerProcess, run_cli
+from fwtest import REPO, run_cli
 
+from forkwire.client.local import LocalServer
 from forkwire.client.replay.rows import parse_number
 from forkwire.client.replay.run import ReplayConfig, run_replay
 from forkwire.client.sensors.outbox import Outbox
@@ -39,7 +40,7 @@ def stored_values(store: Path, sensor: str) -> dict[int, object]:
 
 
 async def test_fifty_rows_at_interval_zero_end_stored_and_in_out(
-    server: ServerProcess, tmp_path: Path
+    server: LocalServer, tmp_path: Path
 ) -> None:
     """50 rows at interval 0: the run ends by itself with 50 stored records and 50 lines."""
     data = write_csv(tmp_path / "weather.csv")
@@ -66,7 +67,7 @@ async def test_fifty_rows_at_interval_zero_end_stored_and_in_out(
     assert all(float(line[1]) > 0 for line in lines)
 
 
-async def test_column_values_are_numbers(server: ServerProcess, tmp_path: Path) -> None:
+async def test_column_values_are_numbers(server: LocalServer, tmp_path: Path) -> None:
     """--column sends the cell as a number: an int column stays int, a decimal is a float."""
     data = write_csv(tmp_path / "data.csv", rows=10)
     outbox = tmp_path / "outbox.sqlite"
@@ -89,7 +90,7 @@ async def test_column_values_are_numbers(server: ServerProcess, tmp_path: Path) 
 
 
 async def test_a_looping_replay_stops_cleanly_on_ctrl_c(
-    server: ServerProcess, tmp_path: Path
+    server: LocalServer, tmp_path: Path
 ) -> None:
     """--loop goes past the end with rising seqs; SIGINT exits 0, and every line of --out is
     either stored or still in the outbox."""

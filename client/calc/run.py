@@ -11,11 +11,13 @@ import asyncio
 import time
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TextIO
 
 from forkwire.client.calc.batches import Batch, format_answers, read_batches
-from forkwire.client.connection import Connection
-from forkwire.client.errors import ConnectionLost
+from forkwire.client.connection import DEFAULT_HOST, DEFAULT_PORT, Connection
+from forkwire.client.errors import ClientError, ConnectionLost
+from forkwire.client.transport import Transport
 from forkwire.client.udp import DEFAULT_DATAGRAM, UdpConnection
 from forkwire.protocol import HEADER_SIZE, Bye, Calc, CalcError, CalcResult, Error
 
@@ -28,8 +30,24 @@ DEFAULT_BATCH = 2000
 _FRAME_OVERHEAD = 64
 
 
-class CalcFailed(Exception):
+class CalcFailed(ClientError):
     """The run could not complete; the results file holds the lines before the failure."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"calc failed: {reason}")
+
+
+@dataclass(frozen=True, slots=True)
+class CalcOptions:
+    """Where and how :func:`calc_file` sends its jobs (see :func:`run_calc`)."""
+
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    batch: int = DEFAULT_BATCH
+    window: int = 8
+    transport: Transport = Transport.tcp
+    #: UDP only: the largest datagram.
+    datagram: int = DEFAULT_DATAGRAM
 
 
 @dataclass(slots=True)
@@ -106,6 +124,48 @@ class _Window:
 
 def _error_line(code: str, message: str) -> str:
     return f"error: {code}: {message}".replace("\n", " ")
+
+
+async def calc_file(
+    path: Path,
+    out: TextIO,
+    options: CalcOptions,
+    *,
+    on_written: Callable[[int, int], None] | None = None,
+) -> CalcSummary:
+    """Connect as ``options`` say and evaluate every line of ``path`` (:func:`run_calc`, or
+    :func:`run_calc_udp` over UDP); undecodable bytes become U+FFFD, not a failure.
+
+    Raises:
+        ConnectError: the server cannot be reached.
+        CalcFailed: the run could not complete.
+    """
+    with path.open(encoding="utf-8", errors="replace") as lines:
+        if options.transport is Transport.udp:
+            udp = await UdpConnection.open(options.host, options.port)
+            try:
+                await udp.hello()
+                return await run_calc_udp(
+                    lines,
+                    out,
+                    udp,
+                    datagram=options.datagram,
+                    batch=options.batch,
+                    window=options.window,
+                    on_written=on_written,
+                )
+            finally:
+                udp.close()
+        connection = await Connection.open(options.host, options.port, client="forkwire-calc")
+        async with connection:
+            return await run_calc(
+                lines,
+                out,
+                connection,
+                batch=options.batch,
+                window=options.window,
+                on_written=on_written,
+            )
 
 
 async def run_calc(

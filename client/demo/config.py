@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from forkwire.client.demo.metrics import Rate, _normalise_rate
+from forkwire.client.errors import ClientError
 from forkwire.client.sensors.noise import parse_noise
 
 if TYPE_CHECKING:
@@ -32,8 +33,11 @@ DEFAULT_TCP_WINDOW: Final = 32
 REFERENCE_LABEL: Final = "kernel path, C receiver"
 
 
-class DemoError(Exception):
-    """The demo could not run: its server did not start, or a run failed midway."""
+class DemoError(ClientError):
+    """A run of the demo failed midway (acks timed out, the server refused readings)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"demo failed: {reason}")
 
 
 @dataclass(frozen=True)

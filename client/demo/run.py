@@ -56,8 +56,8 @@ async def run_demo(config: DemoConfig) -> DemoResult:
 
     Raises:
         ConnectError: the external server cannot be reached (``forkwire.client.connection``).
-        DemoError: the own server did not start, or a run failed (acks timed out, the
-            server refused readings).
+        ServerFailed: the own server did not start.
+        DemoError: a run failed (acks timed out, the server refused readings).
     """
     out_dir = config.out_dir if config.out_dir is not None else Path.cwd()
     out_dir.mkdir(parents=True, exist_ok=True)

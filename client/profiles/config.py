@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from forkwire.client.connection import DEFAULT_HOST, DEFAULT_PORT
 from forkwire.client.profiles.spool import FORMATS, SpoolFormat
 
 LOCALES: Final = ("en_US", "ru_RU")
@@ -44,8 +45,8 @@ class ProfilesConfig:
     format: SpoolFormat = "json"
     locale: str = "en_US"
     ages: tuple[int, int] = (30, 40)
-    host: str = "127.0.0.1"
-    port: int = 7700
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
     drain_timeout: float = 30.0
     batch: int = DEFAULT_BATCH
     backoff_initial: float = 0.1

@@ -30,6 +30,7 @@ from typing import Final, TextIO
 
 import structlog
 
+from forkwire.client.connection import DEFAULT_HOST, DEFAULT_PORT
 from forkwire.client.errors import InputError
 from forkwire.client.replay.rows import CsvRows, RowProbe
 from forkwire.client.sensors.config import FleetConfig
@@ -76,8 +77,8 @@ class ReplayConfig:
     interval: tuple[float, float] = DEFAULT_INTERVAL
     loop: bool = False
     out: Path | None = None
-    host: str = "127.0.0.1"
-    port: int = 7700
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
     transport: Transport = Transport.tcp
     udp_ack: bool = False
     outbox: str | Path = "forkwire-replay.sqlite"

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from forkwire.client.connection import DEFAULT_HOST, DEFAULT_PORT
 from forkwire.client.sensors.kinds import KINDS
 from forkwire.client.sensors.outbox import DEFAULT_MAX_ROWS, OutboxPolicy
 from forkwire.client.transport import Transport
@@ -47,8 +48,8 @@ class FleetConfig:
             slot is held only for the send and the row leaves the outbox once sent.
     """
 
-    host: str = "127.0.0.1"
-    port: int = 7700
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
     count: int = 5
     kinds: Sequence[str] = ("random",)
     period: float | None = None

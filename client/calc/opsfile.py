@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from forkwire.client.errors import InputError
+from forkwire.client.extras import require
 
 SEVEN_ZIP_MAGIC = b"7z\xbc\xaf\x27\x1c"
 
@@ -33,6 +34,7 @@ def opened_text(path: Path) -> Iterator[tuple[Path, int]]:
 
     Raises:
         InputError: the file is missing, unreadable, or an archive without one file in it.
+        MissingExtra: an archive, without py7zr (the ``archive`` extra).
     """
     try:
         with path.open("rb") as handle:
@@ -42,7 +44,7 @@ def opened_text(path: Path) -> Iterator[tuple[Path, int]]:
     if magic != SEVEN_ZIP_MAGIC:
         yield path, path.stat().st_size
         return
-    import py7zr  # only archives need it
+    py7zr = require("py7zr", "archive", f"reading {path} (a 7z archive)")
 
     with tempfile.TemporaryDirectory(prefix="forkwire-") as tmp:
         try:

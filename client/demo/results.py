@@ -58,7 +58,8 @@ class DemoResult:
     reference: list[dict[str, Any]]
     notes: list[str]
     json_path: Path
-    png_path: Path
+    #: None when it was not drawn (no matplotlib: the notes say so).
+    png_path: Path | None
     #: ``"own"`` (a subprocess with SQLite) or ``"host:port"``.
     server: str
     #: SO_RCVBUF of the server's UDP socket as granted by the kernel, when it says.

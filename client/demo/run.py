@@ -34,6 +34,7 @@ from forkwire.client.demo.plot import plot_demo
 from forkwire.client.demo.results import DemoResult, RunResult
 from forkwire.client.demo.senders import _send_tcp, _send_udp
 from forkwire.client.demo.table import render_table
+from forkwire.client.errors import MissingExtra
 from forkwire.client.local import LocalServer
 from forkwire.client.report.fetch import ReportQuery, fetch_series
 from forkwire.client.sensors.noise import parse_noise
@@ -52,7 +53,8 @@ def run_demo_sync(config: DemoConfig) -> DemoResult:
 
 
 async def run_demo(config: DemoConfig) -> DemoResult:
-    """Run every rate over TCP and UDP, then the noise pair; write demo.json and demo.png.
+    """Run every rate over TCP and UDP, then the noise pair; write demo.json and demo.png
+    (demo.png only with the ``plot`` extra; without it, a note says so).
 
     Raises:
         ConnectError: the external server cannot be reached (``forkwire.client.connection``).
@@ -127,9 +129,14 @@ async def run_demo(config: DemoConfig) -> DemoResult:
         udp_rcvbuf=rcvbuf,
         datagram_bytes=measurer.datagram_bytes,
     )
+    try:
+        await asyncio.to_thread(plot_demo, result, out_dir / "demo.png")
+    except MissingExtra as exc:
+        result.png_path = None
+        result.notes.append(f"demo.png not drawn: {exc}")
     result.json_path.write_text(json.dumps(result.to_json(), indent=2, allow_nan=False) + "\n")
-    await asyncio.to_thread(plot_demo, result, result.png_path)
-    say(f"wrote {result.json_path} and {result.png_path}")
+    drawn = "" if result.png_path is None else f" and {result.png_path}"
+    say(f"wrote {result.json_path}{drawn}")
     if config.console is not None:
         config.console.print(render_table(result))
     return result

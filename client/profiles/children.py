@@ -16,6 +16,7 @@ from typing import Any
 import structlog
 from pydantic import JsonValue
 
+from forkwire.client.extras import require
 from forkwire.client.logs import configure_logging
 from forkwire.client.profiles.config import ProfilesConfig
 from forkwire.client.profiles.spool import SeqCounter, Spool, SpoolEntry
@@ -54,9 +55,9 @@ def child_setup(config: ProfilesConfig) -> None:
 def generate(config: ProfilesConfig, queue: Any, stop: Any, result: PipeEnd) -> None:
     """The generator process: ``count`` profiles, one every ``interval``, then ``None``."""
     child_setup(config)
-    from faker import Faker  # here, not at import: only this process needs it
-
-    fake = Faker(config.locale)
+    # Here, not at import: only this process needs it.
+    faker = require("faker", "profiles", "forkwire profiles")
+    fake = faker.Faker(config.locale)
     if config.seed is not None:
         fake.seed_instance(config.seed)
     made = 0

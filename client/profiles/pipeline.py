@@ -42,6 +42,7 @@ from typing import Any, Final
 
 import structlog
 
+from forkwire.client.extras import require
 from forkwire.client.profiles.children import generate, process
 from forkwire.client.profiles.config import ProfilesConfig, ProfilesSummary
 from forkwire.client.profiles.sender import send
@@ -63,9 +64,13 @@ def run_profiles(config: ProfilesConfig) -> ProfilesSummary:
     a second one kills the children and raises ``KeyboardInterrupt``.
 
     Raises:
-        InputError: the spool or its seq counter cannot be used; checked before any
-            process starts.
+        MissingExtra: Faker (the ``profiles`` extra) is not installed.
+        InputError: the spool or its seq counter cannot be used.
+
+    Both are checked before any process starts.
     """
+    # The generator imports Faker again; this is the check that it will find it.
+    require("faker", "profiles", "forkwire profiles")
     spool = Spool(config.spool_path, config.format)
     resumed, cut = spool.repair()
     if cut:

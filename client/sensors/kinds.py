@@ -12,8 +12,8 @@ import time
 from typing import Final
 
 import numpy as np
-import psutil
 
+from forkwire.client.extras import require
 from forkwire.client.sensors.sensor import Noise, Probe, Sensor
 from forkwire.protocol.messages import Value
 
@@ -58,6 +58,7 @@ def make_sensor(
 
     Raises:
         ValueError: unknown kind, bad name, period or dims.
+        MissingExtra: a ``system`` sensor without psutil (the ``system`` extra).
     """
     if kind not in KIND_PERIODS:
         raise ValueError(f"unknown sensor kind {kind!r}; known: {', '.join(KINDS)}")
@@ -99,6 +100,7 @@ def _vector_probe(rng: np.random.Generator, dims: int) -> Probe:
 
 
 def _system_probe() -> Probe:
+    psutil = require("psutil", "system", "the 'system' sensor kind")
     # cpu_percent(None) measures since the previous call and returns a meaningless 0.0 the
     # first time; this call primes it so the first reading is real, and it never sleeps.
     psutil.cpu_percent(interval=None)

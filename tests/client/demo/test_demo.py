@@ -146,6 +146,7 @@ def test_noise_runs_leave_gaps_at_the_dropped_seqs(
 def test_png_and_table(tiny: tuple[DemoResult, dict[str, Any], Path]) -> None:
     """demo.png is a PNG, and the table has a row per run and says iperf3 was not run."""
     result, _data, _db = tiny
+    assert result.png_path is not None
     assert result.png_path.read_bytes()[:8] == PNG_SIGNATURE
     console = Console(width=240, file=io.StringIO())
     console.print(render_table(result))

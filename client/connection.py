@@ -26,9 +26,9 @@ from forkwire.protocol import (
     Welcome,
 )
 
-#: Where the commands look for a server unless told otherwise (the server's own default).
+#: Where the commands look for a server unless told otherwise, on the protocol's
+#: DEFAULT_PORT.
 DEFAULT_HOST: Final = "127.0.0.1"
-DEFAULT_PORT: Final = 7700
 
 _READ_SIZE: Final = 256 * 1024
 

@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import TextIO
 
 from forkwire.client.calc.batches import Batch, format_answers, read_batches
-from forkwire.client.connection import DEFAULT_HOST, DEFAULT_PORT, Connection
+from forkwire.client.connection import DEFAULT_HOST, Connection
 from forkwire.client.errors import ClientError, ConnectionLost
 from forkwire.client.transport import Transport
 from forkwire.client.udp import DEFAULT_DATAGRAM, UdpConnection
-from forkwire.protocol import HEADER_SIZE, Bye, Calc, CalcError, CalcResult, Error
+from forkwire.protocol import DEFAULT_PORT, HEADER_SIZE, Bye, Calc, CalcError, CalcResult, Error
 
 #: Lines per job. Every job costs a child process (about 7 ms on a 2-core machine); at
 #: 1,000 lines that overhead makes the real 300,003-line workload take as long end to end

@@ -27,9 +27,10 @@ from typing import Annotated, Any, TypeVar, get_type_hints
 import typer
 from rich.console import Console
 
-from forkwire.client.connection import DEFAULT_HOST, DEFAULT_PORT
+from forkwire.client.connection import DEFAULT_HOST
 from forkwire.client.errors import ClientError, ConnectError, UsageError
 from forkwire.client.logs import configure_logging
+from forkwire.protocol import DEFAULT_PORT
 
 app = typer.Typer(
     add_completion=False,

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from forkwire.client.connection import DEFAULT_HOST, DEFAULT_PORT
+from forkwire.client.connection import DEFAULT_HOST
 from forkwire.client.profiles.spool import FORMATS, SpoolFormat
+from forkwire.protocol import DEFAULT_PORT
 
 LOCALES: Final = ("en_US", "ru_RU")
 #: The stream the profiles go to.

@@ -30,14 +30,14 @@ from typing import Final, TextIO
 
 import structlog
 
-from forkwire.client.connection import DEFAULT_HOST, DEFAULT_PORT
+from forkwire.client.connection import DEFAULT_HOST
 from forkwire.client.errors import InputError
 from forkwire.client.replay.rows import CsvRows, RowProbe
 from forkwire.client.sensors.config import FleetConfig
 from forkwire.client.sensors.fleet import run_fleet
 from forkwire.client.sensors.sensor import PeriodSource, ReadingSink, Sensor
 from forkwire.client.transport import Transport
-from forkwire.protocol import Reading
+from forkwire.protocol import DEFAULT_PORT, Reading
 from forkwire.protocol.messages import SENSOR_PATTERN
 
 log = structlog.get_logger("forkwire.replay")

@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from forkwire.client.connection import DEFAULT_HOST, DEFAULT_PORT
+from forkwire.client.connection import DEFAULT_HOST
 from forkwire.client.sensors.kinds import KINDS
 from forkwire.client.sensors.outbox import DEFAULT_MAX_ROWS, OutboxPolicy
 from forkwire.client.transport import Transport
+from forkwire.protocol import DEFAULT_PORT
 
 if TYPE_CHECKING:
     from forkwire.client.sensors.sensor import Noise, Sensor

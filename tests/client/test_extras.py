@@ -7,13 +7,11 @@ imported (``sys.modules[name] = None``, as if it were not installed).
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from fwtest import REPO
+from fwtest import free_port, run_code
 
 from forkwire.client.calc.opsfile import SEVEN_ZIP_MAGIC
 from forkwire.client.errors import MissingExtra
@@ -29,23 +27,9 @@ WITHOUT = (
 )
 
 
-def run_without(module: str, *args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+def run_without(module: str, *args: str) -> subprocess.CompletedProcess[str]:
     """Run ``forkwire ARGS`` with ``module`` missing; output captured."""
-    return subprocess.run(
-        [sys.executable, "-c", WITHOUT, module, *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        cwd=cwd,
-    )
-
-
-def free_port() -> str:
-    """A TCP port on 127.0.0.1 that nobody listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return str(probe.getsockname()[1])
+    return run_code(WITHOUT, module, *args)
 
 
 def test_require_returns_the_module() -> None:
@@ -87,7 +71,7 @@ def test_a_command_without_its_extra_says_which_in_one_line(
     and one line naming the extra, before anything is written."""
     archive = tmp_path / "ops.7z"
     archive.write_bytes(SEVEN_ZIP_MAGIC + b"\0" * 32)
-    port = free_port()
+    port = str(free_port())
     args = {
         "faker": ["profiles", "3", "--spool", str(tmp_path / "spool.jsonl"), "--port", port],
         "psutil": ["sensors", "--kinds", "system", "--duration", "1", "--no-live",

@@ -234,19 +234,6 @@ async def test_7z_archive_is_accepted(server: LocalServer, tmp_path: Path) -> No
     assert out.read_text(encoding="utf-8").splitlines() == ["3", "12", "2.5"]
 
 
-async def test_unreachable_server_is_a_clear_error(tmp_path: Path) -> None:
-    """No server on the port: a one-line message and exit status 1, no traceback."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        free_port = probe.getsockname()[1]
-    source = tmp_path / "ops.txt"
-    source.write_text("1 + 1\n", encoding="utf-8")
-    done = await in_thread(run_cli, "calc", str(source), "--port", str(free_port))
-    assert done.returncode == 1
-    assert "cannot connect" in done.stderr
-    assert "Traceback" not in done.stderr
-
-
 async def test_missing_input_file_exits_2(tmp_path: Path) -> None:
     """An input file that cannot be read is a clear error with exit status 2."""
     done = await in_thread(run_cli, "calc", str(tmp_path / "nope.txt"), "--port", "9")

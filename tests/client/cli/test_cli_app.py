@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from fwtest import REPO, run_cli
+from fwtest import free_port, run_cli
 
 #: The commands that talk to a server given by --host/--port (the demo has its own pair:
 #: without them it starts a server of its own).
@@ -44,24 +40,13 @@ def test_the_commands_are_listed_in_their_order() -> None:
 @pytest.mark.parametrize("command", ["calc", "report"])
 def test_the_environment_picks_the_server(command: str, tmp_path: Path) -> None:
     """FORKWIRE_HOST and FORKWIRE_PORT are where a command goes when no option says."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     ops = tmp_path / "ops.txt"
     ops.write_text("1 + 1\n", encoding="utf-8")
     args = {
         "calc": ["calc", str(ops), "-o", str(tmp_path / "r.txt")],
         "report": ["report", "--out", str(tmp_path / "report")],
     }[command]
-    env = {**os.environ, "FORKWIRE_HOST": "127.0.0.1", "FORKWIRE_PORT": str(port)}
-    done = subprocess.run(
-        [sys.executable, "-m", "forkwire", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        cwd=REPO,
-        env=env,
-    )
+    done = run_cli(*args, env={"FORKWIRE_HOST": "127.0.0.1", "FORKWIRE_PORT": str(port)})
     assert done.returncode == 1
     assert f"cannot connect to 127.0.0.1:{port}" in done.stderr

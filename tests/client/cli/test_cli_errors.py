@@ -11,8 +11,6 @@ import asyncio
 import importlib
 import pkgutil
 import signal
-import socket
-import subprocess
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -20,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pytest
-from fwtest import REPO, run_cli
+from fwtest import REPO, free_port, run_cli, run_code
 
 import forkwire.client
 from forkwire.client.calc.run import CalcFailed
@@ -111,14 +109,6 @@ async def one_trick(trick: Trick) -> AsyncIterator[tuple[OneTrickServer, int]]:
     finally:
         udp.close()
         tcp.close()
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nobody listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def ops_file(tmp_path: Path) -> Path:
@@ -278,23 +268,11 @@ def test_anything_else_is_a_bug_and_keeps_its_traceback(tmp_path: Path) -> None:
         "sys.argv = ['forkwire', *sys.argv[1:]]\n"
         "main()\n"
     )
-    done = subprocess_run(code, "calc", str(ops_file(tmp_path)), "-o", str(tmp_path / "r"))
+    done = run_code(code, "calc", str(ops_file(tmp_path)), "-o", str(tmp_path / "r"))
     assert done.returncode == 1
     assert "RuntimeError: a bug in calc" in done.stderr
     assert "Traceback" in done.stderr
     assert "forkwire: " not in done.stderr
-
-
-def subprocess_run(code: str, *args: str) -> Any:
-    """Run ``python -c code ARGS`` from the checkout, output captured."""
-    return subprocess.run(
-        [sys.executable, "-c", code, *args],
-        capture_output=True,
-        text=True,
-        timeout=WAIT,
-        check=False,
-        cwd=REPO,
-    )
 
 
 #: Each error class and the test above that provokes it through the CLI.

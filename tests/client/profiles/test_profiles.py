@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import socket
 import sqlite3
 import sys
 from datetime import date
@@ -13,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fwtest import REPO, run_cli
+from fwtest import REPO, free_port, run_cli
 
 from forkwire.client.local import LocalServer
 from forkwire.client.profiles.children import age_on
@@ -48,14 +47,6 @@ def test_bad_arguments_are_exit_2(tmp_path: Path, args: list[str], message: str)
     assert done.returncode == 2
     assert message in " ".join(done.stderr.split()), done.stderr
     assert not (tmp_path / "s.jsonl").exists()
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nobody listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def stored_profiles(store: Path) -> dict[int, dict[str, Any]]:

@@ -113,7 +113,8 @@ def command(
                     message += f" ({connect_hint})"
                 raise _ended(message, exc.exit_status) from None
 
-        # typer reads a command's options from its signature.
+        # typer reads a command's options from its signature. mypy knows `run` only as a
+        # Callable, which has no __signature__ to set; a function object takes it.
         run.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
         return run
 

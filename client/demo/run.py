@@ -1,8 +1,8 @@
 """The demo's run: every rate over TCP and UDP, then the noise pair, each one measured.
 
 A :class:`_Measurer` runs one sender at a time, waits until the server has stored what
-it will (:func:`_settle`), and reads back what was stored: the rows from the own
-server's SQLite, or only the count from an external server's ``report``.
+it will (:func:`_settle`), and reads back what was stored through the ``series`` request,
+the same way from its own server and from an external one.
 """
 
 from __future__ import annotations

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from fwtest import free_port, run_cli
+from fwtest import REPO, free_port, run_cli
 
 #: The commands that talk to a server given by --host/--port (the demo has its own pair:
 #: without them it starts a server of its own).
@@ -28,6 +30,20 @@ def test_the_demo_keeps_its_own_host_and_port() -> None:
     help_text = " ".join(done.stdout.split())
     assert "--host <str> Measure this server instead of starting one." in help_text
     assert "FORKWIRE_" not in help_text
+
+
+def test_python_m_forkwire_client_is_the_same_app() -> None:
+    """`python -m forkwire.client` runs the commands `python -m forkwire` runs."""
+    done = subprocess.run(
+        [sys.executable, "-m", "forkwire.client", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=REPO,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == run_cli("--help").stdout
 
 
 def test_the_commands_are_listed_in_their_order() -> None:

@@ -14,13 +14,14 @@ this machine, and reported as ratios so that runs on different machines compare:
 from __future__ import annotations
 
 import argparse
+import asyncio
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from bench.server import start_server
+from forkwire.client.local import local_server
 from forkwire.server.interpreter import evaluate_batch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -67,6 +68,15 @@ def time_end_to_end(
         return seconds, done.stdout.strip()
 
 
+async def time_with_server(
+    path: Path, batch: int | None, window: int | None, server_args: list[str]
+) -> tuple[float, str]:
+    """:func:`time_end_to_end` against a server of our own, started and stopped here."""
+    async with local_server("--db", "memory://", *server_args) as server:
+        # In a thread, so the loop keeps reading the server's log while the CLI runs.
+        return await asyncio.to_thread(time_end_to_end, path, server.port, batch, window)
+
+
 def main() -> None:
     """Measure and print the three timings and their ratios."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -82,12 +92,7 @@ def main() -> None:
     ours = time_interpreter(lines)
     reference = time_eval(lines)
     extra = ["--workers", str(args.workers)] if args.workers else []
-    server, port = start_server("--db", "memory://", *extra)
-    try:
-        end_to_end, summary = time_end_to_end(args.file, port, args.batch, args.window)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    end_to_end, summary = asyncio.run(time_with_server(args.file, args.batch, args.window, extra))
     print(f"interpreter (in process, 1 core): {ours:8.3f} s")
     print(f"CPython eval (reference)        : {reference:8.3f} s")
     print(f"end to end (calc CLI, server)   : {end_to_end:8.3f} s   [{summary}]")

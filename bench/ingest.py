@@ -22,8 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.server import start_server
 from forkwire.client.connection import Connection
+from forkwire.client.local import local_server
 from forkwire.protocol import Ack, Reading, ReadingsMsg
 
 SCHEMA = """
@@ -78,6 +78,12 @@ async def send_all(port: int, batches: list[list[Reading]], window: int) -> floa
     return seconds
 
 
+async def send_to_server(db: Path, batches: list[list[Reading]], window: int) -> float:
+    """:func:`send_all` to a server of our own on the SQLite file ``db``."""
+    async with local_server("--db", f"sqlite:///{db}", "--no-udp") as server:
+        return await send_all(server.port, batches, window)
+
+
 def insert_directly(db: Path, batches: list[list[Reading]]) -> float:
     """Seconds to insert every batch with the stdlib driver, one commit per batch."""
     conn = sqlite3.connect(db, isolation_level=None)
@@ -112,12 +118,7 @@ def main() -> None:
     batches = make_batches(args.readings, args.batch)
     with tempfile.TemporaryDirectory(prefix="fw-bench-") as tmp:
         served, direct = Path(tmp) / "served.sqlite", Path(tmp) / "direct.sqlite"
-        server, port = start_server("--db", f"sqlite:///{served}", "--no-udp")
-        try:
-            tcp_seconds = asyncio.run(send_all(port, batches, args.window))
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
+        tcp_seconds = asyncio.run(send_to_server(served, batches, args.window))
         direct_seconds = insert_directly(direct, batches)
         stored, inserted = count(served), count(direct)
     if stored != args.readings or inserted != args.readings:

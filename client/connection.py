@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from types import TracebackType
+from typing import Final
 
 from forkwire.client.errors import ConnectError, ConnectionLost
 from forkwire.protocol import (
@@ -25,7 +26,11 @@ from forkwire.protocol import (
     Welcome,
 )
 
-_READ_SIZE = 256 * 1024
+#: Where the commands look for a server unless told otherwise, on the protocol's
+#: DEFAULT_PORT.
+DEFAULT_HOST: Final = "127.0.0.1"
+
+_READ_SIZE: Final = 256 * 1024
 
 
 class Connection:

@@ -1,7 +1,9 @@
 """The client's errors: each one a line for the user and an exit status.
 
-Commands raise these; the CLI turns any of them into ``forkwire: <message>`` on stderr and
-the exit status of its class, in one place. Anything else escaping a command is a bug and
+Commands raise these (or subclasses beside the job that raises them: ``CalcFailed``,
+``ReportFailed``, ``DemoError``, ``ServerFailed``, ``ProfilesFailed``); the CLI turns any of
+them into ``forkwire: <message>`` on stderr and the exit status of its class, in one place
+(:func:`forkwire.client.cli.app.command`). Anything else escaping a command is a bug and
 keeps its traceback. Exit statuses: 0 done, 1 failed at run time, 2 usage (bad options or
 input), 130 interrupted.
 """

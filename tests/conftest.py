@@ -6,13 +6,15 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from fwtest import REAL_OPERATIONS, ServerProcess, start_server
+from fwtest import REAL_OPERATIONS
+
+from forkwire.client.local import LocalServer
 
 
 @pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[ServerProcess]:
+async def server(tmp_path: Path) -> AsyncIterator[LocalServer]:
     """A running server with a fresh SQLite store, stopped (SIGTERM) after the test."""
-    running = await start_server("--db", f"sqlite:///{tmp_path / 'readings.sqlite'}")
+    running = await LocalServer.start("--db", f"sqlite:///{tmp_path / 'readings.sqlite'}")
     try:
         yield running
     finally:

@@ -39,7 +39,6 @@ from forkwire.client.demo.config import (
     REFERENCE_LABEL,
     DemoConfig,
     DemoError,
-    Transport,
 )
 from forkwire.client.demo.iperf import _iperf_run
 from forkwire.client.demo.metrics import (
@@ -72,7 +71,6 @@ __all__ = [
     "DemoResult",
     "Rate",
     "RunResult",
-    "Transport",
     "_iperf_run",  # the tests run one iperf3 measurement on its own
     "attribute_loss",
     "count_out_of_order",

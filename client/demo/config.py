@@ -6,16 +6,14 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, Literal, TypeAlias
+from typing import TYPE_CHECKING, Final
 
 from forkwire.client.demo.metrics import Rate, _normalise_rate
-from forkwire.client.noise import parse_noise
+from forkwire.client.errors import ClientError
+from forkwire.client.sensors.noise import parse_noise
 
 if TYPE_CHECKING:
     from rich.console import Console
-
-Transport: TypeAlias = Literal["tcp", "udp"]
-_TRANSPORTS: Final[tuple[Transport, ...]] = ("tcp", "udp")
 
 DEFAULT_RATES: Final[tuple[Rate, ...]] = (1000, 5000, 20_000, 50_000, 100_000, "max")
 QUICK_RATES: Final[tuple[Rate, ...]] = (1000, 20_000, "max")
@@ -35,8 +33,11 @@ DEFAULT_TCP_WINDOW: Final = 32
 REFERENCE_LABEL: Final = "kernel path, C receiver"
 
 
-class DemoError(Exception):
-    """The demo could not run: its server did not start, or a run failed midway."""
+class DemoError(ClientError):
+    """A run of the demo failed midway (acks timed out, the server refused readings)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"demo failed: {reason}")
 
 
 @dataclass(frozen=True)
@@ -54,8 +55,8 @@ class DemoConfig:
         quick: fewer rates, fewer readings, shorter noise runs (under a minute in all).
         out_dir: where ``demo.json`` and ``demo.png`` go (default: the current directory).
         seed: seeds the noise stage, so the noise runs draw the same intervals.
-        noise: the noise spec of the extra pair of runs (``client.noise`` syntax); None
-            skips them.
+        noise: the noise spec of the extra pair of runs (the syntax of
+            :mod:`forkwire.client.sensors.noise`); None skips them.
         noise_rate, noise_seconds: the pace and length of the noise runs (default 200/s
             for 10 s; quick 5 s).
         udp_rcvbuf: SO_RCVBUF for the demo's own server (the kernel may grant less).

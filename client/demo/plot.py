@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from forkwire.client.demo.config import REFERENCE_LABEL
 from forkwire.client.demo.metrics import Rate
 from forkwire.client.demo.results import DemoResult
+from forkwire.client.extras import require
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -28,7 +29,11 @@ def plot_demo(result: DemoResult, path: Path) -> None:
     The x axis is logarithmic; "max" (no pacing) has no rate of its own, so it sits at the
     right end, past a dashed break. Noise runs are left out: they are about attribution,
     not rate.
+
+    Raises:
+        MissingExtra: matplotlib (the ``plot`` extra) is not installed.
     """
+    require("matplotlib", "plot", "demo.png")
     # The object API with an Agg canvas: no pyplot, so no global backend is switched.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure

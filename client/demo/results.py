@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from forkwire.client.demo.config import Transport
 from forkwire.client.demo.metrics import Rate
+from forkwire.client.transport import Transport
 
 
 @dataclass
@@ -58,7 +58,8 @@ class DemoResult:
     reference: list[dict[str, Any]]
     notes: list[str]
     json_path: Path
-    png_path: Path
+    #: None when it was not drawn (no matplotlib: the notes say so).
+    png_path: Path | None
     #: ``"own"`` (a subprocess with SQLite) or ``"host:port"``.
     server: str
     #: SO_RCVBUF of the server's UDP socket as granted by the kernel, when it says.

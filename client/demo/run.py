@@ -1,8 +1,8 @@
 """The demo's run: every rate over TCP and UDP, then the noise pair, each one measured.
 
 A :class:`_Measurer` runs one sender at a time, waits until the server has stored what
-it will (:func:`_settle`), and reads back what was stored: the rows from the own
-server's SQLite, or only the count from an external server's ``report``.
+it will (:func:`_settle`), and reads back what was stored through the ``series`` request,
+the same way from its own server and from an external one.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from forkwire.client.connection import Connection
-from forkwire.client.demo.config import _TRANSPORTS, DemoConfig, DemoError, Transport
+from forkwire.client.demo.config import DemoConfig, DemoError
 from forkwire.client.demo.iperf import _iperf_reference
 from forkwire.client.demo.metrics import (
     Rate,
@@ -34,9 +34,11 @@ from forkwire.client.demo.plot import plot_demo
 from forkwire.client.demo.results import DemoResult, RunResult
 from forkwire.client.demo.senders import _send_tcp, _send_udp
 from forkwire.client.demo.table import render_table
+from forkwire.client.errors import MissingExtra
 from forkwire.client.local import LocalServer
-from forkwire.client.noise import parse_noise
 from forkwire.client.report.fetch import ReportQuery, fetch_series
+from forkwire.client.sensors.noise import parse_noise
+from forkwire.client.transport import Transport
 from forkwire.client.udp import UdpConnection
 from forkwire.protocol import ReadingMsg, Stat, Stats, StatsResult, pack
 
@@ -51,12 +53,13 @@ def run_demo_sync(config: DemoConfig) -> DemoResult:
 
 
 async def run_demo(config: DemoConfig) -> DemoResult:
-    """Run every rate over TCP and UDP, then the noise pair; write demo.json and demo.png.
+    """Run every rate over TCP and UDP, then the noise pair; write demo.json and demo.png
+    (demo.png only with the ``plot`` extra; without it, a note says so).
 
     Raises:
-        ConnectError: the external server cannot be reached (``client.connection``).
-        DemoError: the own server did not start, or a run failed (acks timed out, the
-            server refused readings).
+        ConnectError: the external server cannot be reached (``forkwire.client.connection``).
+        ServerFailed: the own server did not start.
+        DemoError: a run failed (acks timed out, the server refused readings).
     """
     out_dir = config.out_dir if config.out_dir is not None else Path.cwd()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -90,11 +93,11 @@ async def run_demo(config: DemoConfig) -> DemoResult:
 
         runs: list[RunResult] = []
         for rate in config.run_rates:
-            for transport in _TRANSPORTS:
+            for transport in Transport:
                 runs.append(await measurer.run(transport, rate, config.run_count, None))
         if config.noise is not None:
             noise_rate = _normalise_rate(config.noise_rate)
-            for transport in _TRANSPORTS:
+            for transport in Transport:
                 runs.append(
                     await measurer.run(transport, noise_rate, config.noise_count, config.noise)
                 )
@@ -126,9 +129,14 @@ async def run_demo(config: DemoConfig) -> DemoResult:
         udp_rcvbuf=rcvbuf,
         datagram_bytes=measurer.datagram_bytes,
     )
+    try:
+        await asyncio.to_thread(plot_demo, result, out_dir / "demo.png")
+    except MissingExtra as exc:
+        result.png_path = None
+        result.notes.append(f"demo.png not drawn: {exc}")
     result.json_path.write_text(json.dumps(result.to_json(), indent=2, allow_nan=False) + "\n")
-    await asyncio.to_thread(plot_demo, result, result.png_path)
-    say(f"wrote {result.json_path} and {result.png_path}")
+    drawn = "" if result.png_path is None else f" and {result.png_path}"
+    say(f"wrote {result.json_path}{drawn}")
     if config.console is not None:
         config.console.print(render_table(result))
     return result
@@ -179,7 +187,7 @@ class _Measurer:
         )
         before = await _stats(self.control)
         per_second = None if rate == "max" else float(rate)
-        if transport == "tcp":
+        if transport is Transport.tcp:
             sent = await _send_tcp(
                 self.host,
                 self.port,
@@ -210,7 +218,9 @@ class _Measurer:
             raise DemoError(f"{sensor}: stored seqs outside 0..{sent.issued - 1}: {outside[:5]}")
         lost = sent.issued - stored
         noise_dropped = len(sent.noise_seqs)
-        kernel = _delta(before, after, Stat.KERNEL_UDP_RCVBUFERRORS) if transport == "udp" else None
+        kernel = None
+        if transport is Transport.udp:
+            kernel = _delta(before, after, Stat.KERNEL_UDP_RCVBUFERRORS)
         by_noise, by_kernel, elsewhere = attribute_loss(lost, noise_dropped, kernel)
         result = RunResult(
             transport=transport,

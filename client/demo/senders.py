@@ -15,7 +15,7 @@ from typing import Final, TypeVar
 
 from forkwire.client.connection import Connection, describe_error
 from forkwire.client.demo.config import DemoError
-from forkwire.client.noise import Chain
+from forkwire.client.sensors.noise import Chain
 from forkwire.client.udp import UdpConnection
 from forkwire.protocol import Ack, Error, Reading, ReadingMsg, ReadingsMsg
 

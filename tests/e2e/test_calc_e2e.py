@@ -11,9 +11,10 @@ import struct
 from pathlib import Path
 
 import pytest
-from fwtest import ServerProcess, run_cli, start_server
+from fwtest import run_cli
 
-from forkwire.client.calc import DEFAULT_BATCH
+from forkwire.client.calc.run import DEFAULT_BATCH
+from forkwire.client.local import LocalServer
 from forkwire.protocol import (
     Bye,
     Calc,
@@ -67,7 +68,7 @@ async def in_thread(func, *args):  # type: ignore[no-untyped-def]
 
 
 async def test_real_workload_slice_matches_python(
-    server: ServerProcess, real_operations: Path, tmp_path: Path
+    server: LocalServer, real_operations: Path, tmp_path: Path
 ) -> None:
     """The first 20,000 real lines come back in order, exactly Python's values; hostile
     lines are error lines; afterwards the server answers and no job child is left."""
@@ -110,7 +111,7 @@ def _stats(port: int) -> StatsResult:
 
 
 async def test_bad_frames_get_error_frames_and_connection_stays_usable(
-    server: ServerProcess,
+    server: LocalServer,
 ) -> None:
     """Invalid JSON, unknown types and bad fields each get an error frame naming the
     problem; a valid job on the same connection is then answered."""
@@ -146,7 +147,7 @@ async def test_bad_frames_get_error_frames_and_connection_stays_usable(
     assert answer.errors == []
 
 
-async def test_oversized_frame_is_refused_and_connection_closed(server: ServerProcess) -> None:
+async def test_oversized_frame_is_refused_and_connection_closed(server: LocalServer) -> None:
     """A header over max_frame gets frame_too_large and the server closes without reading
     the body; the server keeps serving other connections."""
 
@@ -170,7 +171,7 @@ async def test_oversized_frame_is_refused_and_connection_closed(server: ServerPr
 
 
 async def test_many_jobs_in_flight_on_one_connection_and_bye_comes_last(
-    server: ServerProcess,
+    server: LocalServer,
 ) -> None:
     """Twenty jobs sent back to back are all answered by id; bye is answered after them."""
 
@@ -200,7 +201,7 @@ async def test_many_jobs_in_flight_on_one_connection_and_bye_comes_last(
 
 async def test_line_too_long_for_a_frame_is_an_error_line(tmp_path: Path) -> None:
     """With a small max_frame, a line that cannot fit is an error line; the rest pass."""
-    running = await start_server("--db", "memory://", "--max-frame", "2048")
+    running = await LocalServer.start("--db", "memory://", "--max-frame", "2048")
     try:
         source = tmp_path / "ops.txt"
         source.write_text("1 + 1\n" + "1 + " * 1000 + "1\n2 * 3\n", encoding="utf-8")
@@ -217,7 +218,7 @@ async def test_line_too_long_for_a_frame_is_an_error_line(tmp_path: Path) -> Non
     assert results[1].startswith("error: too_long: line of 4004 bytes is over the")
 
 
-async def test_7z_archive_is_accepted(server: ServerProcess, tmp_path: Path) -> None:
+async def test_7z_archive_is_accepted(server: LocalServer, tmp_path: Path) -> None:
     """operations.7z, as the assignment ships it, is read like the plain text."""
     py7zr = pytest.importorskip("py7zr")
     plain = tmp_path / "operations.txt"
@@ -233,19 +234,6 @@ async def test_7z_archive_is_accepted(server: ServerProcess, tmp_path: Path) -> 
     assert out.read_text(encoding="utf-8").splitlines() == ["3", "12", "2.5"]
 
 
-async def test_unreachable_server_is_a_clear_error(tmp_path: Path) -> None:
-    """No server on the port: a one-line message and exit status 1, no traceback."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        free_port = probe.getsockname()[1]
-    source = tmp_path / "ops.txt"
-    source.write_text("1 + 1\n", encoding="utf-8")
-    done = await in_thread(run_cli, "calc", str(source), "--port", str(free_port))
-    assert done.returncode == 1
-    assert "cannot connect" in done.stderr
-    assert "Traceback" not in done.stderr
-
-
 async def test_missing_input_file_exits_2(tmp_path: Path) -> None:
     """An input file that cannot be read is a clear error with exit status 2."""
     done = await in_thread(run_cli, "calc", str(tmp_path / "nope.txt"), "--port", "9")
@@ -255,7 +243,7 @@ async def test_missing_input_file_exits_2(tmp_path: Path) -> None:
 
 async def test_sigterm_lets_running_jobs_finish_and_exits_0(tmp_path: Path) -> None:
     """On SIGTERM the server answers the job in flight, then exits 0 with no child left."""
-    running = await start_server("--db", "memory://", "--grace", "20")
+    running = await LocalServer.start("--db", "memory://", "--grace", "20")
     lines = ["1 + 1"] * 100_000
 
     def converse() -> object | None:

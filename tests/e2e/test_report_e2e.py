@@ -7,9 +7,10 @@ import csv
 import json
 from pathlib import Path
 
-from fwtest import run_cli, start_server
+from fwtest import run_cli
 
 from forkwire.client.connection import Connection
+from forkwire.client.local import LocalServer
 from forkwire.protocol import Ack, Reading, ReadingsMsg
 
 MISSING = {10, 11, 12, 40}
@@ -40,7 +41,7 @@ async def test_report_from_store_and_from_server(tmp_path: Path) -> None:
     """Exactly two dropouts (10-12 and 40), linear fill reproduces the signal, and the
     server's report request answers the same JSON."""
     store = tmp_path / "readings.sqlite"
-    server = await start_server("--db", f"sqlite:///{store}")
+    server = await LocalServer.start("--db", f"sqlite:///{store}")
     try:
         await send_stream(server.port)
         direct = await asyncio.to_thread(

@@ -10,10 +10,13 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from fwtest import run_cli, start_server
+from fwtest import run_cli
 
-from forkwire.client.fleet import FleetConfig, FleetSummary, run_fleet
-from forkwire.client.outbox import Outbox
+from forkwire.client.local import LocalServer
+from forkwire.client.sensors.config import FleetConfig
+from forkwire.client.sensors.fleet import run_fleet
+from forkwire.client.sensors.outbox import Outbox
+from forkwire.client.sensors.status import FleetSummary
 
 
 def stored(store: Path) -> dict[str, list[int]]:
@@ -48,7 +51,7 @@ async def test_fleet_survives_a_server_sigkill_and_restart(tmp_path: Path) -> No
     """SIGKILL the server mid-stream, restart it on the same port: the fleet reconnects by
     itself and every sensor's seqs 0..max end up stored exactly once."""
     store = tmp_path / "readings.sqlite"
-    server = await start_server("--db", f"sqlite:///{store}")
+    server = await LocalServer.start("--db", f"sqlite:///{store}")
     port = server.port
     watch = Watch()
     stop = asyncio.Event()
@@ -71,7 +74,7 @@ async def test_fleet_survives_a_server_sigkill_and_restart(tmp_path: Path) -> No
         await server.stop(signal.SIGKILL)
         await watch.until(lambda s: s.failed_connects >= 1)
         acked_before = watch.latest.acked if watch.latest else 0
-        restarted = await start_server("--db", f"sqlite:///{store}", "--port", str(port))
+        restarted = await LocalServer.start("--db", f"sqlite:///{store}", "--port", str(port))
         await watch.until(lambda s: s.connected and s.acked >= acked_before + 15)
         stop.set()
         summary = await asyncio.wait_for(fleet, 30)
@@ -96,7 +99,7 @@ async def test_fleet_survives_a_server_sigkill_and_restart(tmp_path: Path) -> No
 async def test_sensors_cli_stores_gap_free_ints(tmp_path: Path) -> None:
     """`forkwire sensors` with 5 random sensors: per sensor seqs 0..n-1, ints in [-100, 100]."""
     store = tmp_path / "readings.sqlite"
-    server = await start_server("--db", f"sqlite:///{store}")
+    server = await LocalServer.start("--db", f"sqlite:///{store}")
     try:
         args = ["sensors", "--count", "5", "--period", "0.05", "--duration", "2"]
         args += ["--port", str(server.port), "--outbox", str(tmp_path / "outbox.sqlite")]
@@ -118,7 +121,7 @@ async def test_sigterm_stops_the_sensors_cli_gracefully(tmp_path: Path) -> None:
     """SIGTERM (a supervisor's stop) ends `forkwire sensors` like Ctrl-C: exit 0, a summary,
     and every probed reading either stored or still in the outbox."""
     store, outbox = tmp_path / "readings.sqlite", tmp_path / "outbox.sqlite"
-    server = await start_server("--db", f"sqlite:///{store}")
+    server = await LocalServer.start("--db", f"sqlite:///{store}")
     try:
         proc = await asyncio.create_subprocess_exec(
             *[

@@ -6,8 +6,7 @@ import asyncio
 import socket
 import struct
 
-from fwtest import ServerProcess
-
+from forkwire.client.local import LocalServer
 from forkwire.protocol import (
     Calc,
     CalcResult,
@@ -32,7 +31,7 @@ def exchange(port: int, datagrams: list[bytes], replies: int) -> list[object]:
         return [decode_reply(decode_datagram(sock.recvfrom(65_535)[0])) for _ in range(replies)]
 
 
-async def test_garbage_truncated_oversized_then_valid_calc(server: ServerProcess) -> None:
+async def test_garbage_truncated_oversized_then_valid_calc(server: LocalServer) -> None:
     """Garbage, truncated and oversized datagrams are dropped and counted, never answered;
     a valid calc after them is answered correctly, and stats count each kind."""
     bad = [
@@ -57,7 +56,7 @@ async def test_garbage_truncated_oversized_then_valid_calc(server: ServerProcess
     assert stats.counters["udp_datagrams_received"] == len(bad) + 2
 
 
-async def test_invalid_message_gets_one_error_datagram(server: ServerProcess) -> None:
+async def test_invalid_message_gets_one_error_datagram(server: LocalServer) -> None:
     """A well-framed datagram whose JSON is wrong gets exactly one error back; hello works."""
     datagrams = [encode_frame(b'{"type": "calc", "id": 5, "ops": "1+1"}'), pack(Hello())]
 

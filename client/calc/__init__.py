@@ -1,0 +1,1 @@
+"""``forkwire calc``: a file of expressions evaluated on the server, answers in input order."""

@@ -1,0 +1,180 @@
+"""The ``forkwire`` app: the options its commands share, and the one place errors end them.
+
+Shared options are declared once, here. ``--log-level`` is the app's own (``forkwire
+--log-level debug sensors``). The server a command talks to is a :class:`Server`: a
+command that takes one gets ``--host`` and ``--port`` (and whatever else reaching a
+server comes to need), put into its signature by :func:`command`.
+
+:func:`command` is also where a command ends: a :class:`~forkwire.client.errors.ClientError`
+becomes ``forkwire: <message>`` on stderr and the error's exit status, Ctrl-C becomes the
+command's one line about what was left and status 130. Anything else escaping a command
+is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import enum
+import functools
+import inspect
+import signal
+import sys
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Annotated, Any, TypeVar, get_type_hints
+
+import typer
+from rich.console import Console
+
+from forkwire.client.connection import DEFAULT_HOST
+from forkwire.client.errors import ClientError, ConnectError, UsageError
+from forkwire.client.logs import configure_logging
+from forkwire.protocol import DEFAULT_PORT
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    help="forkwire client: send compute jobs and sensor streams to a forkwire server.",
+)
+
+
+class LogLevel(enum.StrEnum):
+    """How much the commands log (to stderr)."""
+
+    debug = "debug"
+    info = "info"
+    warning = "warning"
+    error = "error"
+
+
+@app.callback()
+def _setup(
+    log_level: Annotated[
+        LogLevel, typer.Option(envvar="FORKWIRE_LOG_LEVEL", help="Log level (logs go to stderr).")
+    ] = LogLevel.info,
+) -> None:
+    configure_logging(log_level.value)
+
+
+@dataclasses.dataclass(frozen=True)
+class Server:
+    """The server a command talks to; each field is an option of every such command."""
+
+    host: Annotated[str, typer.Option(envvar="FORKWIRE_HOST", help="Server address.")] = (
+        DEFAULT_HOST
+    )
+    port: Annotated[int, typer.Option(envvar="FORKWIRE_PORT", help="Server TCP port.")] = (
+        DEFAULT_PORT
+    )
+
+
+def transport_option(udp: str) -> Any:
+    """The ``--transport`` option, tcp or udp; ``udp`` says what udp means to the command."""
+    return typer.Option(help=f"tcp, or udp ({udp}).")
+
+
+def command(
+    *, interrupted: str = "interrupted", connect_hint: str | None = None
+) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Make a function a command: shared options in, one line and an exit status out.
+
+    A parameter annotated :class:`Server` becomes one option per field of ``Server``, and
+    the function is called with the ``Server`` they make. Every parameter is passed by
+    name, so commands declare theirs keyword-only (``def calc(*, file, ...)``).
+
+    Args:
+        interrupted: the line for Ctrl-C: what the interrupted command left behind.
+        connect_hint: added in brackets to a :class:`ConnectError`: what to check or try.
+    """
+
+    def wrap(func: Callable[..., None]) -> Callable[..., None]:
+        signature = inspect.signature(func, eval_str=True)
+        targets = [p.name for p in signature.parameters.values() if p.annotation is Server]
+        if len(targets) > 1:
+            raise TypeError(f"{func.__name__} takes more than one Server: {targets}")
+        parameters: list[inspect.Parameter] = []
+        for parameter in signature.parameters.values():
+            parameters += _SERVER_OPTIONS if parameter.annotation is Server else [parameter]
+
+        @functools.wraps(func)
+        def run(**options: Any) -> None:
+            for name in targets:
+                options[name] = Server(**{p.name: options.pop(p.name) for p in _SERVER_OPTIONS})
+            try:
+                func(**options)
+            except KeyboardInterrupt:
+                raise _ended(interrupted, 130) from None
+            except ClientError as exc:
+                message = str(exc)
+                if isinstance(exc, ConnectError) and connect_hint is not None:
+                    message += f" ({connect_hint})"
+                raise _ended(message, exc.exit_status) from None
+
+        # typer reads a command's options from its signature. mypy knows `run` only as a
+        # Callable, which has no __signature__ to set; a function object takes it.
+        run.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+        return run
+
+    return wrap
+
+
+def _server_options() -> list[inspect.Parameter]:
+    hints = get_type_hints(Server, include_extras=True)
+    return [
+        inspect.Parameter(
+            field.name,
+            inspect.Parameter.KEYWORD_ONLY,
+            default=field.default,
+            annotation=hints[field.name],
+        )
+        for field in dataclasses.fields(Server)
+    ]
+
+
+_SERVER_OPTIONS = _server_options()
+
+
+def _ended(message: str, status: int) -> typer.Exit:
+    typer.echo(f"forkwire: {message}", err=True)
+    return typer.Exit(status)
+
+
+@contextlib.contextmanager
+def checking_options() -> Iterator[None]:
+    """Treat a ValueError in the block as a bad option value: a :class:`UsageError`.
+
+    Configs and parsers raise ValueError on a bad argument, as library code should; in a
+    command, those arguments are the user's options.
+    """
+    try:
+        yield
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def stdout() -> Console:
+    """A console for a command's tables on stdout."""
+    # Piped into a file, rich would fold wide tables to 80 columns and elide the numbers.
+    return Console(width=None if sys.stdout.isatty() else 200)
+
+
+_T = TypeVar("_T")
+
+
+async def stoppable(work: Coroutine[Any, Any, _T]) -> _T:
+    """Run ``work`` so that SIGTERM stops it like Ctrl-C: gracefully, with a summary.
+
+    A supervisor (systemd, docker stop) sends SIGTERM; the fleet treats cancellation as
+    the normal way to end (stop probing, await in-flight acks, keep the rest queued).
+    """
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        return await work
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)

@@ -1,0 +1,124 @@
+"""``forkwire calc FILE``: every line evaluated on the server, the answers in input order."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Annotated, TextIO
+
+import typer
+from rich.console import Console
+
+from forkwire.client.calc.opsfile import opened_text
+from forkwire.client.calc.run import DEFAULT_BATCH, CalcOptions, calc_file
+from forkwire.client.cli.app import Server, command, transport_option
+from forkwire.client.errors import InputError
+from forkwire.client.transport import Transport
+from forkwire.client.udp import DEFAULT_DATAGRAM
+
+
+@command(
+    interrupted="interrupted; the results file is incomplete",
+    connect_hint="is forkwire-server running?",
+)
+def calc(
+    *,
+    file: Annotated[Path, typer.Argument(help="Expressions, one per line (text or .7z).")],
+    output: Annotated[
+        str,
+        typer.Option("-o", "--output", help="Results file, one line per input line; - for stdout."),
+    ] = "results.txt",
+    server: Server,
+    batch: Annotated[int, typer.Option(min=1, help="Lines per job (at most).")] = DEFAULT_BATCH,
+    window: Annotated[int, typer.Option(min=1, help="Jobs in flight at once.")] = 8,
+    transport: Annotated[
+        Transport, transport_option("jobs sized to one datagram, retried")
+    ] = Transport.tcp,
+    datagram: Annotated[
+        int, typer.Option(min=256, max=65_507, help="UDP: largest datagram in bytes.")
+    ] = DEFAULT_DATAGRAM,
+    progress: Annotated[
+        bool | None, typer.Option(help="Progress bar (default: on a terminal).")
+    ] = None,
+) -> None:
+    """Evaluate every line of FILE on the server; write the results in input order."""
+    options = CalcOptions(server.host, server.port, batch, window, transport, datagram)
+    show = sys.stderr.isatty() if progress is None else progress
+    with (
+        opened_text(file) as (text, size),
+        _output(output) as out,
+        _progress(show, size) as tick,
+        asyncio.Runner(loop_factory=_fast_loop()) as runner,
+    ):
+        summary = runner.run(calc_file(text, out, options, on_written=tick))
+    udp = (
+        f", {summary.retries} retries, {summary.given_up} jobs given up"
+        if transport is Transport.udp
+        else ""
+    )
+    typer.echo(
+        f"{summary.lines} lines, {summary.errors} errors, {summary.jobs} jobs{udp}, "
+        f"{summary.seconds:.2f} s, {summary.rate:,.0f} lines/s"
+        + ("" if output == "-" else f" -> {output}"),
+        err=output == "-",
+    )
+
+
+def _fast_loop() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's loop factory where it is installed (the calc client's hot path)."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - a dependency on every POSIX platform
+        return None
+    return uvloop.new_event_loop
+
+
+@contextlib.contextmanager
+def _progress(show: bool, total: int) -> Iterator[Callable[[int, int], None] | None]:
+    """A rich progress bar over the input's characters, with lines/s; None when hidden."""
+    if not show:
+        yield None
+        return
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TextColumn("{task.fields[rate]:>10,.0f} lines/s"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=Console(stderr=True)) as bar:
+        task = bar.add_task("calc", total=total, rate=0.0)
+        started = time.perf_counter()
+        written = 0
+
+        def tick(count: int, chars: int) -> None:
+            nonlocal written
+            written += count
+            elapsed = max(time.perf_counter() - started, 1e-9)
+            bar.update(task, advance=chars, rate=written / elapsed)
+
+        yield tick
+
+
+@contextlib.contextmanager
+def _output(name: str) -> Iterator[TextIO]:
+    if name == "-":
+        yield sys.stdout
+        return
+    try:
+        handle = open(name, "w", encoding="utf-8")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise InputError(f"cannot write {name}: {exc.strerror or exc}") from None
+    with handle:
+        yield handle

@@ -1,0 +1,1 @@
+"""``forkwire profiles``: Faker profiles generated, filtered, spooled and sent, three processes."""

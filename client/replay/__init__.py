@@ -1,0 +1,1 @@
+"""``forkwire replay``: a CSV file replayed as one sensor on the fleet."""

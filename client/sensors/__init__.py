@@ -1,0 +1,1 @@
+"""``forkwire sensors``: a fleet of sensors streaming readings through one outbox and network."""

@@ -1,0 +1,146 @@
+"""The outbox: readings on disk until acked, seqs that survive restarts, a bounded size."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+
+from forkwire.client.sensors.outbox import Outbox, OutboxFull
+from forkwire.protocol import Reading
+
+
+def reading(sensor: str, seq: int, value: int | float | list[float] = 1) -> Reading:
+    return Reading(sensor=sensor, seq=seq, ts=1_700_000_000.0 + seq, value=value)
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "outbox.sqlite"
+
+
+def test_pending_until_acked(path: Path) -> None:
+    """A reading stays pending until an ack covers its seq."""
+    with Outbox(path) as outbox:
+        for seq in range(4):
+            outbox.add(reading("a", seq))
+        assert outbox.ack("a", 1, 2) == 2
+        assert [r.seq for r in outbox.pending("a")] == [0, 3]
+        assert (outbox.added, outbox.acked, len(outbox)) == (4, 2, 2)
+
+
+def test_ack_of_unknown_readings_deletes_nothing(path: Path) -> None:
+    """A repeated ack, or one for another sensor, changes nothing."""
+    with Outbox(path) as outbox:
+        outbox.add(reading("a", 0))
+        assert outbox.ack("a", 0, 0) == 1
+        assert outbox.ack("a", 0, 0) == 0
+        assert outbox.ack("b", 0, 10) == 0
+        assert outbox.acked == 1
+
+
+def test_pending_survives_a_restart(path: Path) -> None:
+    """Unacked readings, values included, are still there after reopening the file."""
+    kept = [reading("a", 0, 3), reading("a", 1, 2.5), reading("b", 0, [1.0, 2.0])]
+    with Outbox(path) as outbox:
+        for r in kept:
+            outbox.add(r)
+    with Outbox(path) as outbox:
+        assert outbox.pending() == kept
+        assert outbox.pending_count("a") == 2
+
+
+def test_pending_orders_by_seq(path: Path) -> None:
+    """One sensor's pending readings come in seq order; all sensors' oldest first."""
+    with Outbox(path) as outbox:
+        for r in (reading("a", 2), reading("b", 0), reading("a", 1)):
+            outbox.add(r)
+        assert [r.seq for r in outbox.pending("a")] == [1, 2]
+        assert [(r.sensor, r.seq) for r in outbox.pending()] == [("a", 2), ("b", 0), ("a", 1)]
+
+
+def test_duplicate_add_is_ignored(path: Path) -> None:
+    """Adding a (sensor, seq) already held returns False and counts nothing."""
+    with Outbox(path) as outbox:
+        assert outbox.add(reading("a", 0))
+        assert not outbox.add(reading("a", 0, 99))
+        assert outbox.added == 1
+        assert outbox.pending("a")[0].value == 1
+
+
+def test_next_seq_continues_after_restart_even_when_drained(path: Path) -> None:
+    """Seqs are persisted per sensor, so a drained outbox still continues the stream."""
+    with Outbox(path) as outbox:
+        assert [outbox.next_seq("a") for _ in range(3)] == [0, 1, 2]
+        assert outbox.next_seq("b") == 0
+        outbox.add(reading("a", 2))
+        outbox.ack("a", 2, 2)
+        assert len(outbox) == 0
+    with Outbox(path) as outbox:
+        assert outbox.next_seq("a") == 3
+        assert outbox.next_seq("b") == 1
+
+
+def test_add_advances_the_seq_counter(path: Path) -> None:
+    """A reading added with an explicit seq is never handed out again by next_seq."""
+    with Outbox(path) as outbox:
+        outbox.add(reading("a", 7))
+        assert outbox.next_seq("a") == 8
+
+
+def test_scan_cursor_never_hides_new_rows(path: Path) -> None:
+    """Ids are never reused, so rows added after the newest was deleted are after the cursor."""
+    with Outbox(path) as outbox:
+        outbox.add(reading("a", 0))
+        [(cursor, _)] = outbox.scan(0, 10)
+        outbox.ack("a", 0, 0)
+        outbox.add(reading("a", 1))
+        assert outbox.has_after(cursor)
+        assert [r.seq for _, r in outbox.scan(cursor, 10)] == [1]
+
+
+def test_drop_oldest_keeps_the_newest(path: Path) -> None:
+    """Under drop-oldest a full outbox deletes its oldest reading, counts it and warns."""
+    with capture_logs() as logs, Outbox(path, max_rows=3, policy="drop-oldest") as outbox:
+        for seq in range(5):
+            assert outbox.add(reading("a", seq))
+        assert [r.seq for r in outbox.pending()] == [2, 3, 4]
+        assert (outbox.added, outbox.dropped, outbox.dropped_by_sensor["a"]) == (5, 2, 2)
+    warnings = [e for e in logs if e["log_level"] == "warning"]
+    assert warnings
+    assert warnings[0]["sensor"] == "a"
+
+
+def test_block_add_raises_when_full(path: Path) -> None:
+    """The synchronous add refuses a reading under block when full; nothing is dropped."""
+    with Outbox(path, max_rows=2) as outbox:
+        outbox.add(reading("a", 0))
+        outbox.add(reading("a", 1))
+        with pytest.raises(OutboxFull):
+            outbox.add(reading("a", 2))
+        assert (len(outbox), outbox.dropped) == (2, 0)
+
+
+async def test_block_put_waits_for_an_ack(path: Path) -> None:
+    """Under block, put waits while the outbox is full and goes on once an ack makes room."""
+    with Outbox(path, max_rows=2) as outbox:
+        await outbox.put(reading("a", 0))
+        await outbox.put(reading("a", 1))
+        waiting = asyncio.create_task(outbox.put(reading("a", 2)))
+        for _ in range(3):
+            await asyncio.sleep(0)  # give the put every chance to (wrongly) go through
+        assert not waiting.done()
+        outbox.ack("a", 0, 0)
+        assert await asyncio.wait_for(waiting, 1.0)
+        assert [r.seq for r in outbox.pending()] == [1, 2]
+        assert outbox.dropped == 0
+
+
+def test_bad_arguments_are_refused(path: Path) -> None:
+    """An unknown policy or a non-positive bound is a ValueError."""
+    with pytest.raises(ValueError, match="policy"):
+        Outbox(path, policy="drop-newest")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="max_rows"):
+        Outbox(path, max_rows=0)

@@ -75,8 +75,12 @@ class LocalServer:
         try:
             await asyncio.wait_for(_until_started(proc, events), START_TIMEOUT)
         except BaseException as exc:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
+            if not isinstance(exc, ServerFailed):
+                # Still running (timed out, or we were cancelled). A server that closed its
+                # stderr is exiting: killing it would make Popen reap it behind asyncio's
+                # child watcher, which then logs "Unknown child process" on our stderr.
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
             await proc.wait()
             if isinstance(exc, TimeoutError | ServerFailed):
                 said = " | ".join(e.get("text", e.get("event", "?")) for e in list(events)[-5:])

@@ -53,6 +53,7 @@ class TcpConnection:
         self._pending: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(MAX_INFLIGHT)
         self._read_task: asyncio.Task[None] | None = None
+        self._write_scheduled = False
 
     async def serve(self) -> None:
         """Read and answer frames; on the way out, answer what is owed, then close."""
@@ -116,6 +117,30 @@ class TcpConnection:
             await self._flush()
 
     async def _flush(self) -> None:
+        """Write what the conversation has to send, once per turn of the event loop.
+
+        Replies that complete together (a group commit acks several frames at once) leave
+        in one write, one system call, instead of one each; the wait for the transport
+        (backpressure) is the caller's, as before.
+        """
+        self._count()
+        if not self._write_scheduled:
+            self._write_scheduled = True
+            asyncio.get_running_loop().call_soon(self._write)
+        if not self.writer.is_closing():
+            await self.writer.drain()
+
+    def _write(self) -> None:
+        self._write_scheduled = False
+        self._count()
+        data = self.conversation.data_to_send()
+        if data and not self.writer.is_closing():
+            self.writer.write(data)
+        if self.conversation.state is State.CLOSED:
+            self.writer.close()
+
+    def _count(self) -> None:
+        """Add the conversation's new frame counts to the server's counters."""
         conversation = self.conversation
         counted = (
             conversation.frames_received,
@@ -130,18 +155,14 @@ class TcpConnection:
         ):
             self.counters[name] += now - before
         self._counted = counted
-        data = conversation.data_to_send()
-        if data and not self.writer.is_closing():
-            self.writer.write(data)
-            await self.writer.drain()
-        if conversation.state is State.CLOSED:
-            self.writer.close()
 
     async def _finish_pending(self) -> None:
         if self._pending:
             await asyncio.gather(*self._pending, return_exceptions=True)
         with contextlib.suppress(ConnectionError, OSError):
-            await self._flush()
+            self._write()  # now, not at the next turn: the transport closes next
+            if not self.writer.is_closing():
+                await self.writer.drain()
 
     async def _close(self) -> None:
         with contextlib.suppress(ConnectionError, OSError):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import sys
 import time
@@ -15,7 +14,7 @@ from rich.console import Console
 
 from forkwire.client.calc.opsfile import opened_text
 from forkwire.client.calc.run import DEFAULT_BATCH, CalcOptions, calc_file
-from forkwire.client.cli.app import Server, command, transport_option
+from forkwire.client.cli.app import Server, command, run, transport_option
 from forkwire.client.errors import InputError
 from forkwire.client.transport import Transport
 from forkwire.client.udp import DEFAULT_DATAGRAM
@@ -52,9 +51,8 @@ def calc(
         opened_text(file) as (text, size),
         _output(output) as out,
         _progress(show, size) as tick,
-        asyncio.Runner(loop_factory=_fast_loop()) as runner,
     ):
-        summary = runner.run(calc_file(text, out, options, on_written=tick))
+        summary = run(calc_file(text, out, options, on_written=tick))
     udp = (
         f", {summary.retries} retries, {summary.given_up} jobs given up"
         if transport is Transport.udp
@@ -66,15 +64,6 @@ def calc(
         + ("" if output == "-" else f" -> {output}"),
         err=output == "-",
     )
-
-
-def _fast_loop() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop's loop factory where it is installed (the calc client's hot path)."""
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - a dependency on every POSIX platform
-        return None
-    return uvloop.new_event_loop
 
 
 @contextlib.contextmanager

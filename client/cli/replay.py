@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from forkwire.client.cli.app import Server, checking_options, command, stoppable, transport_option
+from forkwire.client.cli.app import (
+    Server,
+    checking_options,
+    command,
+    run,
+    stoppable,
+    transport_option,
+)
 from forkwire.client.ranges import parse_range
 from forkwire.client.transport import Transport
 
@@ -61,7 +67,7 @@ def replay(
             outbox=outbox,
             seed=seed,
         )
-    summary = asyncio.run(stoppable(run_replay(config)))
+    summary = run(stoppable(run_replay(config)))
     ending = "file done" if summary.exhausted else "stopped"
     typer.echo(
         f"{summary.sensor}: {summary.rows} rows sent in {summary.passes} pass(es), "

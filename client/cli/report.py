@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import enum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from forkwire.client.cli.app import Server, command, stdout
+from forkwire.client.cli.app import Server, command, run, stdout
 
 
 class Fill(enum.StrEnum):
@@ -56,9 +55,9 @@ def report(
 
     query = ReportQuery(sensors=sensor, since=since, fill=fill.value, max_gap=max_gap)
     if db is not None:
-        outcome = asyncio.run(report_from_store(db, out, query))
+        outcome = run(report_from_store(db, out, query))
     else:
-        outcome = asyncio.run(report_from_server(server.host, server.port, out, query))
+        outcome = run(report_from_server(server.host, server.port, out, query))
     stdout().print(render_table(outcome.report))
     for note in outcome.notes:
         typer.echo(note, err=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import enum
 import zlib
@@ -18,10 +17,12 @@ from forkwire.client.cli.app import (
     Server,
     checking_options,
     command,
+    run,
     stdout,
     stoppable,
     transport_option,
 )
+from forkwire.client.sensors.config import DEFAULT_BATCH
 from forkwire.client.transport import Transport
 
 if TYPE_CHECKING:
@@ -53,8 +54,15 @@ def sensors(
     duration: Annotated[
         float | None, typer.Option(min=0, help="Seconds to run (default: until Ctrl-C).")
     ] = None,
-    slots: Annotated[int, typer.Option(min=1, help="Readings in flight across the fleet.")] = 5,
-    batch: Annotated[int, typer.Option(min=1, help="Most readings per frame.")] = 5,
+    slots: Annotated[int, typer.Option(min=1, help="Frames in flight across the fleet.")] = 5,
+    batch: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Most readings per frame (a slot carries one frame); 1 sends each reading "
+            "on its own, as MQTT does.",
+        ),
+    ] = DEFAULT_BATCH,
     outbox: Annotated[
         Path, typer.Option(help="Local outbox (SQLite): unacked readings and seqs survive.")
     ] = Path("forkwire-outbox.sqlite"),
@@ -124,5 +132,5 @@ def sensors(
     with contextlib.ExitStack() as stack:
         if show:
             display = stack.enter_context(Live(console=console, refresh_per_second=4))
-        summary = asyncio.run(stoppable(run_fleet(config)))
+        summary = run(stoppable(run_fleet(config)))
     stdout().print(render_status(summary))

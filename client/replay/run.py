@@ -199,7 +199,6 @@ async def run_replay(config: ReplayConfig, *, stop: asyncio.Event | None = None)
                 host=config.host,
                 port=config.port,
                 slots=config.slots,
-                batch=config.slots,
                 outbox=config.outbox,
                 outbox_max=config.backlog,
                 outbox_policy="block",

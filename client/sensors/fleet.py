@@ -3,13 +3,15 @@
 Three kinds of tasks run side by side and meet only at the outbox:
 
 * each sensor probes on its own schedule and writes its readings to the outbox;
-* the sender walks the outbox oldest first, takes a network slot per reading and sends
-  ``readings`` frames;
-* the reader takes ``ack`` frames, deletes the acked rows and gives their slots back.
+* the sender walks the outbox oldest first, takes a network slot per frame and sends
+  ``readings`` frames of up to ``batch`` readings, as the outbox's producer;
+* the reader takes the replies: an ``ack`` deletes its frame's rows and gives the slot
+  back; a ``conflict`` drops the refused readings (they can never be stored) and sends
+  the rest of the frame again.
 
 When the connection is lost, every slot is released, the link reconnects with exponential
 backoff, and the sender starts again from the oldest row: whatever was not acked is resent
-(the server stores a ``(sensor, seq)`` once and acks it again).
+(the server stores a ``(sensor, producer, seq)`` once and acks it again).
 """
 
 from __future__ import annotations
@@ -27,14 +29,15 @@ from forkwire.client.backoff import Backoff
 from forkwire.client.connection import Connection
 from forkwire.client.errors import ConnectError, ConnectionLost
 from forkwire.client.sensors.config import FleetConfig
+from forkwire.client.sensors.frames import Frame, InFlight, runs_of
 from forkwire.client.sensors.kinds import make_sensor
 from forkwire.client.sensors.network import Network
 from forkwire.client.sensors.outbox import Outbox
 from forkwire.client.sensors.sensor import Sensor
 from forkwire.client.sensors.status import FleetSummary, SensorStats
 from forkwire.client.transport import Transport
-from forkwire.client.udp import UdpLink
-from forkwire.protocol import Ack, Error, ReadingsMsg
+from forkwire.client.udp import DEFAULT_DATAGRAM, UdpLink
+from forkwire.protocol import Ack, Error, ErrorCode, Reading, ReadingsMsg
 
 log = structlog.get_logger("forkwire.sensors")
 
@@ -94,14 +97,17 @@ class Fleet:
             raise ValueError(f"sensor names must be unique, repeated: {twice}")
         self.network = Network(config.slots)
         self.outbox = Outbox(config.outbox, max_rows=config.outbox_max, policy=config.outbox_policy)
+        self.outbox.on_deleted = self._on_delivered
         #: Connections lost after they were up, and connection attempts that failed.
         self.reconnects = 0
         self.failed_connects = 0
         self._server = f"{config.transport}://{config.host}:{config.port}"
         self._fire_and_forget = config.transport is Transport.udp and not config.udp_ack
         self._sent: Counter[str] = Counter()
-        self._acked: Counter[str] = Counter()
-        self._in_flight: set[tuple[str, int]] = set()
+        self._conflicts: Counter[str] = Counter()
+        self._in_flight = InFlight()
+        self._resend: list[list[Reading]] = []  # the rest of frames a conflict refused
+
         self._wake = asyncio.Event()  # new rows in the outbox, or closing
         self._delivered = asyncio.Event()  # rows left the outbox (acked, or sent over UDP)
         self._closed = asyncio.Event()  # closing: cuts a reconnect backoff short
@@ -121,6 +127,10 @@ class Fleet:
             slots=self.network.slots,
             in_flight=self.network.in_flight,
             max_in_flight=self.network.max_in_flight,
+            producer=self.outbox.producer,
+            backlog=self.outbox.backlog,
+            ack_p50_ms=self._in_flight.percentile_ms(50),
+            ack_p99_ms=self._in_flight.percentile_ms(99),
             reconnects=self.reconnects,
             failed_connects=self.failed_connects,
             elapsed=time.monotonic() - self._started,
@@ -130,7 +140,9 @@ class Fleet:
                     kind=s.kind,
                     probed=s.probed,
                     sent=self._sent[s.name],
-                    acked=self._acked[s.name],
+                    acked=self.outbox.acked_by_sensor[s.name],
+                    acked_backlog=self.outbox.acked_backlog_by_sensor[s.name],
+                    conflicts=self._conflicts[s.name],
                     pending=self.outbox.pending_count(s.name),
                     dropped_by_noise=s.dropped_by_noise,
                     dropped_by_outbox=self.outbox.dropped_by_sensor[s.name],
@@ -242,6 +254,9 @@ class Fleet:
     def _on_stored(self, _reading: object) -> None:
         self._wake.set()
 
+    def _on_delivered(self) -> None:
+        self._delivered.set()
+
     async def _report_status(self) -> None:
         if self.config.on_status is None:
             return
@@ -276,6 +291,7 @@ class Fleet:
             finally:
                 self._connected = False
                 self._in_flight.clear()
+                self._resend.clear()  # still in the outbox: a new connection resends it
                 self.network.release_all()
                 await connection.close()
             if self._closing:
@@ -313,37 +329,44 @@ class Fleet:
     async def _send(self, connection: Connection | UdpLink) -> None:
         cursor = 0  # the outbox id of the last row sent on this connection
         loop = asyncio.get_running_loop()
+        producer = self.outbox.producer or None
         while not self._closing:
-            if not self.outbox.has_after(cursor):
+            if not self._resend and not self.outbox.has_after(cursor):
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            taken = await self.network.acquire_up_to(self.config.batch)
-            rows = [] if self._closing else self.outbox.scan(cursor, taken)
-            if len(rows) < taken:
-                # Closing, or rows dropped by drop-oldest while we waited for a slot.
-                self.network.release(taken - len(rows))
-            if not rows:
+            await self.network.acquire()  # one slot, one frame
+            items, cursor = self._next_frame(cursor)
+            if self._closing or not items:
+                self.network.release()
                 continue
-            cursor = rows[-1][0]
-            items = [reading for _, reading in rows]
             if self._fire_and_forget:
                 # Handed to the kernel is as far as UDP without acks can know: the slot
-                # was for the send, and the row leaves the outbox now.
-                await connection.send(ReadingsMsg(items=items, ack=False))
+                # was for the send, and the rows leave the outbox now.
+                await connection.send(ReadingsMsg(producer=producer, items=items, ack=False))
                 self._sent.update(r.sensor for r in items)
-                for reading in items:
-                    self.outbox.ack(reading.sensor, reading.seq, reading.seq)
-                self._delivered.set()
-                self.network.release(len(items))
+                self.outbox.ack_many(runs_of(items))
+                self.network.release()
                 continue
             if not self._in_flight:
                 self._progress_at = loop.time()
-            self._in_flight.update((r.sensor, r.seq) for r in items)
+            self._in_flight.add(Frame(items))
             self._sent.update(r.sensor for r in items)
-            await connection.send(ReadingsMsg(items=items))
+            await connection.send(ReadingsMsg(producer=producer, items=items))
         await self.network.wait_idle()
         raise _Drained
+
+    def _next_frame(self, cursor: int) -> tuple[list[Reading], int]:
+        """The next frame's readings and the cursor after them: the rest of a refused
+        frame first (the cursor stays), then the outbox's next rows."""
+        if self._resend:
+            return self._resend.pop(0), cursor
+        rows = self.outbox.scan(cursor, self.config.batch)
+        if not rows:
+            return [], cursor
+        if self.config.transport is Transport.udp:
+            rows = _fit_datagram(rows)
+        return [reading for _, reading in rows], rows[-1][0]
 
     async def _receive(self, connection: Connection | UdpLink) -> None:
         loop = asyncio.get_running_loop()
@@ -361,36 +384,65 @@ class Fleet:
             if isinstance(message, Ack):
                 self._on_ack(message)
                 self._progress_at = loop.time()
+            elif isinstance(message, Error) and message.code == ErrorCode.CONFLICT and message.keys:
+                self._on_conflict(message)
+                self._progress_at = loop.time()
             elif isinstance(message, Error):
-                # An error frame carries no seqs, so we cannot tell which readings it
-                # refused (a failed commit refuses all of its batch). Reconnecting
-                # resends everything unacked, which the idempotency key makes safe.
+                # Any other error (a failed commit refuses its whole batch) names no
+                # readings we can settle. Reconnecting resends everything unacked, which
+                # the idempotency key makes safe.
                 log.warning("server refused readings", code=message.code, error=message.message)
                 raise ConnectionLost(f"server error {message.code}: {message.message}")
             else:
                 log.debug("ignored message", type=message.type)
 
     def _on_ack(self, ack: Ack) -> None:
-        released = 0
-        for sensor, runs in ack.acked.items():
-            for first, last in runs:
-                self._acked[sensor] += self.outbox.ack(sensor, first, last)
-                released += self._forget(sensor, first, last)
-        self._delivered.set()
-        # Only readings in flight hold a slot; a duplicate acked again holds none.
-        if released:
-            self.network.release(released)
+        frame = self._in_flight.acked(ack.acked)
+        self.outbox.ack_many(ack.acked)  # deleted with the next flush, which says so
+        # Only a frame in flight holds a slot; an ack of a frame resent after a reconnect
+        # whose first ack was lost holds none.
+        if frame is not None:
+            self.network.release()
 
-    def _forget(self, sensor: str, first: int, last: int) -> int:
-        if last - first < len(self._in_flight):
-            keys = [(sensor, seq) for seq in range(first, last + 1)]
-        else:
-            # A run wider than what is in flight (never from an honest server): walk the
-            # in-flight set instead of the run.
-            keys = [(s, q) for s, q in self._in_flight if s == sensor and first <= q <= last]
-        before = len(self._in_flight)
-        self._in_flight.difference_update(keys)
-        return before - len(self._in_flight)
+    def _on_conflict(self, error: Error) -> None:
+        assert error.keys is not None
+        frame = self._in_flight.refused(error.keys)
+        refused = self.outbox.discard(error.keys)
+        self._conflicts.update(refused)
+        log.warning(
+            "server refused readings whose key it holds with another value; dropped",
+            readings=refused.total(),
+            keys={sensor: runs[:3] for sensor, runs in error.keys.items()},
+            error=error.message,
+        )
+        if frame is None:
+            return
+        # The rest of the frame may or may not be stored: sending it again gets it acked
+        # (as duplicates where it was), so nothing is counted as delivered unconfirmed.
+        refused_keys = {
+            (sensor, seq)
+            for sensor, runs in error.keys.items()
+            for first, last in runs
+            for seq in range(first, last + 1)
+        }
+        rest = [r for r in frame.readings if (r.sensor, r.seq) not in refused_keys]
+        if rest:
+            self._resend.append(rest)
+            self._wake.set()
+        self._delivered.set()
+        self.network.release()
+
+
+def _fit_datagram(rows: list[tuple[int, Reading]]) -> list[tuple[int, Reading]]:
+    """As many rows as fit one unfragmented datagram (at least one)."""
+    budget = DEFAULT_DATAGRAM - 100  # the frame's header, type, producer, brackets
+    kept: list[tuple[int, Reading]] = []
+    for row in rows:
+        budget -= len(row[1].model_dump_json()) + 1
+        if kept and budget < 0:
+            break
+        kept.append(row)
+    return kept
 
 
 class _Drained(Exception):

@@ -1,9 +1,11 @@
-"""The shared network of one sensor fleet: a fixed number of readings in flight.
+"""The shared network of one sensor fleet: a fixed number of messages in flight.
 
-A slot is held from the moment a reading is sent until the server acknowledges it, not
-until the write returns: a write only proves the kernel buffered the bytes, while the ack
-proves the reading was committed. Bounding unacked readings bounds what a slow or stalled
-server can leave hanging, and what a reconnect has to resend at once.
+A slot is one ``readings`` frame (up to ``--batch`` readings), held from the moment it is
+sent until the server acknowledges it, not until the write returns: a write only proves
+the kernel buffered the bytes, while the ack proves the readings were committed. Bounding
+unacked frames bounds what a slow or stalled server can leave hanging, and what a
+reconnect has to resend at once; MQTT's receive maximum and NATS's max pending acks are
+the same idea.
 """
 
 from __future__ import annotations
@@ -12,10 +14,10 @@ import asyncio
 
 
 class Network:
-    """At most ``slots`` readings in flight, across every sensor that shares this object.
+    """At most ``slots`` frames in flight, across every sensor that shares this object.
 
     Args:
-        slots: readings that may be sent and not yet acked. The design default of 5 keeps
+        slots: frames that may be sent and not yet acked. The design default of 5 keeps
             the pipe busy over a LAN round trip without letting one fleet flood a server.
     """
 
@@ -44,26 +46,8 @@ class Network:
         await self._semaphore.acquire()
         self._took(1)
 
-    async def acquire_up_to(self, want: int) -> int:
-        """Wait for one slot, then take up to ``want - 1`` more that are free right now.
-
-        Returns how many slots were taken (1..want). This is how a batch frame is sized:
-        it never waits for a full batch while a smaller one could already go out.
-        """
-        if want < 1:
-            raise ValueError(f"want must be >= 1, got {want}")
-        await self.acquire()
-        taken = 1
-        # An unlocked asyncio.Semaphore grants acquire() without suspending, so these
-        # extra slots are taken atomically with the first as far as other tasks can see.
-        while taken < want and not self._semaphore.locked():
-            await self._semaphore.acquire()
-            self._took(1)
-            taken += 1
-        return taken
-
     def release(self, count: int = 1) -> None:
-        """Give back ``count`` slots (their readings were acked, or never sent).
+        """Give back ``count`` slots (their frames were answered, or never sent).
 
         Raises:
             ValueError: more slots than are taken; that would let the fleet exceed its

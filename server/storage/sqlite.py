@@ -52,10 +52,8 @@ _MIGRATE_FROM_1 = (
     "ALTER TABLE readings_v2 RENAME TO readings",
 )
 
-# What is stored already under the keys of the batch. Run inside BEGIN IMMEDIATE, which
-# holds the write lock, so nobody can store one of them between this and the INSERT: the
-# answer is exact. One JSON parameter instead of three placeholders per key keeps clear of
-# SQLite's bound-variable limit.
+# What is stored under keys an INSERT did not take. One JSON parameter instead of three
+# placeholders per key keeps clear of SQLite's bound-variable limit.
 _EXISTING = """
 SELECT r.sensor, r.producer, r.seq, r.ts, r.value
 FROM json_each(?) AS j
@@ -65,23 +63,44 @@ JOIN readings AS r
     AND r.seq = json_extract(j.value, '$[2]')
 """
 
-_INSERT = (
-    "INSERT INTO readings (sensor, producer, seq, ts, value, received_at) VALUES (?, ?, ?, ?, ?, ?)"
-)
+_INSERT_HEAD = "INSERT INTO readings (sensor, producer, seq, ts, value, received_at) VALUES "
+_ROW = "(?,?,?,?,?,?)"
+_INSERT_TAIL = " ON CONFLICT DO NOTHING RETURNING sensor, producer, seq"
+#: SQLite allows 32,766 bound parameters a statement (since 3.32); six a row.
+_ROWS_PER_STATEMENT = 5000
+#: Commits of up to this many readings run on the event loop (about 60 µs for five).
+_INLINE_ROWS = 64
 
 #: How long a write waits for another process holding the lock before it fails.
 _BUSY_TIMEOUT_MS = 5000
 
 
 class SQLiteRepository:
-    """Readings in one SQLite file, one transaction per ``add_many``."""
+    """Readings in one SQLite file, one transaction per ``add_many``.
 
-    def __init__(self, db: aiosqlite.Connection, path: str, migrated_from: int | None) -> None:
-        self._db = db
+    Writes go through a plain ``sqlite3`` connection of their own, reads through
+    aiosqlite. A commit of a few readings without fsync (the common case: a fleet with
+    five frames in flight) runs on the event loop: it takes about 60 µs here, against 220
+    µs through a thread, whose two wake-ups cost more than the write. A larger batch, or
+    any commit with ``full`` durability (an fsync), runs in a worker thread so the loop
+    never waits on the disk.
+    """
+
+    def __init__(
+        self,
+        reader: aiosqlite.Connection,
+        writer: sqlite3.Connection,
+        path: str,
+        durability: Durability,
+        migrated_from: int | None,
+    ) -> None:
+        self._db = reader
+        self._writer = writer
         self.path = path
+        self._inline_rows = _INLINE_ROWS if durability == "normal" else 0
         #: The schema version the file had when opened, if it was migrated.
         self.migrated_from = migrated_from
-        # One connection: a transaction spans several awaits, so calls must not interleave.
+        # Writes must not interleave (a large one spans a transaction in a thread).
         self._lock = asyncio.Lock()
 
     @classmethod
@@ -96,41 +115,79 @@ class SQLiteRepository:
             SchemaError: the file was written by a newer forkwire.
         """
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        # isolation_level=None: the sqlite3 module must not open transactions behind our back;
-        # add_many opens its own with BEGIN IMMEDIATE.
-        db = await aiosqlite.connect(path, isolation_level=None)
+        # isolation_level=None: the sqlite3 module must not open transactions behind our
+        # back; a statement is its own transaction unless we open one with BEGIN.
+        reader = await aiosqlite.connect(path, isolation_level=None)
         try:
-            await db.execute("PRAGMA journal_mode=WAL")
-            await db.execute(f"PRAGMA synchronous={durability.upper()}")
-            await db.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
-            migrated_from = await _bring_up_to_date(db, path)
+            await reader.execute("PRAGMA journal_mode=WAL")
+            await reader.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+            migrated_from = await _bring_up_to_date(reader, path)
+            # check_same_thread=False: used from the loop and from a worker thread, never
+            # at once (the repository's lock).
+            writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            writer.execute(f"PRAGMA synchronous={durability.upper()}")
+            writer.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
         except BaseException:
-            await db.close()
+            await reader.close()
             raise
-        return cls(db, path, migrated_from)
+        return cls(reader, writer, path, durability, migrated_from)
 
     async def add_many(self, entries: Sequence[Entry], received_at: float) -> AddResult:
-        """Insert the new keys in one transaction; count duplicates and conflicts."""
+        """Insert the new keys; count duplicates and conflicts.
+
+        One ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` statement is one transaction;
+        only the keys it did not insert (rare: resends) are looked up afterwards to tell a
+        duplicate from a conflict. Stored rows never change, so that lookup needs no lock.
+        A batch too large for one statement's parameters takes a transaction around several.
+        """
         if not entries:
             return result_of(0, (), ())
-        keys = json.dumps([[e.sensor, e.producer, e.seq] for e in entries])
+        unique, repeated, clashing = classify(entries, {})
         async with self._lock:
-            await self._db.execute("BEGIN IMMEDIATE")
+            if len(unique) <= self._inline_rows:
+                refused, stored = self._write(unique, received_at)
+            else:
+                refused, stored = await asyncio.to_thread(self._write, unique, received_at)
+        _, duplicates, conflicts = classify(refused, stored)
+        return result_of(
+            len(unique) - len(refused), [*repeated, *duplicates], [*clashing, *conflicts]
+        )
+
+    def _write(
+        self, entries: Sequence[Entry], received_at: float
+    ) -> tuple[list[Entry], dict[Key, tuple[float, str]]]:
+        """Insert; return the entries not inserted and what is stored under their keys."""
+        if len(entries) <= _ROWS_PER_STATEMENT:
+            inserted = self._insert(entries, received_at)
+        else:
+            self._writer.execute("BEGIN IMMEDIATE")
             try:
-                existing = await self._db.execute_fetchall(_EXISTING, (keys,))
-                stored: dict[Key, tuple[float, str]] = {
-                    (sensor, producer, seq): (ts, value)
-                    for sensor, producer, seq, ts, value in existing
-                }
-                fresh, duplicates, conflicts = classify(entries, stored)
-                await self._db.executemany(_INSERT, [(*entry, received_at) for entry in fresh])
-                await self._db.execute("COMMIT")
+                inserted = set()
+                for start in range(0, len(entries), _ROWS_PER_STATEMENT):
+                    inserted |= self._insert(
+                        entries[start : start + _ROWS_PER_STATEMENT], received_at
+                    )
+                self._writer.execute("COMMIT")
             except BaseException:
                 # Keep the original error: a failed COMMIT may have ended the transaction.
                 with contextlib.suppress(sqlite3.Error):
-                    await self._db.execute("ROLLBACK")
+                    self._writer.execute("ROLLBACK")
                 raise
-        return result_of(len(fresh), duplicates, conflicts)
+        refused = [e for e in entries if e.key not in inserted]
+        stored: dict[Key, tuple[float, str]] = {}
+        if refused:
+            keys = json.dumps([[e.sensor, e.producer, e.seq] for e in refused])
+            for sensor, producer, seq, ts, value in self._writer.execute(_EXISTING, (keys,)):
+                stored[(sensor, producer, seq)] = (ts, value)
+        return refused, stored
+
+    def _insert(self, entries: Sequence[Entry], received_at: float) -> set[Key]:
+        sql = _INSERT_HEAD + ",".join([_ROW] * len(entries)) + _INSERT_TAIL
+        params = [field for entry in entries for field in (*entry, received_at)]
+        return {
+            (sensor, producer, seq)
+            for sensor, producer, seq in self._writer.execute(sql, params).fetchall()
+        }
 
     async def query(
         self,
@@ -172,7 +229,9 @@ class SQLiteRepository:
         ]
 
     async def close(self) -> None:
-        """Close the connection (SQLite checkpoints the WAL on the last close)."""
+        """Close both connections (SQLite checkpoints the WAL on the last close)."""
+        async with self._lock:
+            self._writer.close()
         await self._db.close()
 
 

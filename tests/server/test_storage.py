@@ -435,8 +435,8 @@ async def test_sqlite_durability_sets_synchronous(
     """normal is synchronous=NORMAL (1), full is synchronous=FULL (2): an fsync a commit."""
     repo = await open_repository(f"sqlite:///{tmp_path / 'd.sqlite'}", durability)
     try:
-        level_now = await repo._db.execute_fetchall("PRAGMA synchronous")  # type: ignore[attr-defined]
-        assert level_now == [(level,)]
+        writer = repo._writer  # type: ignore[attr-defined]
+        assert writer.execute("PRAGMA synchronous").fetchall() == [(level,)]
     finally:
         await repo.close()
 

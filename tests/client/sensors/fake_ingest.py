@@ -1,9 +1,11 @@
 """A fake ingest server for the fleet tests: real sockets, the real codec, a dict as storage.
 
-It speaks just enough of protocol v1 (``hello``, ``reading``/``readings``, ``bye``) to test
-the client without depending on the real server. It commits a frame by putting its
-readings in :attr:`FakeIngest.stored` after ``ack_delay`` (and after ``ack_gate`` is set),
-then acks it, and records how many readings were ever outstanding (received, not acked).
+It speaks just enough of protocol v2 (``hello``, ``reading``/``readings`` with a producer,
+``bye``) to test the client without depending on the real server. It commits a frame by
+putting its readings in :attr:`FakeIngest.stored` after ``ack_delay`` (and after
+``ack_gate`` is set), then acks it (or, if one of its keys is stored with another ts or
+value, refuses it with ``conflict``), and records how many frames and readings were ever
+outstanding (received, not answered).
 Stopping it closes every connection and forgets every unacked reading, like a crash
 between receipt and commit; :attr:`stored` survives a stop/start, like a database.
 """
@@ -61,11 +63,16 @@ class FakeIngest:
         #: Answer this many ``readings`` frames with an ``error`` (a failed commit).
         self.refuse_frames = 0
         self.port = 0
+        #: Keyed by (sensor, seq) and kept per producer: producers[key] says whose it is.
         self.stored: dict[tuple[str, int], Reading] = {}
+        self.producers: dict[tuple[str, int], str] = {}
         self.received = 0
         self.duplicates = 0
+        self.conflicts = 0
         self.outstanding = 0
         self.max_outstanding = 0
+        self.frames_outstanding = 0
+        self.max_frames_outstanding = 0
         self.max_items = 0
         self.connections = 0
         self._server: asyncio.Server | None = None
@@ -144,8 +151,10 @@ class FakeIngest:
             self.received += len(items)
             self.outstanding += len(items)
             self.max_outstanding = max(self.max_outstanding, self.outstanding)
+            self.frames_outstanding += 1
+            self.max_frames_outstanding = max(self.max_frames_outstanding, self.frames_outstanding)
             self.max_items = max(self.max_items, len(items))
-            task = asyncio.create_task(self._commit(items, writer))
+            task = asyncio.create_task(self._commit(items, message.producer or "", writer))
             for tasks in (mine, self._acks):
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
@@ -156,7 +165,9 @@ class FakeIngest:
             writer.write(pack(Bye()))
         await writer.drain()
 
-    async def _commit(self, items: list[Reading], writer: asyncio.StreamWriter) -> None:
+    async def _commit(
+        self, items: list[Reading], producer: str, writer: asyncio.StreamWriter
+    ) -> None:
         try:
             await self.ack_gate.wait()
             if self.ack_delay:
@@ -164,14 +175,25 @@ class FakeIngest:
                 await asyncio.sleep(self.ack_delay)
         finally:
             self.outstanding -= len(items)
+            self.frames_outstanding -= 1
             self._touch()
         duplicates = 0
+        clashing = []
         for item in items:
             key = (item.sensor, item.seq)
-            if key in self.stored:
+            if key not in self.stored:
+                self.stored[key] = item
+                self.producers[key] = producer
+            elif (self.stored[key].ts, self.stored[key].value) == (item.ts, item.value):
                 duplicates += 1
-            self.stored[key] = item
+            else:
+                clashing.append(key)
+        self.conflicts += len(clashing)
         with contextlib.suppress(ConnectionError):
-            acked = ack_runs((r.sensor, r.seq) for r in items)
-            writer.write(pack(Ack(acked=acked, duplicates=duplicates)))
+            if clashing:
+                error = Error(code="conflict", message="stored with another value")
+                writer.write(pack(error.model_copy(update={"keys": ack_runs(clashing)})))
+            else:
+                acked = ack_runs((r.sensor, r.seq) for r in items)
+                writer.write(pack(Ack(acked=acked, duplicates=duplicates)))
         self._touch()

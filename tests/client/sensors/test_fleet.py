@@ -16,6 +16,7 @@ from forkwire.client.sensors.outbox import Outbox
 from forkwire.client.sensors.sensor import Sensor
 from forkwire.client.sensors.status import FleetSummary
 from forkwire.client.transport import Transport
+from forkwire.protocol import Reading
 
 #: Every wait in these tests is event-driven and bounded by this.
 WAIT = 10.0
@@ -97,35 +98,71 @@ async def test_never_more_than_five_in_flight(
 ) -> None:
     """Five fast sensors against slow acks keep exactly the five slots busy, never more."""
     fake.ack_delay = 0.05
-    run = launch(Fleet(make_config(fake, tmp_path, count=5)))
+    run = launch(Fleet(make_config(fake, tmp_path, count=5, batch=1)))
     await fake.wait_until(lambda: len(fake.stored) >= 40)
     summary = await run.finish()
-    assert fake.max_outstanding == 5
+    assert fake.max_frames_outstanding == 5
+    assert fake.max_outstanding == 5  # one reading a frame
     assert summary.max_in_flight == 5
 
 
 async def test_one_slot_means_one_in_flight(
     fake: FakeIngest, launch: Callable[[Fleet], Run], tmp_path: Path
 ) -> None:
-    """With slots=1 the server never holds more than one unacked reading."""
+    """With slots=1 the server never holds more than one unacked frame."""
     fake.ack_delay = 0.01
     run = launch(Fleet(make_config(fake, tmp_path, count=3, slots=1)))
     await fake.wait_until(lambda: len(fake.stored) >= 15)
     summary = await run.finish()
-    assert fake.max_outstanding == 1
+    assert fake.max_frames_outstanding == 1
     assert summary.max_in_flight == 1
 
 
-async def test_a_frame_holds_at_most_the_free_slots(
+async def test_a_slot_carries_a_frame_of_up_to_batch_readings(
     fake: FakeIngest, launch: Callable[[Fleet], Run], tmp_path: Path
 ) -> None:
-    """A batch larger than the slots still sends at most `slots` readings per frame."""
+    """While acks are slow, readings pile up and go out many to a frame, up to --batch,
+    with never more than the slots' frames in flight."""
     fake.ack_delay = 0.05
-    run = launch(Fleet(make_config(fake, tmp_path, count=5, batch=10)))
-    await fake.wait_until(lambda: len(fake.stored) >= 40)
+    run = launch(Fleet(make_config(fake, tmp_path, count=5, batch=30)))
+    await fake.wait_until(lambda: len(fake.stored) >= 200)
     await run.finish()
-    assert 1 < fake.max_items <= 5
-    assert fake.max_outstanding <= 5
+    assert 5 < fake.max_items <= 30
+    assert fake.max_frames_outstanding <= 5
+
+
+async def test_frames_carry_the_outboxs_producer(
+    fake: FakeIngest, launch: Callable[[Fleet], Run], tmp_path: Path
+) -> None:
+    """Every frame names the outbox's producer; a fresh outbox is a new producer."""
+    run = launch(Fleet(make_config(fake, tmp_path, count=2)))
+    await fake.wait_until(lambda: len(fake.stored) >= 10)
+    first = await run.finish()
+    assert len(first.producer) == 32
+    assert set(fake.producers.values()) == {first.producer}
+    second = launch(Fleet(make_config(fake, tmp_path, count=2, outbox=tmp_path / "other.sqlite")))
+    await asyncio.sleep(0.1)
+    summary = await second.finish()
+    assert summary.producer not in ("", first.producer)
+
+
+async def test_a_conflict_drops_the_refused_and_resends_the_rest(
+    fake: FakeIngest, launch: Callable[[Fleet], Run], tmp_path: Path
+) -> None:
+    """Readings the server holds with another value are dropped and counted; the rest of
+    their frame is sent again and acked, and the fleet stays connected."""
+    fake.stored[("sensor-0", 0)] = Reading(sensor="sensor-0", seq=0, ts=0.0, value=12345)
+    fake.ack_gate.clear()
+    run = launch(Fleet(make_config(fake, tmp_path, count=1, batch=50)))
+    await asyncio.sleep(0.2)  # let seqs 0.. pile up into one frame
+    fake.ack_gate.set()
+    await fake.wait_until(lambda: len(fake.seqs("sensor-0")) >= 10)
+    summary = await run.finish()
+    assert fake.conflicts == 1
+    assert summary.conflicts == 1
+    assert fake.connections == 1
+    assert summary.pending == 0
+    assert fake.stored[("sensor-0", 0)].value == 12345
 
 
 async def test_outbox_holds_a_reading_until_it_is_acked(
@@ -152,7 +189,9 @@ async def test_probing_goes_on_while_the_network_is_stalled(
     fake.ack_gate.clear()
     probe = CountingProbe(target=30)
     sensor = Sensor("busy", probe, period=0.001)
-    fleet = Fleet(make_config(fake, tmp_path, slots=1, drain_timeout=0.1), sensors=[sensor])
+    fleet = Fleet(
+        make_config(fake, tmp_path, slots=1, batch=1, drain_timeout=0.1), sensors=[sensor]
+    )
     run = launch(fleet)
     await asyncio.wait_for(probe.reached.wait(), WAIT)
     assert fake.received == 1

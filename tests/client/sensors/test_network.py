@@ -31,17 +31,6 @@ async def test_acquire_waits_when_every_slot_is_taken() -> None:
     assert network.in_flight == 1
 
 
-async def test_acquire_up_to_takes_only_free_slots() -> None:
-    """acquire_up_to takes one slot, then as many more as are free, never waiting for them."""
-    network = Network(5)
-    for _ in range(3):
-        await network.acquire()
-    assert await network.acquire_up_to(4) == 2
-    assert network.in_flight == 5
-    network.release(5)
-    assert await network.acquire_up_to(2) == 2
-
-
 async def test_many_tasks_never_exceed_the_slots() -> None:
     """Twenty concurrent holders never have more than `slots` slots at once."""
     network = Network(5)
@@ -63,7 +52,8 @@ async def test_many_tasks_never_exceed_the_slots() -> None:
 async def test_release_all_and_wait_idle() -> None:
     """release_all gives back every slot and wakes wait_idle."""
     network = Network(5)
-    await network.acquire_up_to(4)
+    for _ in range(4):
+        await network.acquire()
     idle = asyncio.create_task(network.wait_idle())
     await asyncio.sleep(0)
     assert not idle.done()

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from pathlib import Path
 
 import pytest
 from structlog.testing import capture_logs
 
-from forkwire.client.sensors.outbox import Outbox, OutboxFull
+from forkwire.client.sensors.outbox import FLUSH_DELAY, Outbox, OutboxFull
 from forkwire.protocol import Reading
 
 
@@ -62,16 +63,75 @@ def test_pending_orders_by_seq(path: Path) -> None:
 
 
 def test_duplicate_add_is_ignored(path: Path) -> None:
-    """Adding a (sensor, seq) already held returns False and counts nothing."""
+    """Adding a (sensor, seq) already held keeps the first and counts one."""
     with Outbox(path) as outbox:
-        assert outbox.add(reading("a", 0))
-        assert not outbox.add(reading("a", 0, 99))
-        assert outbox.added == 1
+        outbox.add(reading("a", 0))
+        outbox.add(reading("a", 0, 99))
         assert outbox.pending("a")[0].value == 1
+        assert (outbox.added, len(outbox)) == (1, 1)
+
+
+async def test_writes_are_batched_into_one_transaction_per_loop_turn(path: Path) -> None:
+    """Readings added in one turn of the event loop are written together, once the loop
+    comes round (or before anything reads the table)."""
+    with Outbox(path) as outbox:
+        for seq in range(100):
+            outbox.add(reading("a", seq))
+        on_disk = sqlite3.connect(path)
+        assert on_disk.execute("SELECT count(*) FROM outbox").fetchone() == (0,)
+        await asyncio.sleep(FLUSH_DELAY * 5)
+        assert on_disk.execute("SELECT count(*) FROM outbox").fetchone() == (100,)
+        on_disk.close()
+
+
+def test_an_outbox_is_a_producer_for_life(path: Path) -> None:
+    """A new outbox makes a producer id and keeps it across restarts; another file, another."""
+    with Outbox(path) as outbox:
+        first = outbox.producer
+        assert len(first) == 32
+    with Outbox(path) as outbox:
+        assert outbox.producer == first
+    with Outbox(path.with_name("other.sqlite")) as other:
+        assert other.producer != first
+
+
+def test_an_outbox_from_before_producers_stays_anonymous(path: Path) -> None:
+    """A file that held seqs before producer ids keeps sending as the anonymous producer,
+    so its backlog, maybe sent already, is not stored twice."""
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, sensor TEXT NOT NULL, "
+        "seq INTEGER NOT NULL, body TEXT NOT NULL, UNIQUE (sensor, seq));"
+        "CREATE TABLE seqs (sensor TEXT PRIMARY KEY, last INTEGER NOT NULL);"
+        "INSERT INTO seqs VALUES ('a', 4);"
+    )
+    old.close()
+    with Outbox(path) as outbox:
+        assert outbox.producer == ""
+        assert outbox.next_seq("a") == 5
+
+
+def test_backlog_and_purge(path: Path) -> None:
+    """Readings a run leaves are the next run's backlog; purge empties the outbox."""
+    with Outbox(path) as outbox:
+        for seq in range(3):
+            outbox.add(reading("a", seq))
+        outbox.add(reading("b", 0))
+    with Outbox(path) as outbox:
+        assert outbox.backlog == 4
+        assert outbox.backlog_seqs == {"a": 2, "b": 0}
+        info = outbox.info()
+        assert (info.waiting, info.total, info.producer) == ({"a": 3, "b": 1}, 4, outbox.producer)
+        assert info.oldest_ts == reading("a", 0).ts
+        assert outbox.purge() == 4
+        assert len(outbox) == 0
+        assert outbox.next_seq("a") == 3
 
 
 def test_next_seq_continues_after_restart_even_when_drained(path: Path) -> None:
-    """Seqs are persisted per sensor, so a drained outbox still continues the stream."""
+    """A sensor's last stored seq is kept when its rows are acked, so a drained outbox
+    still continues the stream; a seq never written anywhere (nothing was sent under it)
+    may be given again."""
     with Outbox(path) as outbox:
         assert [outbox.next_seq("a") for _ in range(3)] == [0, 1, 2]
         assert outbox.next_seq("b") == 0
@@ -80,7 +140,7 @@ def test_next_seq_continues_after_restart_even_when_drained(path: Path) -> None:
         assert len(outbox) == 0
     with Outbox(path) as outbox:
         assert outbox.next_seq("a") == 3
-        assert outbox.next_seq("b") == 1
+        assert outbox.next_seq("b") == 0
 
 
 def test_add_advances_the_seq_counter(path: Path) -> None:
@@ -105,7 +165,7 @@ def test_drop_oldest_keeps_the_newest(path: Path) -> None:
     """Under drop-oldest a full outbox deletes its oldest reading, counts it and warns."""
     with capture_logs() as logs, Outbox(path, max_rows=3, policy="drop-oldest") as outbox:
         for seq in range(5):
-            assert outbox.add(reading("a", seq))
+            outbox.add(reading("a", seq))
         assert [r.seq for r in outbox.pending()] == [2, 3, 4]
         assert (outbox.added, outbox.dropped, outbox.dropped_by_sensor["a"]) == (5, 2, 2)
     warnings = [e for e in logs if e["log_level"] == "warning"]

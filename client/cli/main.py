@@ -6,7 +6,16 @@ command (``calc``, on the hot path) does not import every other's dependencies.
 
 from __future__ import annotations
 
-from forkwire.client.cli import calc, demo, gen_ops, profiles, replay, report, sensors
+from forkwire.client.cli import (
+    calc,
+    demo,
+    gen_ops,
+    outbox,
+    profiles,
+    replay,
+    report,
+    sensors,
+)
 from forkwire.client.cli.app import app
 
 for _command in (
@@ -14,6 +23,7 @@ for _command in (
     gen_ops.gen_ops,
     report.report,
     sensors.sensors,
+    outbox.outbox,
     replay.replay,
     profiles.profiles,
     demo.demo,

@@ -46,7 +46,8 @@ _BYE_TIMEOUT: Final = 1.0
 
 
 def build_sensors(config: FleetConfig) -> list[Sensor]:
-    """The sensors a config describes: ``count`` of them, kinds cycled, names numbered."""
+    """The sensors a config describes: ``count`` of them, kinds cycled, names numbered,
+    their first probes spread over the first period."""
     sensors = []
     for i in range(config.count):
         sensor = make_sensor(
@@ -54,6 +55,7 @@ def build_sensors(config: FleetConfig) -> list[Sensor]:
         )
         if config.noise is not None:
             sensor.noise = config.noise(sensor)
+        sensor.phase = i / config.count  # spread over the first period, not in lockstep
         sensors.append(sensor)
     return sensors
 
@@ -154,6 +156,13 @@ class Fleet:
     async def run(self, stop: asyncio.Event | None = None) -> FleetSummary:
         """Run until the config's ``duration``, ``stop``, or cancellation; see run_fleet."""
         self._started = time.monotonic()
+        if self.outbox.backlog:
+            log.warning(
+                f"the outbox holds {self.outbox.backlog:,} readings of an earlier run; "
+                "they are sent first",
+                outbox=self.outbox.path,
+                producer=self.outbox.producer,
+            )
         probing = [
             asyncio.create_task(s.run(self.outbox, self._on_stored), name=f"sensor {s.name}")
             for s in self.sensors

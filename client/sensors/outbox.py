@@ -341,6 +341,8 @@ class Outbox:
         self.flush()
         with self._transaction():
             (count,) = self._db.execute("SELECT count(*) FROM outbox").fetchone()
+            # The seqs they held are kept: they may have reached the server already.
+            self._db.executemany(_SAVE_SEQ, list(self._last.items()))
             self._db.execute("DELETE FROM outbox")
         self._rows.clear()
         self._make_room()

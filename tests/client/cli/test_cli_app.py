@@ -50,7 +50,7 @@ def test_the_commands_are_listed_in_their_order() -> None:
     """forkwire --help lists the commands as before: calc first, demo last."""
     done = run_cli("--help")
     names = [line.split()[0] for line in done.stdout.split("Commands:")[1].splitlines()[1:]]
-    assert names == ["calc", "gen-ops", "report", "sensors", "replay", "profiles", "demo"]
+    assert names == ["calc", "gen-ops", "report", "sensors", "outbox", "replay", "profiles", "demo"]
 
 
 @pytest.mark.parametrize("command", ["calc", "report"])

@@ -9,7 +9,6 @@ unless ``FORKWIRE_REQUIRE_POSTGRES=1`` makes that a failure (CI with a database)
 from __future__ import annotations
 
 import io
-import os
 import sqlite3
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+from fwtest import POSTGRES_URL, postgres_schema, require_postgres
 
 from forkwire.server.storage import (
     AddResult,
@@ -34,29 +34,13 @@ from forkwire.server.storage.base import Entry, encode_value
 from forkwire.server.storage.memory import MemoryRepository
 from forkwire.server.storage.screen import ScreenSink
 
-POSTGRES_URL = os.environ.get("FORKWIRE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 ROOT = Path(__file__).resolve().parents[2]
 BACKENDS = ["memory", "sqlite", "csv", pytest.param("postgres", marks=pytest.mark.postgres)]
 PERSISTENT = ["sqlite", "csv", pytest.param("postgres", marks=pytest.mark.postgres)]
 
-_postgres_problem: list[str | None] = []  # the probe's answer, cached for the session
-
 
 def reading(sensor: str, seq: int, ts: float = 0.0, value: Any = 1.0, producer: str = "") -> Entry:
     return Entry(sensor, producer, seq, float(ts), encode_value(value))
-
-
-async def postgres_problem() -> str | None:
-    """Why PostgreSQL cannot be used, or None; probed once."""
-    if not _postgres_problem:
-        try:
-            conn = await asyncpg.connect(POSTGRES_URL, timeout=3)
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            _postgres_problem.append(f"PostgreSQL at {POSTGRES_URL} unreachable: {exc!r}")
-        else:
-            await conn.close()
-            _postgres_problem.append(None)
-    return _postgres_problem[0]
 
 
 @pytest.fixture(params=BACKENDS)
@@ -70,18 +54,8 @@ async def repo_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
     elif kind == "csv":
         yield f"csv:///{tmp_path / 'readings.csv'}"
     elif kind == "postgres":
-        problem = await postgres_problem()
-        if problem is not None:
-            if os.environ.get("FORKWIRE_REQUIRE_POSTGRES") == "1":
-                pytest.fail(f"{problem} (and FORKWIRE_REQUIRE_POSTGRES=1)")
-            pytest.skip(problem)
-        schema = f"fw_test_{uuid.uuid4().hex}"
-        yield f"{POSTGRES_URL}?schema={schema}"
-        conn = await asyncpg.connect(POSTGRES_URL, timeout=3)
-        try:
-            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        finally:
-            await conn.close()
+        async with postgres_schema() as url:
+            yield url
     else:
         raise AssertionError(kind)
 
@@ -387,11 +361,7 @@ async def test_a_version_1_csv_store_is_migrated(tmp_path: Path) -> None:
 @pytest.mark.postgres
 async def test_a_version_1_postgres_store_is_migrated() -> None:
     """A version 1 table (no producer) is migrated in place on open."""
-    problem = await postgres_problem()
-    if problem is not None:
-        if os.environ.get("FORKWIRE_REQUIRE_POSTGRES") == "1":
-            pytest.fail(problem)
-        pytest.skip(problem)
+    await require_postgres()
     schema = f"fw_test_{uuid.uuid4().hex}"
     conn = await asyncpg.connect(POSTGRES_URL, timeout=3)
     try:

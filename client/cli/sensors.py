@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import json
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -85,6 +86,9 @@ def sensors(
     seed: Annotated[int, typer.Option(help="Seed of the noise stages.")] = 0,
     server: Server,
     live: Annotated[bool | None, typer.Option(help="Live table (default: on a terminal).")] = None,
+    json_summary: Annotated[
+        bool, typer.Option("--json", help="End with the summary as JSON on stdout, no table.")
+    ] = False,
 ) -> None:
     """Run a fleet of sensors that stream readings to the server through a shared network."""
     # Imported here: numpy and the fleet's modules are for this command only.
@@ -133,4 +137,7 @@ def sensors(
         if show:
             display = stack.enter_context(Live(console=console, refresh_per_second=4))
         summary = run(stoppable(run_fleet(config)))
-    stdout().print(render_status(summary))
+    if json_summary:
+        typer.echo(json.dumps(summary.to_json()))
+    else:
+        stdout().print(render_status(summary))

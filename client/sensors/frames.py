@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Final, TypeAlias
 
 from forkwire.protocol import Reading
@@ -57,7 +57,6 @@ class Frame:
     """One ``readings`` frame in flight."""
 
     readings: list[Reading]
-    sent_at: float = field(default_factory=time.perf_counter)
     signature: _Signature = ()
 
     def __post_init__(self) -> None:
@@ -70,7 +69,8 @@ class InFlight:
     def __init__(self) -> None:
         self._frames: dict[_Signature, Frame] = {}
         self._by_key: dict[tuple[str, int], _Signature] = {}
-        #: Seconds from sending a frame to its ack, the most recent first out.
+        #: Seconds from each reading's probe (its ts) to its ack, the most recent kept: the
+        #: latency a user of the readings sees, time in the outbox included.
         self.latencies: deque[float] = deque(maxlen=LATENCY_SAMPLES)
 
     def __len__(self) -> int:
@@ -87,7 +87,8 @@ class InFlight:
         frame = self._frames.get(_signature(runs))
         if frame is not None:
             self._remove(frame)
-            self.latencies.append(time.perf_counter() - frame.sent_at)
+            now = time.time()
+            self.latencies.extend(now - reading.ts for reading in frame.readings)
         return frame
 
     def refused(self, runs: Mapping[str, Sequence[tuple[int, int]]]) -> Frame | None:

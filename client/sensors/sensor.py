@@ -74,6 +74,8 @@ class Sensor:
     period: float | PeriodSource
     kind: str = "custom"
     noise: Noise | None = None
+    #: The first probe waits this fraction of the period (a fleet spreads its sensors).
+    phase: float = 0.0
     #: Seqs consumed (readings probed, kept or not), readings the noise stage dropped,
     #: and probes that raised (those consume no seq: nothing was measured).
     probed: int = 0
@@ -85,6 +87,8 @@ class Sensor:
             raise ValueError(f"sensor name must match {SENSOR_PATTERN}, got {self.name!r}")
         if not callable(self.period) and not self.period > 0:
             raise ValueError(f"period must be > 0, got {self.period}")
+        if not 0 <= self.phase < 1:
+            raise ValueError(f"phase must be in [0, 1), got {self.phase}")
 
     def measure(self, sink: ReadingSink) -> Reading | None:
         """Probe once and return the reading to store, or None if there is none.
@@ -113,6 +117,10 @@ class Sensor:
         burst: a burst of readings taken at the same instant measures nothing new.
         """
         loop = asyncio.get_running_loop()
+        if self.phase and not callable(self.period):
+            # Sensors of one fleet share a period; started together they would probe in
+            # lockstep and queue a burst at every tick. Each starts its schedule later.
+            await asyncio.sleep(self.phase * self.period)
         due = loop.time()
         while True:
             try:

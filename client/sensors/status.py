@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
+from typing import Any
 
 from rich.table import Table
 
@@ -45,7 +47,7 @@ class FleetSummary:
     #: The outbox's producer id, and the readings an earlier run had left in it.
     producer: str = ""
     backlog: int = 0
-    #: Send-to-ack time of recent frames (None before the first ack).
+    #: Time from a reading's probe to its ack, of recent readings (None before the first).
     ack_p50_ms: float | None = None
     ack_p99_ms: float | None = None
     #: False in the summary of a run that has ended.
@@ -63,6 +65,18 @@ class FleetSummary:
     @property
     def pending(self) -> int:
         return sum(s.pending for s in self.sensors)
+
+    def to_json(self) -> dict[str, Any]:
+        """The summary as JSON-ready data, totals included."""
+        data = dataclasses.asdict(self)
+        data.update(
+            sent=self.sent,
+            acked=self.acked,
+            pending=self.pending,
+            acked_backlog=self.acked_backlog,
+            conflicts=self.conflicts,
+        )
+        return data
 
     @property
     def acked_backlog(self) -> int:

@@ -19,9 +19,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Sequence
-from typing import Final
+from typing import Final, TypeAlias
 
 import structlog
 
@@ -29,7 +29,7 @@ from forkwire.client.backoff import Backoff
 from forkwire.client.connection import Connection
 from forkwire.client.errors import ConnectError, ConnectionLost
 from forkwire.client.sensors.config import FleetConfig
-from forkwire.client.sensors.frames import Frame, InFlight, runs_of
+from forkwire.client.sensors.frames import Frame, InFlight
 from forkwire.client.sensors.kinds import make_sensor
 from forkwire.client.sensors.network import Network
 from forkwire.client.sensors.outbox import Outbox
@@ -43,6 +43,13 @@ log = structlog.get_logger("forkwire.sensors")
 
 #: How long a closing fleet says ``bye`` and waits for the answer.
 _BYE_TIMEOUT: Final = 1.0
+
+#: An outbox row: its id and its reading.
+_Row: TypeAlias = tuple[int, Reading]
+
+#: The sender reads at least this many outbox rows at a time: with small frames, one
+#: query per frame costs more than the frame. Small, so the rows it holds unsent are few.
+_PREFETCH: Final = 64
 
 
 def build_sensors(config: FleetConfig) -> list[Sensor]:
@@ -108,7 +115,8 @@ class Fleet:
         self._sent: Counter[str] = Counter()
         self._conflicts: Counter[str] = Counter()
         self._in_flight = InFlight()
-        self._resend: list[list[Reading]] = []  # the rest of frames a conflict refused
+        self._resend: list[list[_Row]] = []  # the rest of frames a conflict refused
+        self._ahead: deque[_Row] = deque()  # rows read, not sent yet
 
         self._wake = asyncio.Event()  # new rows in the outbox, or closing
         self._delivered = asyncio.Event()  # rows left the outbox (acked, or sent over UDP)
@@ -301,6 +309,7 @@ class Fleet:
                 self._connected = False
                 self._in_flight.clear()
                 self._resend.clear()  # still in the outbox: a new connection resends it
+                self._ahead.clear()
                 self.network.release_all()
                 await connection.close()
             if self._closing:
@@ -336,46 +345,53 @@ class Fleet:
             await connection.goodbye(_BYE_TIMEOUT)
 
     async def _send(self, connection: Connection | UdpLink) -> None:
-        cursor = 0  # the outbox id of the last row sent on this connection
+        cursor = 0  # the outbox id of the last row read on this connection
         loop = asyncio.get_running_loop()
         producer = self.outbox.producer or None
         while not self._closing:
-            if not self._resend and not self.outbox.has_after(cursor):
+            if not self._resend and not self._ahead and not self.outbox.has_after(cursor):
                 self._wake.clear()
                 await self._wake.wait()
                 continue
             await self.network.acquire()  # one slot, one frame
-            items, cursor = self._next_frame(cursor)
-            if self._closing or not items:
+            rows, cursor = self._next_frame(cursor)
+            if self._closing or not rows:
                 self.network.release()
                 continue
+            items = [reading for _, reading in rows]
             if self._fire_and_forget:
                 # Handed to the kernel is as far as UDP without acks can know: the slot
                 # was for the send, and the rows leave the outbox now.
                 await connection.send(ReadingsMsg(producer=producer, items=items, ack=False))
                 self._sent.update(r.sensor for r in items)
-                self.outbox.ack_many(runs_of(items))
+                self.outbox.ack_rows(row_id for row_id, _ in rows)
                 self.network.release()
                 continue
             if not self._in_flight:
                 self._progress_at = loop.time()
-            self._in_flight.add(Frame(items))
+            self._in_flight.add(Frame(items, [row_id for row_id, _ in rows]))
             self._sent.update(r.sensor for r in items)
             await connection.send(ReadingsMsg(producer=producer, items=items))
         await self.network.wait_idle()
         raise _Drained
 
-    def _next_frame(self, cursor: int) -> tuple[list[Reading], int]:
-        """The next frame's readings and the cursor after them: the rest of a refused
-        frame first (the cursor stays), then the outbox's next rows."""
+    def _next_frame(self, cursor: int) -> tuple[list[_Row], int]:
+        """The next frame's rows and the cursor after them: the rest of a refused frame
+        first (the cursor stays), then the outbox's next rows."""
         if self._resend:
             return self._resend.pop(0), cursor
-        rows = self.outbox.scan(cursor, self.config.batch)
-        if not rows:
-            return [], cursor
-        if self.config.transport is Transport.udp:
-            rows = _fit_datagram(rows)
-        return [reading for _, reading in rows], rows[-1][0]
+        batch = self.config.batch
+        if len(self._ahead) < batch:
+            self._ahead.extend(self.outbox.scan(cursor, max(batch, _PREFETCH)))
+            if self._ahead:
+                cursor = self._ahead[-1][0]
+        ahead = self._ahead
+        rows = [ahead.popleft() for _ in range(min(batch, len(ahead)))]
+        if rows and self.config.transport is Transport.udp:
+            kept = _fit_datagram(rows)
+            ahead.extendleft(reversed(rows[len(kept) :]))
+            rows = kept
+        return rows, cursor
 
     async def _receive(self, connection: Connection | UdpLink) -> None:
         loop = asyncio.get_running_loop()
@@ -407,16 +423,30 @@ class Fleet:
 
     def _on_ack(self, ack: Ack) -> None:
         frame = self._in_flight.acked(ack.acked)
-        self.outbox.ack_many(ack.acked)  # deleted with the next flush, which says so
-        # Only a frame in flight holds a slot; an ack of a frame resent after a reconnect
-        # whose first ack was lost holds none.
-        if frame is not None:
-            self.network.release()
+        if frame is None:
+            # Every frame sent on this connection is in flight until answered: an ack
+            # that matches none is a server's mistake. Its rows, if any, stay and go again.
+            log.warning("ack matches no frame in flight", acked=ack.acked)
+            return
+        self.outbox.ack_rows(frame.ids)  # deleted with the next flush, which says so
+        self.network.release()
 
     def _on_conflict(self, error: Error) -> None:
         assert error.keys is not None
         frame = self._in_flight.refused(error.keys)
-        refused = self.outbox.discard(error.keys)
+        if frame is None:
+            log.warning("conflict names no frame in flight", keys=error.keys)
+            return
+        refused_keys = {
+            (sensor, seq)
+            for sensor, runs in error.keys.items()
+            for first, last in runs
+            for seq in range(first, last + 1)
+        }
+        rows = list(zip(frame.ids, frame.readings, strict=True))
+        refused = self.outbox.discard_rows(
+            [row_id for row_id, r in rows if (r.sensor, r.seq) in refused_keys]
+        )
         self._conflicts.update(refused)
         log.warning(
             "server refused readings whose key it holds with another value; dropped",
@@ -424,17 +454,9 @@ class Fleet:
             keys={sensor: runs[:3] for sensor, runs in error.keys.items()},
             error=error.message,
         )
-        if frame is None:
-            return
         # The rest of the frame may or may not be stored: sending it again gets it acked
         # (as duplicates where it was), so nothing is counted as delivered unconfirmed.
-        refused_keys = {
-            (sensor, seq)
-            for sensor, runs in error.keys.items()
-            for first, last in runs
-            for seq in range(first, last + 1)
-        }
-        rest = [r for r in frame.readings if (r.sensor, r.seq) not in refused_keys]
+        rest = [(row_id, r) for row_id, r in rows if (r.sensor, r.seq) not in refused_keys]
         if rest:
             self._resend.append(rest)
             self._wake.set()
@@ -442,10 +464,10 @@ class Fleet:
         self.network.release()
 
 
-def _fit_datagram(rows: list[tuple[int, Reading]]) -> list[tuple[int, Reading]]:
+def _fit_datagram(rows: list[_Row]) -> list[_Row]:
     """As many rows as fit one unfragmented datagram (at least one)."""
     budget = DEFAULT_DATAGRAM - 100  # the frame's header, type, producer, brackets
-    kept: list[tuple[int, Reading]] = []
+    kept: list[_Row] = []
     for row in rows:
         budget -= len(row[1].model_dump_json()) + 1
         if kept and budget < 0:

@@ -54,9 +54,10 @@ def _signature(runs: Mapping[str, Sequence[tuple[int, int]]]) -> _Signature:
 
 @dataclass(eq=False)
 class Frame:
-    """One ``readings`` frame in flight."""
+    """One ``readings`` frame in flight, and the outbox ids of its readings."""
 
     readings: list[Reading]
+    ids: list[int]
     signature: _Signature = ()
 
     def __post_init__(self) -> None:

@@ -8,14 +8,17 @@ outbox continues its streams, and a fleet on a fresh outbox is a new stream even
 reuses sensor names. The outbox also remembers the last seq given to each sensor.
 
 Writes are batched: new readings and acked ones are buffered in memory, and written and
-deleted in one transaction when the event loop comes round (and before anything reads the
-table), so a busy fleet costs one commit per turn of the loop, never one per reading or
-per ack. A reading is sent only once it is in the file: the sender reads the table, which
-is flushed first. An acked reading deleted a moment later is harmless: a crash in between
-makes it a resend, which the server acks as a duplicate. A sensor's last seq is its newest
-row's, and is saved in the seqs table in the transaction that deletes that row; a seq
-given to a reading that never reached the file (a crash in between, or a noise drop) may
-be given again after a restart, which is harmless, since nothing was sent under it.
+deleted in one transaction a few milliseconds later (and before anything reads the
+table), so a busy fleet costs a few commits a second, never one per reading or per ack. A
+reading is sent only once it is in the file: the sender reads the table, which is flushed
+first. An acked reading deleted a moment later is harmless: a crash in between makes it a
+resend, which the server acks as a duplicate. The sender acks rows by the ids it read them
+under, so a commit touches the table's two ends, not an index over every sensor.
+
+A sensor's last seq is its newest row's, and is saved in the seqs table in the transaction
+that deletes that row; a seq given to a reading that never reached the file (a crash in
+between, or a noise drop) may be given again after a restart, which is harmless, since
+nothing was sent under it.
 
 It is SQLite through the stdlib driver, called synchronously from the event loop: the file
 is local, each transaction short, and a thread hop per call would cost more than it does.
@@ -24,19 +27,22 @@ is local, each transaction short, and a thread hop per call would cost more than
 from __future__ import annotations
 
 import asyncio
-import sqlite3
-import time
-import uuid
+import json
 from collections import Counter, deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Final, Literal, TypeAlias, get_args
 
 import structlog
 
+from forkwire.client.sensors.outbox_file import (
+    OutboxInfo,
+    open_file,
+    producer_of,
+    size_on_disk,
+    transaction,
+)
 from forkwire.protocol import Reading
 
 OutboxPolicy: TypeAlias = Literal["block", "drop-oldest"]
@@ -46,62 +52,28 @@ POLICIES: Final[tuple[str, ...]] = get_args(OutboxPolicy)
 #: 10 MB on disk, so an outage of a day or so fits for a small fleet.
 DEFAULT_MAX_ROWS: Final = 100_000
 
-# AUTOINCREMENT, unlike a plain rowid, never reuses an id after the newest row is
-# deleted. The sender keeps a cursor on this id; a reused id would hide new rows behind it.
-_SCHEMA: Final = """
-CREATE TABLE IF NOT EXISTS outbox (
-    id     INTEGER PRIMARY KEY AUTOINCREMENT,
-    sensor TEXT    NOT NULL,
-    seq    INTEGER NOT NULL,
-    body   TEXT    NOT NULL,
-    UNIQUE (sensor, seq)
-);
-CREATE TABLE IF NOT EXISTS seqs (
-    sensor TEXT    PRIMARY KEY,
-    last   INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS meta (
-    name  TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-"""
+#: How long new readings and acks may wait in memory to share one commit, in seconds.
+FLUSH_DELAY: Final = 0.01
 
-_INSERT: Final = "INSERT OR IGNORE INTO outbox (sensor, seq, body) VALUES (?, ?, ?)"
+#: Warn on the first drop and then once per this many, not once per reading: a full
+#: outbox under load would otherwise log at the sensors' rate.
+_DROP_WARN_EVERY: Final = 1000
+
+_INSERT: Final = "INSERT INTO outbox (sensor, seq, body) VALUES (?, ?, ?)"
+_DELETE_IDS: Final = (
+    "DELETE FROM outbox WHERE id IN (SELECT value FROM json_each(?)) RETURNING sensor, seq"
+)
 # max() keeps the counter monotonic whichever of next_seq() and add() wrote last.
 _SAVE_SEQ: Final = (
     "INSERT INTO seqs (sensor, last) VALUES (?, ?) "
     "ON CONFLICT (sensor) DO UPDATE SET last = max(last, excluded.last)"
 )
-_DELETE_RUN: Final = "DELETE FROM outbox WHERE sensor = ? AND seq BETWEEN ? AND ?"
-
-#: How long new readings and acks may wait in memory to share one commit, in seconds.
-FLUSH_DELAY: Final = 0.002
-
-#: Warn on the first drop and then once per this many, not once per reading: a full
-#: outbox under load would otherwise log at the sensors' rate.
-_DROP_WARN_EVERY: Final = 1000
 
 log = structlog.get_logger("forkwire.sensors")
 
 
 class OutboxFull(Exception):
     """:meth:`Outbox.add` found no room under the ``block`` policy (use ``put`` to wait)."""
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxInfo:
-    """What an outbox file holds, for ``forkwire outbox``."""
-
-    path: str
-    producer: str
-    created_at: float | None
-    waiting: dict[str, int]
-    oldest_ts: float | None
-    bytes: int
-
-    @property
-    def total(self) -> int:
-        return sum(self.waiting.values())
 
 
 class Outbox:
@@ -141,15 +113,8 @@ class Outbox:
         self.acked_backlog_by_sensor: Counter[str] = Counter()
         #: Called after each flush that deleted something (the fleet's "delivered" signal).
         self.on_deleted: Callable[[], None] | None = None
-        # Autocommit: every statement is its own transaction unless _transaction() groups
-        # them, so nothing is left half-written between two awaits of the caller.
-        self._db = sqlite3.connect(self.path, isolation_level=None)
-        # WAL + NORMAL survive a crash of this process (the case that matters: Ctrl-C,
-        # kill, OOM); only a power cut can lose the last commits, for one fsync less each.
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
-        self.producer, self.created_at = self._producer()
+        self._db = open_file(self.path)
+        self.producer, self.created_at = producer_of(self._db, self.path)
         self._rows: Counter[str] = Counter(
             dict(self._db.execute("SELECT sensor, count(*) FROM outbox GROUP BY sensor"))
         )
@@ -163,8 +128,10 @@ class Outbox:
         self._last: dict[str, int] = dict(self._db.execute("SELECT sensor, last FROM seqs"))
         for sensor, seq in self.backlog_seqs.items():
             self._last[sensor] = max(seq, self._last.get(sensor, -1))
+        # The highest seq added per sensor: a key is held once, and seqs only go up.
+        self._added_last = dict(self._last)
         self._buffer: list[tuple[str, int, str]] = []
-        self._acks: list[tuple[str, int, int]] = []  # acked runs not deleted yet
+        self._acks: list[int] = []  # ids of acked rows not deleted yet
         self._flush_timer: asyncio.TimerHandle | None = None
         # Sensors waiting for room under ``block``, woken one per row freed, in order.
         self._waiting: deque[asyncio.Future[None]] = deque()
@@ -187,17 +154,24 @@ class Outbox:
         return seq
 
     def add(self, reading: Reading) -> None:
-        """Buffer a reading for the next flush (a repeat of a held key is ignored then).
+        """Buffer a reading for the next flush.
 
         Raises:
             OutboxFull: the outbox is full under the ``block`` policy.
+            ValueError: the sensor already has a reading with this seq or a later one
+                (seqs come from :meth:`next_seq`).
         """
         if self.policy == "block" and len(self) >= self.max_rows:
             raise OutboxFull(f"outbox holds {len(self)} readings (max_rows)")
-        self._buffer.append((reading.sensor, reading.seq, reading.model_dump_json()))
-        if reading.seq > self._last.get(reading.sensor, -1):
-            self._last[reading.sensor] = reading.seq
-        self._rows[reading.sensor] += 1
+        sensor, seq = reading.sensor, reading.seq
+        latest = self._added_last.get(sensor, -1)
+        if seq <= latest:
+            raise ValueError(f"{sensor} seq {seq} is not after its last added seq {latest}")
+        self._added_last[sensor] = seq
+        self._buffer.append((sensor, seq, reading.model_dump_json()))
+        if seq > self._last.get(sensor, -1):
+            self._last[sensor] = seq
+        self._rows[sensor] += 1
         self.added += 1
         self._schedule_flush()
 
@@ -224,25 +198,13 @@ class Outbox:
             return
         rows, self._buffer = self._buffer, []
         acks, self._acks = self._acks, []
-        # Deleting acked rows may delete a sensor's newest seq: keep it in the seqs table.
-        seqs = [
-            (sensor, self._last[sensor])
-            for sensor in {sensor for sensor, _, _ in acks}
-            if sensor in self._last
-        ]
         dropped: list[tuple[str, int]] = []
-        with self._transaction():
-            before = self._db.total_changes
+        with transaction(self._db):
             self._db.executemany(_INSERT, rows)
-            inserted = self._db.total_changes - before
-            self._db.executemany(_SAVE_SEQ, seqs)
-            deleted, old = self._delete_acked(acks)
+            deleted, old = self._delete(acks)
             excess = len(self) - deleted.total() - self.max_rows
             if self.policy == "drop-oldest" and excess > 0:
                 dropped = self._delete_oldest(excess)
-        if inserted != len(rows):
-            # Keys that were held already: count what the table really holds.
-            self._recount({sensor for sensor, _, _ in rows})
         for sensor, seq in dropped:
             self._count_drop(sensor, seq)
         if deleted:
@@ -254,33 +216,35 @@ class Outbox:
             if self.on_deleted is not None:
                 self.on_deleted()
 
+    def ack_rows(self, ids: Iterable[int]) -> None:
+        """Delete acked rows, by the ids :meth:`scan` gave them, with the next flush (ids no
+        longer held, acked before or dropped, delete nothing); the counts follow it."""
+        self._acks.extend(ids)
+        self._schedule_flush()
+
     def ack(self, sensor: str, first: int, last: int) -> int:
         """Delete the readings of ``sensor`` with ``first <= seq <= last`` now; return how
-        many were held."""
+        many were held. By key, for tools and tests: the fleet acks by row id."""
+        self.flush()
         before = self.acked
-        self.ack_many({sensor: [(first, last)]})
+        self.ack_rows(
+            row_id
+            for (row_id,) in self._db.execute(
+                "SELECT id FROM outbox WHERE sensor = ? AND seq BETWEEN ? AND ?",
+                (sensor, first, last),
+            )
+        )
         self.flush()
         return self.acked - before
 
-    def ack_many(self, acked: Mapping[str, Sequence[tuple[int, int]]]) -> None:
-        """Delete the acked runs of seqs with the next flush (acks for readings no longer
-        held, acked before or dropped, delete nothing); the counts follow the flush."""
-        self._acks.extend(
-            (sensor, first, last) for sensor, runs in acked.items() for first, last in runs
-        )
-        self._schedule_flush()
-
-    def discard(self, refused: Mapping[str, Sequence[tuple[int, int]]]) -> Counter[str]:
-        """Delete readings the server will never store (a conflict) now; count them."""
+    def discard_rows(self, ids: Sequence[int]) -> Counter[str]:
+        """Delete rows the server will never store (a conflict) now; count them per sensor."""
         self.flush()
-        deleted: Counter[str] = Counter()
-        with self._transaction():
-            for sensor, runs in refused.items():
-                for first, last in runs:
-                    deleted[sensor] += self._db.execute(_DELETE_RUN, (sensor, first, last)).rowcount
+        with transaction(self._db):
+            deleted, _ = self._delete(list(ids))
         self._rows.subtract(deleted)
         self._make_room()
-        return +deleted
+        return deleted
 
     def pending(self, sensor: str | None = None) -> list[Reading]:
         """The unacked readings of one sensor in seq order, or of all sensors oldest first."""
@@ -333,13 +297,13 @@ class Outbox:
             created_at=self.created_at,
             waiting=dict(sorted(self._rows.items())),
             oldest_ts=Reading.model_validate_json(oldest[0]).ts if oldest else None,
-            bytes=_size(self.path),
+            bytes=size_on_disk(self.path),
         )
 
     def purge(self) -> int:
         """Delete every unacked reading (the seqs and the producer stay); return how many."""
         self.flush()
-        with self._transaction():
+        with transaction(self._db):
             (count,) = self._db.execute("SELECT count(*) FROM outbox").fetchone()
             # The seqs they held are kept: they may have reached the server already.
             self._db.executemany(_SAVE_SEQ, list(self._last.items()))
@@ -366,32 +330,6 @@ class Outbox:
     ) -> None:
         self.close()
 
-    def _producer(self) -> tuple[str, float | None]:
-        known = dict(self._db.execute("SELECT name, value FROM meta"))
-        if "producer" in known:
-            created = known.get("created_at")
-            return known["producer"], float(created) if created else None
-        (held,) = self._db.execute("SELECT count(*) FROM seqs").fetchone()
-        if held:
-            # An outbox from before producers: its backlog may have been sent already as
-            # the anonymous producer, so it stays that producer, or a resend would be
-            # stored a second time under a new id.
-            producer, created = "", None
-            log.warning(
-                "outbox predates producer ids: it keeps sending as the anonymous producer; "
-                "a fresh outbox gets an id of its own",
-                outbox=self.path,
-            )
-        else:
-            producer, created = uuid.uuid4().hex, time.time()
-        with self._transaction():
-            self._db.execute("INSERT INTO meta (name, value) VALUES ('producer', ?)", (producer,))
-            if created is not None:
-                self._db.execute(
-                    "INSERT INTO meta (name, value) VALUES ('created_at', ?)", (repr(created),)
-                )
-        return producer, created
-
     def _schedule_flush(self) -> None:
         if self._flush_timer is not None:
             return
@@ -404,21 +342,20 @@ class Outbox:
         # sender never waits for it (scan flushes what it is about to send).
         self._flush_timer = loop.call_later(FLUSH_DELAY, self.flush)
 
-    def _delete_acked(self, acks: list[tuple[str, int, int]]) -> tuple[Counter[str], Counter[str]]:
-        """Delete acked runs (in the caller's transaction); count them, and the earlier
-        run's among them (seqs up to the backlog's highest at open)."""
+    def _delete(self, ids: list[int]) -> tuple[Counter[str], Counter[str]]:
+        """Delete rows by id (in the caller's transaction), saving the seqs they may have
+        held last; count them per sensor, and the earlier run's among them."""
         deleted: Counter[str] = Counter()
         old: Counter[str] = Counter()
-        for sensor, first, last in acks:
-            ceiling = self.backlog_seqs.get(sensor, -1)
-            if first <= ceiling:
-                count = self._db.execute(_DELETE_RUN, (sensor, first, min(last, ceiling))).rowcount
-                old[sensor] += count
-                deleted[sensor] += count
-            if last > ceiling:
-                low = max(first, ceiling + 1)
-                deleted[sensor] += self._db.execute(_DELETE_RUN, (sensor, low, last)).rowcount
-        return +deleted, +old
+        if not ids:
+            return deleted, old
+        for sensor, seq in self._db.execute(_DELETE_IDS, (json.dumps(ids),)):
+            deleted[sensor] += 1
+            if seq <= self.backlog_seqs.get(sensor, -1):
+                old[sensor] += 1
+        # A deleted row may have held its sensor's newest seq: keep it in the seqs table.
+        self._db.executemany(_SAVE_SEQ, [(sensor, self._last[sensor]) for sensor in deleted])
+        return deleted, old
 
     def _make_room(self) -> None:
         free = self.max_rows - len(self)
@@ -434,15 +371,9 @@ class Outbox:
         ).fetchall()
         if rows:
             self._db.execute("DELETE FROM outbox WHERE id <= ?", (rows[-1][0],))
+            sensors = {sensor for _, sensor, _ in rows}
+            self._db.executemany(_SAVE_SEQ, [(sensor, self._last[sensor]) for sensor in sensors])
         return [(sensor, seq) for _, sensor, seq in rows]
-
-    def _recount(self, sensors: set[str]) -> None:
-        for sensor in sensors:
-            (count,) = self._db.execute(
-                "SELECT count(*) FROM outbox WHERE sensor = ?", (sensor,)
-            ).fetchone()
-            self.added -= self._rows[sensor] - count
-            self._rows[sensor] = count
 
     def _count_drop(self, sensor: str, seq: int) -> None:
         self._rows[sensor] -= 1
@@ -456,21 +387,3 @@ class Outbox:
                 max_rows=self.max_rows,
                 dropped=self.dropped,
             )
-
-    @contextmanager
-    def _transaction(self) -> Iterator[None]:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
-
-
-def _size(path: str) -> int:
-    total = 0
-    for suffix in ("", "-wal", "-shm"):
-        with suppress(OSError):
-            total += Path(path + suffix).stat().st_size
-    return total

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
+from forkwire.client.errors import InputError
 from forkwire.client.sensors.outbox import FLUSH_DELAY, Outbox, OutboxFull
+from forkwire.client.sensors.outbox_file import VERSION
 from forkwire.protocol import Reading
 
 
@@ -53,22 +55,73 @@ def test_pending_survives_a_restart(path: Path) -> None:
         assert outbox.pending_count("a") == 2
 
 
-def test_pending_orders_by_seq(path: Path) -> None:
-    """One sensor's pending readings come in seq order; all sensors' oldest first."""
+def test_pending_orders_oldest_first(path: Path) -> None:
+    """One sensor's pending readings, or all sensors' in the order they were added."""
     with Outbox(path) as outbox:
-        for r in (reading("a", 2), reading("b", 0), reading("a", 1)):
+        for r in (reading("a", 1), reading("b", 0), reading("a", 2)):
             outbox.add(r)
         assert [r.seq for r in outbox.pending("a")] == [1, 2]
-        assert [(r.sensor, r.seq) for r in outbox.pending()] == [("a", 2), ("b", 0), ("a", 1)]
+        assert [(r.sensor, r.seq) for r in outbox.pending()] == [("a", 1), ("b", 0), ("a", 2)]
 
 
-def test_duplicate_add_is_ignored(path: Path) -> None:
-    """Adding a (sensor, seq) already held keeps the first and counts one."""
+def test_a_seq_added_again_is_refused(path: Path) -> None:
+    """A key is held once: a seq at or below the sensor's last added one is a ValueError,
+    in this run and after a restart, and the outbox is unchanged."""
     with Outbox(path) as outbox:
-        outbox.add(reading("a", 0))
-        outbox.add(reading("a", 0, 99))
-        assert outbox.pending("a")[0].value == 1
-        assert (outbox.added, len(outbox)) == (1, 1)
+        outbox.add(reading("a", 3))
+        with pytest.raises(ValueError, match="a seq 3 is not after its last added seq 3"):
+            outbox.add(reading("a", 3, 99))
+        with pytest.raises(ValueError, match="seq 2"):
+            outbox.add(reading("a", 2))
+    with Outbox(path) as outbox:
+        with pytest.raises(ValueError, match="seq 3"):
+            outbox.add(reading("a", 3))
+        outbox.add(reading("a", 4))
+        assert [(r.seq, r.value) for r in outbox.pending("a")] == [(3, 1), (4, 1)]
+        assert (outbox.added, len(outbox)) == (1, 2)
+
+
+def test_rows_are_acked_and_discarded_by_id(path: Path) -> None:
+    """The fleet acks the rows it sent by their scan ids (deleted with the next flush); a conflict
+    discards rows at once and counts them per sensor; unknown ids delete nothing."""
+    with Outbox(path) as outbox:
+        for seq in range(3):
+            outbox.add(reading("a", seq))
+        outbox.add(reading("b", 0))
+        ids = [row_id for row_id, _ in outbox.scan(0, 10)]
+        outbox.ack_rows([ids[0], ids[3], 999_999])
+        outbox.flush()
+        assert (outbox.acked, dict(outbox.acked_by_sensor)) == (2, {"a": 1, "b": 1})
+        assert outbox.discard_rows([ids[1], ids[0]]) == {"a": 1}
+        assert [r.seq for r in outbox.pending()] == [2]
+        assert (len(outbox), outbox.pending_count("a"), outbox.pending_count("b")) == (1, 1, 0)
+
+
+def test_an_outbox_of_the_first_layout_is_migrated(path: Path) -> None:
+    """A file with the old unique (sensor, seq) index keeps its rows, ids and producer,
+    and loses the index; a file of a newer layout is refused with one line."""
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, sensor TEXT NOT NULL, "
+        "seq INTEGER NOT NULL, body TEXT NOT NULL, UNIQUE (sensor, seq));"
+        "CREATE TABLE seqs (sensor TEXT PRIMARY KEY, last INTEGER NOT NULL);"
+        "CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);"
+        "INSERT INTO meta VALUES ('producer', 'p1');"
+        f"INSERT INTO outbox VALUES (7, 'a', 5, '{reading('a', 5).model_dump_json()}');"
+    )
+    old.close()
+    with Outbox(path) as outbox:
+        assert outbox.producer == "p1"
+        assert [(row_id, r.seq) for row_id, r in outbox.scan(0, 10)] == [(7, 5)]
+        assert outbox.next_seq("a") == 6
+    on_disk = sqlite3.connect(path)
+    assert on_disk.execute("PRAGMA user_version").fetchone() == (VERSION,)
+    indexes = on_disk.execute("SELECT name FROM sqlite_master WHERE type = 'index'").fetchall()
+    assert all("outbox" not in name for (name,) in indexes)
+    on_disk.execute(f"PRAGMA user_version = {VERSION + 1}")
+    on_disk.close()
+    with pytest.raises(InputError, match=f"layout version {VERSION + 1}, newer"):
+        Outbox(path)
 
 
 async def test_writes_are_batched_into_one_transaction_per_loop_turn(path: Path) -> None:

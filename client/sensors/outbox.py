@@ -349,12 +349,17 @@ class Outbox:
         old: Counter[str] = Counter()
         if not ids:
             return deleted, old
+        newest: set[str] = set()
         for sensor, seq in self._db.execute(_DELETE_IDS, (json.dumps(ids),)):
             deleted[sensor] += 1
             if seq <= self.backlog_seqs.get(sensor, -1):
                 old[sensor] += 1
-        # A deleted row may have held its sensor's newest seq: keep it in the seqs table.
-        self._db.executemany(_SAVE_SEQ, [(sensor, self._last[sensor]) for sensor in deleted])
+            if seq == self._added_last[sensor]:
+                newest.add(sensor)
+        # The rows just written come before these deletes, so a sensor's newest row is
+        # its last added one. If that went, its seq must live on in the seqs table, or a
+        # restart would give it again (the server would refuse the new value as a conflict).
+        self._db.executemany(_SAVE_SEQ, [(sensor, self._last[sensor]) for sensor in newest])
         return deleted, old
 
     def _make_room(self) -> None:

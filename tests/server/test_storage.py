@@ -8,7 +8,9 @@ unless ``FORKWIRE_REQUIRE_POSTGRES=1`` makes that a failure (CI with a database)
 
 from __future__ import annotations
 
+import asyncio
 import io
+import os
 import sqlite3
 import subprocess
 import sys
@@ -295,6 +297,24 @@ async def test_sqlite_uses_wal(tmp_path: Path) -> None:
     await repo.close()
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+async def test_sqlite_checkpoints_its_log_off_the_commit(tmp_path: Path) -> None:
+    """Commits never checkpoint (that would stall the loop), yet the write-ahead log stays
+    small: the store checkpoints it in the background, and a later commit starts it over."""
+    path = tmp_path / "r.sqlite"
+    repo = await open_repository(f"sqlite:///{path}")
+    try:
+        for seq in range(3000):  # about 25 MB of log without checkpoints
+            await repo.add_many([reading("a", seq)], received_at=1.0)
+            if seq % 100 == 0:
+                await asyncio.sleep(0.001)  # let a checkpoint's thread get a turn
+        wal = await asyncio.to_thread(os.path.getsize, f"{path}-wal")
+        with sqlite3.connect(path) as db:
+            assert db.execute("SELECT count(*) FROM readings").fetchone() == (3000,)
+    finally:
+        await repo.close()
+    assert wal < 8_000_000, f"the log grew to {wal:,} bytes"
 
 
 async def test_csv_file_layout(tmp_path: Path) -> None:

@@ -86,7 +86,8 @@ def profiles(
         + (f" (+{summary.resumed} resumed from the spool)" if summary.resumed else "")
         + f", sent {summary.sent}, "
         f"retried {summary.retried} ({summary.failures} failed sends), "
-        f"left in spool {summary.left} -> {summary.spool}"
+        + (f"refused as conflicts {summary.conflicts}, " if summary.conflicts else "")
+        + f"left in spool {summary.left} -> {summary.spool}"
         + (" (interrupted)" if summary.interrupted else "")
     )
     if summary.failed:

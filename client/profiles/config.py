@@ -82,6 +82,11 @@ class ProfilesConfig:
         return Path("profiles-spool.jsonl" if self.format == "json" else "profiles-spool.pickle")
 
     @property
+    def producer_path(self) -> Path:
+        """The producer id beside the spool."""
+        return self.spool_path.with_name(self.spool_path.name + ".producer")
+
+    @property
     def seq_path(self) -> Path:
         """The seq counter beside the spool."""
         return self.spool_path.with_name(self.spool_path.name + ".seq")
@@ -93,8 +98,9 @@ class ProfilesSummary:
 
     ``sent`` records were acked by the server and removed from the spool (including any
     ``resumed`` from an earlier run's spool); ``retried`` records had at least one failed
-    send, over ``failures`` failed attempts; ``left`` are still in the spool. ``failed``
-    names children that did not end cleanly.
+    send, over ``failures`` failed attempts; ``conflicts`` were refused because the server
+    holds their key with another value, and dropped; ``left`` are still in the spool.
+    ``failed`` names children that did not end cleanly.
     """
 
     generated: int
@@ -105,5 +111,6 @@ class ProfilesSummary:
     resumed: int
     left: int
     spool: Path
+    conflicts: int = 0
     interrupted: bool = False
     failed: tuple[str, ...] = ()

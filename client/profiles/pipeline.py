@@ -46,7 +46,7 @@ from forkwire.client.extras import require
 from forkwire.client.profiles.children import generate, process
 from forkwire.client.profiles.config import ProfilesConfig, ProfilesSummary
 from forkwire.client.profiles.sender import send
-from forkwire.client.profiles.spool import Spool, read_counter
+from forkwire.client.profiles.spool import Spool, read_counter, spool_producer
 
 log = structlog.get_logger("forkwire.profiles")
 
@@ -76,6 +76,8 @@ def run_profiles(config: ProfilesConfig) -> ProfilesSummary:
     if cut:
         log.warning("cut a torn record off the spool", spool=str(spool.path), bytes=cut)
     first_seq = max(read_counter(config.seq_path), max((e["seq"] + 1 for e in resumed), default=0))
+    # Made here, before any child, so the sender only ever reads it.
+    spool_producer(config.producer_path, config.seq_path)
     if resumed:
         log.info("resuming the spool", records=len(resumed), spool=str(spool.path))
 
@@ -146,6 +148,7 @@ def run_profiles(config: ProfilesConfig) -> ProfilesSummary:
         sent=counts.get("sent", 0),
         retried=counts.get("retried", 0),
         failures=counts.get("failures", 0),
+        conflicts=counts.get("conflicts", 0),
         resumed=len(resumed),
         left=len(Spool(config.spool_path, config.format).load()),
         spool=config.spool_path,

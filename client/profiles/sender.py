@@ -19,8 +19,8 @@ from forkwire.client.errors import ConnectError, ConnectionLost
 from forkwire.client.profiles.agewords import age_words
 from forkwire.client.profiles.children import child_setup
 from forkwire.client.profiles.config import SENSOR, ProfilesConfig
-from forkwire.client.profiles.spool import Spool, SpoolEntry
-from forkwire.protocol import Ack, Error, Reading, ReadingsMsg
+from forkwire.client.profiles.spool import Spool, SpoolEntry, spool_producer
+from forkwire.protocol import Ack, Error, ErrorCode, Reading, ReadingsMsg
 
 log = structlog.get_logger("forkwire.profiles")
 
@@ -37,25 +37,39 @@ def send(
 ) -> None:
     """The sender process: empty the spool into the server, a record leaving on its ack."""
     child_setup(config)
-    sender = _Sender(config, Spool(config.spool_path, config.format, lock), doorbell, control)
+    producer = spool_producer(config.producer_path, config.seq_path)
+    spool = Spool(config.spool_path, config.format, lock)
+    sender = _Sender(config, spool, producer, doorbell, control)
     try:
         asyncio.run(sender.run())
     finally:
         result.send(
-            {"sent": sender.sent, "retried": len(sender.retried), "failures": sender.failures}
+            {
+                "sent": sender.sent,
+                "retried": len(sender.retried),
+                "failures": sender.failures,
+                "conflicts": sender.conflicts,
+            }
         )
 
 
 class _Sender:
     def __init__(
-        self, config: ProfilesConfig, spool: Spool, doorbell: PipeEnd, control: PipeEnd
+        self,
+        config: ProfilesConfig,
+        spool: Spool,
+        producer: str,
+        doorbell: PipeEnd,
+        control: PipeEnd,
     ) -> None:
         self.config = config
         self.spool = spool
+        self.producer = producer or None  # "" is the anonymous producer: no field at all
         self.doorbell = doorbell
         self.control = control
         self.sent = 0
         self.failures = 0
+        self.conflicts = 0
         #: Seqs of records that failed to send at least once.
         self.retried: set[int] = set()
         self.draining = False
@@ -123,7 +137,7 @@ class _Sender:
                 continue
             batch = entries[: self.config.batch]
             try:
-                acked = await self._send(batch)
+                acked, refused = await self._send(batch)
             except (ConnectError, ConnectionLost, OSError, TimeoutError) as exc:
                 await self._disconnect()
                 self.failures += 1
@@ -139,13 +153,23 @@ class _Sender:
                 await asyncio.sleep(delay)
                 continue
             self._backoff.reset()
-            self.spool.remove(acked)
+            if refused:
+                # Held by the server with another value: they can never be stored.
+                self.conflicts += len(refused)
+                log.warning(
+                    "server refused records whose key it holds with another value; dropped",
+                    records=len(refused),
+                    seqs=sorted(refused)[:5],
+                )
+            self.spool.remove(acked | refused)
             for entry in batch:
                 if entry["seq"] in acked:
                     self.sent += 1
                     print(sent_line(entry["profile"], self.config.locale), flush=True)
 
-    async def _send(self, batch: list[SpoolEntry]) -> set[int]:
+    async def _send(self, batch: list[SpoolEntry]) -> tuple[set[int], set[int]]:
+        """Send a batch; return the seqs acked and the seqs refused as conflicts (the rest
+        of a batch with conflicts is neither, and goes again)."""
         if self._connection is None:
             self._connection = await Connection.open(
                 self.config.host,
@@ -157,13 +181,14 @@ class _Sender:
             Reading(sensor=SENSOR, seq=entry["seq"], ts=entry["ts"], value=entry["profile"])
             for entry in batch
         ]
-        await self._connection.send(ReadingsMsg(items=items))
+        await self._connection.send(ReadingsMsg(producer=self.producer, items=items))
         async with asyncio.timeout(self.config.ack_timeout):
             while True:
                 reply = await self._connection.recv()
                 if isinstance(reply, Ack):
-                    runs = reply.acked.get(SENSOR, [])
-                    return {seq for first, last in runs for seq in range(first, last + 1)}
+                    return _seqs(reply.acked.get(SENSOR, [])), set()
+                if isinstance(reply, Error) and reply.code == ErrorCode.CONFLICT and reply.keys:
+                    return set(), _seqs(reply.keys.get(SENSOR, []))
                 if isinstance(reply, Error):
                     raise ConnectionLost(f"server error {reply.code}: {reply.message}")
 
@@ -171,3 +196,7 @@ class _Sender:
         if self._connection is not None:
             await self._connection.close()
             self._connection = None
+
+
+def _seqs(runs: list[tuple[int, int]]) -> set[int]:
+    return {seq for first, last in runs for seq in range(first, last + 1)}

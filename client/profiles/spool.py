@@ -11,12 +11,17 @@ run cuts it off (and reports the bytes) before anything is appended behind it. L
 fleet's outbox, this survives the death of the process, not a power cut (no fsync). One
 run per spool at a time.
 
-Seqs. The server keeps a ``(sensor, seq)`` once, so the ``profiles`` stream's seqs must
-be unique across runs. The processor assigns a seq when a record enters the spool and
-stores it in the record, so a resent record keeps its seq. The counter lives in
-``<spool>.seq`` and is advanced *before* the record is appended: a crash in between costs
-a gap, never a reused seq. At start the counter is also raised above every seq still in
-the spool.
+Producer. The server keeps a ``(sensor, producer, seq)`` once. A spool is one producer,
+like the fleet's outbox: its id is made with the spool and kept in ``<spool>.producer``,
+so a fresh spool (another machine, a wiped directory) is a new stream, stored in full,
+not mistaken for the old one's duplicates. A spool whose seq counter predates producer ids
+stays the anonymous producer, since its records may have been sent under it already.
+
+Seqs. The ``profiles`` stream's seqs must be unique across the spool's runs. The
+processor assigns a seq when a record enters the spool and stores it in the record, so a
+resent record keeps its seq. The counter lives in ``<spool>.seq`` and is advanced
+*before* the record is appended: a crash in between costs a gap, never a reused seq. At
+start the counter is also raised above every seq still in the spool.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import io
 import json
 import os
 import pickle
+import uuid
 from pathlib import Path
 from typing import Any, Final, Literal, Protocol, TypedDict, get_args
 
@@ -205,6 +211,33 @@ class SeqCounter:
         os.replace(temporary, self.path)
         self.next = seq + 1
         return seq
+
+
+def spool_producer(path: Path, seq_path: Path) -> str:
+    """The producer id kept in ``path``, made and saved the first time ("" is anonymous).
+
+    Raises:
+        InputError: the file cannot be read or written, or does not hold an id.
+    """
+    try:
+        text = path.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        pass
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read the producer id {path}: {exc}") from None
+    else:
+        if text and not (len(text) == 32 and all(c in "0123456789abcdef" for c in text)):
+            raise InputError(f"{path} should hold a producer id, holds {text[:40]!r}")
+        return text
+    # A counter that has moved: records may have gone out as the anonymous producer.
+    producer = "" if read_counter(seq_path) > 0 else uuid.uuid4().hex
+    temporary = path.with_name(path.name + ".tmp")
+    try:
+        temporary.write_text(f"{producer}\n", encoding="ascii")
+        os.replace(temporary, path)
+    except OSError as exc:
+        raise InputError(f"cannot write the producer id {path}: {exc.strerror or exc}") from None
+    return producer
 
 
 def read_counter(path: Path) -> int:

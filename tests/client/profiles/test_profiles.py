@@ -14,8 +14,10 @@ from typing import Any
 import pytest
 from fwtest import REPO, free_port, run_cli
 
+from forkwire.client.connection import Connection
 from forkwire.client.local import LocalServer
 from forkwire.client.profiles.children import age_on
+from forkwire.protocol import Ack, Reading, ReadingsMsg
 
 #: Every wait here is bounded by this.
 WAIT = 90.0
@@ -49,11 +51,14 @@ def test_bad_arguments_are_exit_2(tmp_path: Path, args: list[str], message: str)
     assert not (tmp_path / "s.jsonl").exists()
 
 
-def stored_profiles(store: Path) -> dict[int, dict[str, Any]]:
-    """The ``profiles`` stream's records by seq."""
+def stored_profiles(store: Path) -> dict[str, dict[int, dict[str, Any]]]:
+    """The ``profiles`` stream's records by producer, then by seq."""
+    stored: dict[str, dict[int, dict[str, Any]]] = {}
     with sqlite3.connect(store) as db:
-        rows = db.execute("SELECT seq, value FROM readings WHERE sensor = 'profiles'")
-        return {seq: json.loads(value) for seq, value in rows}
+        rows = db.execute("SELECT producer, seq, value FROM readings WHERE sensor = 'profiles'")
+        for producer, seq, value in rows:
+            stored.setdefault(producer, {})[seq] = json.loads(value)
+    return stored
 
 
 async def run_profiles_cli(
@@ -92,7 +97,8 @@ async def run_profiles_cli(
 async def test_profiles_survive_a_server_that_is_not_there_yet(tmp_path: Path) -> None:
     """The server starts only after three failed sends: the sender backs off, retries,
     and in the end every kept profile is stored once, each `sent:` line names a stored
-    record in the age range, and the spool is empty; a second run continues the seqs."""
+    record in the age range, and the spool is empty; a second run continues the seqs; a
+    run on a fresh spool is another producer, whose records are stored in full too."""
     port = free_port()
     store = tmp_path / "readings.sqlite"
     spool = tmp_path / "spool.jsonl"
@@ -109,6 +115,8 @@ async def test_profiles_survive_a_server_that_is_not_there_yet(tmp_path: Path) -
         )  # fmt: skip
         assert code == 0, err
         second = await run_profiles_cli("40", *common, "--drain-timeout", "30")
+        fresh = [*common[:-4], "--spool", str(tmp_path / "fresh.jsonl"), *common[-2:]]
+        third = await run_profiles_cli("30", *fresh, "--drain-timeout", "30")
     finally:
         for server in servers:
             await server.stop()
@@ -119,7 +127,10 @@ async def test_profiles_survive_a_server_that_is_not_there_yet(tmp_path: Path) -
     assert (generated, sent) == (120, kept)
     assert retried > 0
     assert kept > 0
-    stored = stored_profiles(store)
+    by_producer = stored_profiles(store)
+    producer = (tmp_path / "spool.jsonl.producer").read_text().strip()
+    assert len(producer) == 32
+    stored = by_producer[producer]
     first_run = {seq: stored[seq] for seq in range(kept)}
     sent_lines = [SENT.match(line) for line in out[:-1]]
     assert all(sent_lines), out
@@ -128,7 +139,7 @@ async def test_profiles_survive_a_server_that_is_not_there_yet(tmp_path: Path) -
         (p["name"], p["sex"], p["job"], str(p["age"])) for p in first_run.values()
     )
     today = date.today()
-    for record in stored.values():
+    for record in (r for records in by_producer.values() for r in records.values()):
         assert 20 <= record["age"] <= 60
         assert record["age"] == age_on(date.fromisoformat(record["birthdate"]), today)
 
@@ -142,3 +153,45 @@ async def test_profiles_survive_a_server_that_is_not_there_yet(tmp_path: Path) -
     assert (tmp_path / "spool.jsonl.seq").read_text().strip() == str(kept + kept2)
     assert spool.read_bytes() == b""
     assert "left in spool 0" in out2[-1]
+
+    # The fresh spool starts at seq 0 again, under its own producer: nothing is taken for
+    # a duplicate of the first spool's records.
+    code3, out3, err3 = third
+    assert code3 == 0, err3
+    summary3 = SUMMARY.search(out3[-1])
+    assert summary3 is not None
+    kept3 = int(summary3.group(2))
+    fresh_producer = (tmp_path / "fresh.jsonl.producer").read_text().strip()
+    assert fresh_producer not in ("", producer)
+    assert sorted(by_producer[fresh_producer]) == list(range(kept3))
+    assert set(by_producer) == {producer, fresh_producer}
+
+
+async def test_a_record_the_server_holds_with_another_value_is_refused(tmp_path: Path) -> None:
+    """The server already holds seq 0 of this spool's producer with another value: the
+    sender drops that record as a conflict (counted in the summary), stores the rest,
+    and leaves nothing in the spool."""
+    port = free_port()
+    store = tmp_path / "readings.sqlite"
+    spool = tmp_path / "spool.jsonl"
+    producer = "ab" * 16
+    (tmp_path / "spool.jsonl.producer").write_text(producer + "\n")
+    server = await LocalServer.start("--db", f"sqlite:///{store}", "--port", str(port))
+    try:
+        async with await Connection.open("127.0.0.1", port) as connection:
+            taken = Reading(sensor="profiles", seq=0, ts=1.0, value={"name": "someone else"})
+            ack = await connection.request(ReadingsMsg(producer=producer, items=[taken]))
+            assert isinstance(ack, Ack)
+        code, out, err = await run_profiles_cli(
+            "20", "--interval", "0", "--ages", "0-120", "--spool", str(spool),
+            "--port", str(port), "--drain-timeout", "30", "--seed", "2",
+        )  # fmt: skip
+    finally:
+        await server.stop()
+    assert code == 0, err
+    assert "refused as conflicts 1," in out[-1], out[-1]
+    assert "left in spool 0" in out[-1]
+    assert "server refused records whose key it holds with another value" in err
+    stored = stored_profiles(store)[producer]
+    assert stored[0] == {"name": "someone else"}
+    assert sorted(stored) == list(range(20))

@@ -11,7 +11,7 @@ import pytest
 
 from forkwire.client.errors import InputError
 from forkwire.client.profiles.children import jsonable
-from forkwire.client.profiles.spool import SeqCounter, Spool, SpoolEntry
+from forkwire.client.profiles.spool import SeqCounter, Spool, SpoolEntry, spool_producer
 
 
 def entry(seq: int) -> SpoolEntry:
@@ -72,3 +72,20 @@ def test_seq_counter_is_saved_before_use(tmp_path: Path) -> None:
     path.write_text("garbage")
     with pytest.raises(InputError, match="next seq"):
         SeqCounter(path)
+
+
+def test_a_spool_is_a_producer_for_life(tmp_path: Path) -> None:
+    """A new spool makes a producer id and keeps it; a spool whose counter has moved
+    (from before producer ids) stays anonymous; a file of garbage is refused."""
+    path, seqs = tmp_path / "spool.jsonl.producer", tmp_path / "spool.jsonl.seq"
+    first = spool_producer(path, seqs)
+    assert len(first) == 32
+    assert spool_producer(path, seqs) == first
+    old, old_seqs = tmp_path / "old.producer", tmp_path / "old.seq"
+    old_seqs.write_text("7\n")
+    assert spool_producer(old, old_seqs) == ""
+    assert spool_producer(old, old_seqs) == ""  # kept: it does not turn into a new id later
+    assert old.read_text() == "\n"
+    path.write_text("not an id")
+    with pytest.raises(InputError, match="should hold a producer id"):
+        spool_producer(path, seqs)

@@ -203,9 +203,11 @@ async def test_server_failed_is_status_1(tmp_path: Path) -> None:
 
 
 async def test_profiles_failed_is_status_1_after_the_summary(tmp_path: Path) -> None:
-    """ProfilesFailed: the processor dies (its spool folder is missing); the summary is
-    printed, then the failed process is named."""
-    spool = tmp_path / "missing" / "spool.jsonl"
+    """ProfilesFailed: the processor dies (the seq counter cannot be saved: a folder is in
+    the way of its temporary file); the summary is printed, then the failed process is
+    named."""
+    spool = tmp_path / "spool.jsonl"
+    (tmp_path / "spool.jsonl.seq.tmp").mkdir()
     done = await cli(
         "profiles",
         "1",
@@ -226,6 +228,13 @@ async def test_profiles_failed_is_status_1_after_the_summary(tmp_path: Path) -> 
     assert last.startswith("forkwire: ")
     # The generator may be killed too, when it outlives the processor.
     assert "processor exited with 1" in last.removeprefix("forkwire: ").split("; ")
+
+
+async def test_profiles_in_a_missing_folder_is_status_2(tmp_path: Path) -> None:
+    """A spool in a folder that does not exist is refused before any process starts."""
+    spool = tmp_path / "missing" / "spool.jsonl"
+    done = await cli("profiles", "1", "--spool", str(spool), "--port", str(free_port()))
+    assert_one_line(done, 2, f"cannot write the producer id {spool}.producer: ")
 
 
 async def test_ctrl_c_is_status_130_saying_what_is_left(tmp_path: Path) -> None:

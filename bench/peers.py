@@ -4,7 +4,8 @@ In one run on this machine, side by side, each with 50 streams and at most 5 mes
 sent and not yet acknowledged:
 
 - ``forkwire sensors`` as a user runs it (``--count 50 --period 0.001``, 5 slots, SQLite
-  at default durability), with the default ``--batch`` and with ``--batch 1``;
+  at default durability), with the default ``--batch`` and with ``--batch 1``, and once
+  more against a server started with ``--durability full`` (an fsync per commit);
 - MQTT QoS 1 through mosquitto (paho-mqtt) and NATS JetStream with a file stream
   (nats-py), driven the same way (``bench/brokers.py``).
 
@@ -69,19 +70,19 @@ async def _fleet(
     return (last - first) / (ended - started), json.loads(out)
 
 
-async def forkwire(seconds: float, batch: int | None, label: str) -> Measured:
-    """The CLI at full speed, then at half that rate."""
+async def forkwire(seconds: float, batch: int | None, label: str, *server: str) -> Measured:
+    """The CLI at full speed, then at half that rate, against a server with these options."""
     result = Measured(label)
     with tempfile.TemporaryDirectory(prefix="bench-peers-") as tmp:
         workdir = Path(tmp)
         store = f"sqlite:///{workdir / 'store.sqlite'}"
-        server = await LocalServer.start("--no-udp", "--db", store)
+        local = await LocalServer.start("--no-udp", "--db", store, *server)
         try:
-            rate, _ = await _fleet(server.port, workdir, "full", seconds, batch, 0.001)
+            rate, _ = await _fleet(local.port, workdir, "full", seconds, batch, 0.001)
             half_period = SENSORS / (rate / 2)
-            _, summary = await _fleet(server.port, workdir, "half", seconds, batch, half_period)
+            _, summary = await _fleet(local.port, workdir, "half", seconds, batch, half_period)
         finally:
-            await server.stop()
+            await local.stop()
     result.rate = rate
     p50, p99 = summary.get("ack_p50_ms"), summary.get("ack_p99_ms")
     result.p50_ms = float(p50) if isinstance(p50, int | float) else None
@@ -108,30 +109,34 @@ def main() -> None:
     print(
         f"{SENSORS} streams, {WINDOW} in flight, {seconds:g} s a run, on this machine", flush=True
     )
-    rounds: list[list[Measured]] = [[], [], [], []]
+    rounds: list[list[Measured]] = [[], [], [], [], []]
     for turn in range(options.rounds):
         print(f"round {turn + 1} of {options.rounds}", flush=True)
         rounds[0].append(asyncio.run(forkwire(seconds, None, "forkwire sensors (default)")))
         rounds[1].append(asyncio.run(forkwire(seconds, 1, "forkwire sensors --batch 1")))
         rounds[2].append(mqtt(SENSORS, WINDOW, seconds))
         rounds[3].append(nats(SENSORS, WINDOW, seconds))
+        full = "forkwire sensors, server --durability full"
+        rounds[4].append(asyncio.run(forkwire(seconds, None, full, "--durability", "full")))
     results = [_best(runs) for runs in rounds]
-    print(f"{'':40} {'acked/s':>10} {'p50 ms':>8} {'p99 ms':>8}   (latency at half that rate)")
+    print(f"{'':44} {'acked/s':>10} {'p50 ms':>8} {'p99 ms':>8}   (latency at half that rate)")
     for r in results:
         if r.missing:
-            print(f"{r.name:40} {'missing: ' + r.missing}")
+            print(f"{r.name:44} {'missing: ' + r.missing}")
             continue
         print(
-            f"{r.name:40} {_show(r.rate, ',.0f'):>10} {_show(r.p50_ms, '.2f'):>8} "
+            f"{r.name:44} {_show(r.rate, ',.0f'):>10} {_show(r.p50_ms, '.2f'):>8} "
             f"{_show(r.p99_ms, '.2f'):>8}"
         )
-    fleet, fleet1, *peers = results
+    fleet, fleet1, *peers, fsynced = results
     for peer in peers:
         if peer.rate is None:
             continue
         for mine in (fleet, fleet1):
             if mine.rate is not None:
                 print(f"ratio  {mine.name} / {peer.name}: {mine.rate / peer.rate:.2f}x")
+    if fleet.rate and fsynced.rate:
+        print(f"ratio  {fsynced.name} / {fleet.name}: {fsynced.rate / fleet.rate:.2f}x")
 
 
 if __name__ == "__main__":

@@ -63,6 +63,8 @@ class ExpressionCode(StrEnum):
     TOO_LONG = "too_long"
     #: Over ``max_depth`` nested parentheses.
     TOO_DEEP = "too_deep"
+    #: Python would give a complex number (``(-8) ** 0.5``), which JSON has no number for.
+    COMPLEX = "complex"
     #: The job's child was killed after ``job_timeout``.
     TIMEOUT = "timeout"
     #: The job's child died, or answered something that is not a result.

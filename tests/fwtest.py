@@ -15,6 +15,8 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from forkwire.server.interpreter import ExpressionError, Limits, evaluate
+
 REPO = Path(__file__).resolve().parents[1]
 REAL_OPERATIONS = REPO.parent / "shared" / "data" / "operations.txt"
 
@@ -106,3 +108,12 @@ async def postgres_schema() -> AsyncIterator[str]:
             await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
         finally:
             await conn.close()
+
+
+def outcome(text: str, limits: Limits) -> tuple[object, ...]:
+    """What the interpreter makes of ``text``: (type, repr) of its value, or (code,)."""
+    try:
+        value = evaluate(text, limits)
+    except ExpressionError as exc:
+        return (exc.code,)
+    return (type(value), repr(value))

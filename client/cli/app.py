@@ -66,9 +66,9 @@ class Server:
     host: Annotated[str, typer.Option(envvar="FORKWIRE_HOST", help="Server address.")] = (
         DEFAULT_HOST
     )
-    port: Annotated[int, typer.Option(envvar="FORKWIRE_PORT", help="Server TCP port.")] = (
-        DEFAULT_PORT
-    )
+    port: Annotated[
+        int, typer.Option(envvar="FORKWIRE_PORT", min=1, max=65535, help="Server TCP port.")
+    ] = DEFAULT_PORT
 
 
 def transport_option(udp: str) -> Any:

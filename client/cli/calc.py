@@ -27,9 +27,9 @@ from forkwire.client.udp import DEFAULT_DATAGRAM
 def calc(
     *,
     file: Annotated[Path, typer.Argument(help="Expressions, one per line (text or .7z).")],
-    output: Annotated[
+    out: Annotated[
         str,
-        typer.Option("-o", "--output", help="Results file, one line per input line; - for stdout."),
+        typer.Option("-o", "--out", help="Results file, one line per input line; - for stdout."),
     ] = "results.txt",
     server: Server,
     batch: Annotated[int, typer.Option(min=1, help="Lines per job (at most).")] = DEFAULT_BATCH,
@@ -49,10 +49,10 @@ def calc(
     show = sys.stderr.isatty() if progress is None else progress
     with (
         opened_text(file) as (text, size),
-        _output(output) as out,
+        _output(out) as results,
         _progress(show, size) as tick,
     ):
-        summary = run(calc_file(text, out, options, on_written=tick))
+        summary = run(calc_file(text, results, options, on_written=tick))
     udp = (
         f", {summary.retries} retries, {summary.given_up} jobs given up"
         if transport is Transport.udp
@@ -61,8 +61,8 @@ def calc(
     typer.echo(
         f"{summary.lines} lines, {summary.errors} errors, {summary.jobs} jobs{udp}, "
         f"{summary.seconds:.2f} s, {summary.rate:,.0f} lines/s"
-        + ("" if output == "-" else f" -> {output}"),
-        err=output == "-",
+        + ("" if out == "-" else f" -> {out}"),
+        err=out == "-",
     )
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TextIO
 
 import typer
 
@@ -17,19 +19,32 @@ def gen_ops(
     *,
     lines: Annotated[int, typer.Option(min=1, help="How many lines.")] = 10_000,
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same file).")] = 0,
-    output: Annotated[Path, typer.Option("-o", "--output", help="File to write.")] = Path(
-        "operations.txt"
-    ),
+    out: Annotated[
+        str, typer.Option("-o", "--out", help="File to write; - (the default) for stdout.")
+    ] = "-",
+    force: Annotated[bool, typer.Option(help="Overwrite an existing --out file.")] = False,
     hostile_every: Annotated[
         int, typer.Option(min=0, help="One hostile line every N lines (0: none).")
     ] = 2000,
 ) -> None:
     """Write a workload in the shape of the real operations.txt, hostile lines included."""
+    ops = generate_ops(lines, seed=seed, hostile_every=hostile_every)
+    if out == "-":
+        _write(ops, sys.stdout)
+        return
+    path = Path(out)
+    if path.exists() and not force:
+        # The checkout's own operations.txt is tracked: never replace a file by surprise.
+        raise InputError(f"{path} exists; use --force to overwrite it, or another --out")
     try:
-        handle = output.open("w", encoding="utf-8")
+        handle = path.open("w", encoding="utf-8")
     except OSError as exc:
-        raise InputError(f"cannot write {output}: {exc.strerror or exc}") from None
+        raise InputError(f"cannot write {path}: {exc.strerror or exc}") from None
     with handle:
-        for line in generate_ops(lines, seed=seed, hostile_every=hostile_every):
-            handle.write(line + "\n")
-    typer.echo(f"{lines} lines -> {output}")
+        _write(ops, handle)
+    typer.echo(f"{lines} lines -> {path}", err=True)
+
+
+def _write(lines: Iterator[str], out: TextIO) -> None:
+    for line in lines:
+        out.write(line + "\n")

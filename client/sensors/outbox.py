@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -135,6 +136,7 @@ class Outbox:
         self._flush_timer: asyncio.TimerHandle | None = None
         # Sensors waiting for room under ``block``, woken one per row freed, in order.
         self._waiting: deque[asyncio.Future[None]] = deque()
+        self._full_since: float | None = None  # monotonic time the sensors began to wait
 
     def __len__(self) -> int:
         return self._rows.total()
@@ -178,6 +180,14 @@ class Outbox:
     async def put(self, reading: Reading) -> bool:
         """Store a reading, first waiting for room under the ``block`` policy."""
         while self.policy == "block" and len(self) >= self.max_rows:
+            if self._full_since is None:
+                # Once per episode, not per reading: the sensors pause until acks free rows.
+                self._full_since = time.monotonic()
+                log.warning(
+                    "outbox full: sensors wait for acks to make room",
+                    outbox=self.path,
+                    max_rows=self.max_rows,
+                )
             waiter = asyncio.get_running_loop().create_future()
             self._waiting.append(waiter)
             try:
@@ -369,6 +379,10 @@ class Outbox:
             if not waiter.done():
                 waiter.set_result(None)
                 free -= 1
+        if self._full_since is not None and not self._waiting:
+            waited = time.monotonic() - self._full_since
+            self._full_since = None
+            log.info("outbox has room again", outbox=self.path, waited_s=round(waited, 3))
 
     def _delete_oldest(self, count: int) -> list[tuple[str, int]]:
         rows = self._db.execute(

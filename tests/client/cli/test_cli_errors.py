@@ -237,6 +237,33 @@ async def test_profiles_in_a_missing_folder_is_status_2(tmp_path: Path) -> None:
     assert_one_line(done, 2, f"cannot write the producer id {spool}.producer: ")
 
 
+async def test_gen_ops_writes_stdout_and_never_overwrites_by_surprise(tmp_path: Path) -> None:
+    """gen-ops prints to stdout by default; -o FILE refuses an existing file (exit 2, one
+    line) unless --force, so the tracked operations.txt is never replaced by accident."""
+    done = await cli("gen-ops", "--lines", "3", "--seed", "1")
+    assert done.returncode == 0, done.stderr
+    assert len(done.stdout.splitlines()) == 3
+    target = tmp_path / "ops.txt"
+    target.write_text("mine\n")
+    done = await cli("gen-ops", "--lines", "3", "-o", str(target))
+    assert_one_line(done, 2, f"{target} exists; use --force to overwrite it")
+    assert target.read_text() == "mine\n"
+    done = await cli("gen-ops", "--lines", "3", "--seed", "1", "-o", str(target), "--force")
+    assert done.returncode == 0, done.stderr
+    assert (
+        target.read_text().splitlines()
+        == (await cli("gen-ops", "--lines", "3", "--seed", "1")).stdout.splitlines()
+    )
+
+
+@pytest.mark.parametrize("port", ["0", "65536", "-1"])
+async def test_a_port_out_of_range_is_a_usage_error(port: str) -> None:
+    """--port is checked on the client too (1-65535): exit 2, naming the option."""
+    done = await cli("calc", "operations.txt", "--port", port)
+    assert done.returncode == 2, done.stderr
+    assert "--port" in done.stderr
+
+
 async def test_ctrl_c_is_status_130_saying_what_is_left(tmp_path: Path) -> None:
     """Ctrl-C while calc waits for answers: exit 130 and the command's own line, no trace."""
     async with one_trick("ignore") as (server, port):

@@ -236,6 +236,25 @@ def test_block_add_raises_when_full(path: Path) -> None:
         assert (len(outbox), outbox.dropped) == (2, 0)
 
 
+async def test_a_blocked_outbox_says_so_once_and_when_it_clears(path: Path) -> None:
+    """Under block, the first sensor to wait logs one warning for the episode (not one
+    per reading), and the outbox logs once when the waiting is over."""
+    with capture_logs() as logs, Outbox(path, max_rows=1) as outbox:
+        await outbox.put(reading("a", 0))
+        waiting = [asyncio.create_task(outbox.put(reading(s, 1))) for s in "bcd"]
+        for _ in range(3):
+            await asyncio.sleep(0)
+        outbox.ack("a", 0, 0)  # room for one: b goes on, c and d still wait
+        await asyncio.sleep(0)
+        for sensor in "bc":
+            outbox.ack(sensor, 1, 1)
+            await asyncio.sleep(0)
+        await asyncio.wait_for(asyncio.gather(*waiting), 1.0)
+        outbox.ack("d", 1, 1)
+    events = [e["event"] for e in logs if "outbox" in e["event"]]
+    assert events == ["outbox full: sensors wait for acks to make room", "outbox has room again"]
+
+
 async def test_block_put_waits_for_an_ack(path: Path) -> None:
     """Under block, put waits while the outbox is full and goes on once an ack makes room."""
     with Outbox(path, max_rows=2) as outbox:

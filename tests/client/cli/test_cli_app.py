@@ -21,7 +21,10 @@ def test_every_server_command_has_the_shared_host_and_port(command: str) -> None
     assert done.returncode == 0, done.stderr
     help_text = " ".join(done.stdout.split())
     assert "--host <str> Server address. [env var: FORKWIRE_HOST; default: 127.0.0.1]" in help_text
-    assert "--port <int> Server TCP port. [env var: FORKWIRE_PORT; default: 7700]" in help_text
+    assert (
+        "--port <int range> Server TCP port. [env var: FORKWIRE_PORT; default: 7700; 1<=x<=65535]"
+        in help_text
+    )
 
 
 def test_the_demo_keeps_its_own_host_and_port() -> None:

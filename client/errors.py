@@ -5,18 +5,16 @@ Commands raise these (or subclasses beside the job that raises them: ``CalcFaile
 them into ``forkwire: <message>`` on stderr and the exit status of its class, in one place
 (:func:`forkwire.client.cli.app.command`). Anything else escaping a command is a bug and
 keeps its traceback. Exit statuses: 0 done, 1 failed at run time, 2 usage (bad options or
-input), 130 interrupted.
+input), 130 interrupted by Ctrl-C, 143 stopped by SIGTERM.
 """
 
 from __future__ import annotations
-
-from typing import ClassVar
 
 
 class ClientError(Exception):
     """A failure to report in one line; ``exit_status`` ends the command."""
 
-    exit_status: ClassVar[int] = 1
+    exit_status: int = 1
 
 
 class UsageError(ClientError):
@@ -43,3 +41,13 @@ class MissingExtra(ClientError):
     def __init__(self, extra: str, purpose: str) -> None:
         super().__init__(f"{purpose} needs the '{extra}' extra: pip install 'forkwire[{extra}]'")
         self.extra = extra
+
+
+class Interrupted(ClientError):
+    """Ctrl-C (status 130) or SIGTERM (143) ended a command; the message says what is left."""
+
+    exit_status = 130
+
+    def __init__(self, message: str, *, terminated: bool = False) -> None:
+        super().__init__(message)
+        self.exit_status = 143 if terminated else 130

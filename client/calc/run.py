@@ -11,7 +11,6 @@ import asyncio
 import time
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TextIO
 
 from forkwire.client.calc.batches import Batch, format_answers, read_batches
@@ -127,45 +126,44 @@ def _error_line(code: str, message: str) -> str:
 
 
 async def calc_file(
-    path: Path,
+    lines: Iterable[str],
     out: TextIO,
     options: CalcOptions,
     *,
     on_written: Callable[[int, int], None] | None = None,
 ) -> CalcSummary:
-    """Connect as ``options`` say and evaluate every line of ``path`` (:func:`run_calc`, or
-    :func:`run_calc_udp` over UDP); undecodable bytes become U+FFFD, not a failure.
+    """Connect as ``options`` say and evaluate every line of ``lines`` (:func:`run_calc`,
+    or :func:`run_calc_udp` over UDP).
 
     Raises:
         ConnectError: the server cannot be reached.
         CalcFailed: the run could not complete.
     """
-    with path.open(encoding="utf-8", errors="replace") as lines:
-        if options.transport is Transport.udp:
-            udp = await UdpConnection.open(options.host, options.port)
-            try:
-                await udp.hello()
-                return await run_calc_udp(
-                    lines,
-                    out,
-                    udp,
-                    datagram=options.datagram,
-                    batch=options.batch,
-                    window=options.window,
-                    on_written=on_written,
-                )
-            finally:
-                udp.close()
-        connection = await Connection.open(options.host, options.port, client="forkwire-calc")
-        async with connection:
-            return await run_calc(
+    if options.transport is Transport.udp:
+        udp = await UdpConnection.open(options.host, options.port)
+        try:
+            await udp.hello()
+            return await run_calc_udp(
                 lines,
                 out,
-                connection,
+                udp,
+                datagram=options.datagram,
                 batch=options.batch,
                 window=options.window,
                 on_written=on_written,
             )
+        finally:
+            udp.close()
+    connection = await Connection.open(options.host, options.port, client="forkwire-calc")
+    async with connection:
+        return await run_calc(
+            lines,
+            out,
+            connection,
+            batch=options.batch,
+            window=options.window,
+            on_written=on_written,
+        )
 
 
 async def run_calc(

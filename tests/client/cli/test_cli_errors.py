@@ -29,6 +29,7 @@ from forkwire.client.errors import (
     ConnectError,
     ConnectionLost,
     InputError,
+    Interrupted,
     MissingExtra,
     UsageError,
 )
@@ -264,8 +265,16 @@ async def test_a_port_out_of_range_is_a_usage_error(port: str) -> None:
     assert "--port" in done.stderr
 
 
-async def test_ctrl_c_is_status_130_saying_what_is_left(tmp_path: Path) -> None:
-    """Ctrl-C while calc waits for answers: exit 130 and the command's own line, no trace."""
+@pytest.mark.parametrize(
+    ("signum", "status", "word"),
+    [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")],
+)
+async def test_ctrl_c_and_sigterm_say_what_the_results_file_holds(
+    tmp_path: Path, signum: signal.Signals, status: int, word: str
+) -> None:
+    """Ctrl-C (130) or SIGTERM (143) while calc waits for answers: the command's own line,
+    naming the incomplete results file and how many lines it holds; no traceback."""
+    results = tmp_path / "r.txt"
     async with one_trick("ignore") as (server, port):
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -273,7 +282,7 @@ async def test_ctrl_c_is_status_130_saying_what_is_left(tmp_path: Path) -> None:
             "calc",
             str(ops_file(tmp_path)),
             "-o",
-            str(tmp_path / "r.txt"),
+            str(results),
             "--port",
             str(port),
             stdout=asyncio.subprocess.PIPE,
@@ -282,14 +291,17 @@ async def test_ctrl_c_is_status_130_saying_what_is_left(tmp_path: Path) -> None:
         )
         try:
             await asyncio.wait_for(server.asked.wait(), WAIT)
-            proc.send_signal(signal.SIGINT)
+            proc.send_signal(signum)
             _, err = await asyncio.wait_for(proc.communicate(), WAIT)
         finally:
             if proc.returncode is None:
                 proc.kill()
                 await proc.wait()
-    assert proc.returncode == 130
-    assert err.decode() == "forkwire: interrupted; the results file is incomplete\n"
+    assert proc.returncode == status
+    assert err.decode() == (
+        f"forkwire: {word}; {results} is incomplete: it holds the results of the first 0 lines\n"
+    )
+    assert results.read_text() == ""
 
 
 def test_anything_else_is_a_bug_and_keeps_its_traceback(tmp_path: Path) -> None:
@@ -322,6 +334,7 @@ PROVOKED: dict[type[ClientError], str] = {
     DemoError: "test_demo_error_is_status_1",
     ServerFailed: "test_server_failed_is_status_1",
     ProfilesFailed: "test_profiles_failed_is_status_1_after_the_summary",
+    Interrupted: "test_ctrl_c_and_sigterm_say_what_the_results_file_holds",
     MissingExtra: "tests/client/test_extras.py",
 }
 
@@ -337,4 +350,4 @@ def test_every_client_error_is_provoked_somewhere() -> None:
             found.add(subclass)
             todo.append(subclass)
     assert found == set(PROVOKED)
-    assert {cls.exit_status for cls in found} == {1, 2}
+    assert {cls.exit_status for cls in found} == {1, 2, 130}

@@ -10,6 +10,8 @@ input), 130 interrupted by Ctrl-C, 143 stopped by SIGTERM.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class ClientError(Exception):
     """A failure to report in one line; ``exit_status`` ends the command."""
@@ -25,6 +27,18 @@ class UsageError(ClientError):
 
 class InputError(UsageError):
     """An input file cannot be read, or an output file cannot be written."""
+
+
+def make_folder(path: Path, what: str) -> None:
+    """Create the folder ``path`` (and its parents) for a command's output files.
+
+    Raises:
+        InputError: it cannot be created (a file is in the way, no permission, ...).
+    """
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create the {what} {path}: {exc.strerror or exc}") from None
 
 
 class ConnectError(ClientError):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import os
 import pkgutil
 import signal
 import sys
@@ -141,6 +142,40 @@ async def test_input_error_is_status_2(tmp_path: Path) -> None:
     """InputError: an output file that cannot be written (gen-ops into a missing folder)."""
     done = await cli("gen-ops", "--lines", "3", "-o", str(tmp_path / "missing" / "ops.txt"))
     assert_one_line(done, 2, f"cannot write {tmp_path / 'missing' / 'ops.txt'}")
+
+
+async def test_report_never_creates_a_store(tmp_path: Path) -> None:
+    """report --db on a store file that is not there: one line, exit 2, and no folder or
+    empty database left behind (the server would create one on start)."""
+    missing = tmp_path / "missing" / "dir" / "x.sqlite"
+    done = await cli("report", "--db", f"sqlite:///{missing}", "-o", str(tmp_path / "r"))
+    assert_one_line(done, 2, f"no store at {missing}")
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (
+            ["sensors", "--outbox", "{tmp}/no/such/dir/o.sqlite", "--duration", "1"],
+            "cannot open the outbox",
+        ),
+        (["demo", "--quick", "-o", "{tmp}/afile/sub"], "cannot create the output folder"),
+        (
+            ["report", "--db", "sqlite:///{tmp}/afile", "-o", "{tmp}/afile/sub"],
+            "cannot create the report folder",
+        ),
+        (["calc", "{tmp}/afile", "-o", "{tmp}/afile/sub/r.txt"], "cannot write"),
+    ],
+)
+async def test_a_bad_output_path_is_one_line_not_a_traceback(
+    tmp_path: Path, args: list[str], line: str
+) -> None:
+    """An output file or folder that cannot be made: one line naming it, exit 2."""
+    (tmp_path / "afile").write_text("")  # a file where a folder is wanted
+    done = await cli(*(arg.format(tmp=tmp_path) for arg in args))
+    assert_one_line(done, 2, line)
+    assert "Traceback" not in done.stderr
 
 
 @pytest.mark.parametrize(

@@ -124,6 +124,6 @@ def _require_store(url: str) -> None:
     scheme, sep, rest = url.partition("://")
     if not sep or scheme.lower() not in ("sqlite", "csv"):
         return
-    path = Path(rest.removeprefix("/").partition("?")[0])
-    if not path.is_file():
-        raise InputError(f"no store at {path}: nothing to report (check --db)")
+    name = rest.removeprefix("/").partition("?")[0]
+    if name and not Path(name).is_file():  # no name at all: the server's error says so
+        raise InputError(f"no store at {name}: nothing to report (check --db)")

@@ -24,6 +24,7 @@ from fwtest import REPO, free_port, run_cli, run_code
 import forkwire.client
 from forkwire.client.calc.run import CalcFailed
 from forkwire.client.cli.profiles import ProfilesFailed
+from forkwire.client.connection import BadFrame, Connection
 from forkwire.client.demo import DemoError
 from forkwire.client.errors import (
     ClientError,
@@ -201,6 +202,48 @@ async def test_connect_error_is_status_1_with_the_commands_hint(
     assert done.stderr.endswith(f"{hint}\n")
 
 
+async def test_a_peer_that_is_not_a_forkwire_server_is_named_so(tmp_path: Path) -> None:
+    """An HTTP server on the port: 'not a forkwire server', showing what it sent, at once
+    (not an empty reason after a timeout); one line, exit 1."""
+
+    async def http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1024)
+        writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(http, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        done = await cli("calc", str(ops_file(tmp_path)), "--port", str(port))
+    finally:
+        server.close()
+    assert_one_line(
+        done, 1, f"127.0.0.1:{port} is not a forkwire server: it answered with b'HTTP/1.1 400"
+    )
+
+
+async def test_a_silent_peer_is_not_a_forkwire_server_after_the_hello_timeout() -> None:
+    """A peer that accepts and says nothing (waiting for a request line of its own)."""
+    silent: list[asyncio.StreamWriter] = []
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        silent.append(writer)
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        with pytest.raises(ConnectError) as caught:
+            await Connection.open("127.0.0.1", port, hello_timeout=0.3)
+    finally:
+        for writer in silent:
+            writer.close()
+        server.close()
+    assert str(caught.value) == (
+        f"127.0.0.1:{port} is not a forkwire server: no answer to hello within 0.3 s"
+    )
+
+
 async def test_connection_lost_is_status_1(tmp_path: Path) -> None:
     """ConnectionLost: the server closes the connection instead of answering the report."""
     async with one_trick("close") as (_, port):
@@ -364,6 +407,7 @@ PROVOKED: dict[type[ClientError], str] = {
     InputError: "test_input_error_is_status_2",
     ConnectError: "test_connect_error_is_status_1_with_the_commands_hint",
     ConnectionLost: "test_connection_lost_is_status_1",
+    BadFrame: "test_a_peer_that_is_not_a_forkwire_server_is_named_so",
     CalcFailed: "test_calc_failed_is_status_1",
     ReportFailed: "test_report_failed_is_status_1",
     DemoError: "test_demo_error_is_status_1",

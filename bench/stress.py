@@ -170,7 +170,8 @@ def _close_all(socks: list[socket.socket]) -> None:
 
 
 def _bad_frame(max_frame: int) -> tuple[bytes, int]:
-    """The largest calc frame of ``1/0`` lines that ``max_frame`` admits, and its size."""
+    """The largest calc frame of ``1/0`` lines that ``max_frame`` admits, and how many
+    lines it has."""
     count = (max_frame - 64) // 6  # each op is "1/0", in the JSON
     while True:
         frame = pack(Calc.model_construct(id=1, ops=["1/0"] * count))
@@ -288,6 +289,9 @@ def pipeline_hog(target: Target, knobs: Knobs, stop: threading.Event) -> str:
                 # bench's work, not the server's.
                 out += pack(Calc.model_construct(id=sent, ops=ops))
                 sent += 1
+            # Asking for writable with nothing to write would spin this thread.
+            wanted = selectors.EVENT_READ | (selectors.EVENT_WRITE if out else 0)
+            selector.modify(sock, wanted)
             for _, mask in selector.select(0.2):
                 if mask & selectors.EVENT_WRITE and out:
                     with contextlib.suppress(BlockingIOError):

@@ -223,23 +223,45 @@ def _hold(
     return held, refused, stalled
 
 
+def _closed_by_server(socks: list[socket.socket]) -> int:
+    """How many of these the server has closed (what it sent before is read and dropped)."""
+    closed = 0
+    for sock in socks:
+        try:
+            for _ in range(64):
+                if not sock.recv(256 * 1024):
+                    closed += 1
+                    break
+        except BlockingIOError:
+            pass  # still open
+        except OSError:
+            closed += 1
+    return closed
+
+
 def partial_frames(target: Target, knobs: Knobs, stop: threading.Event) -> str:
     """K connections, each announcing a max_frame frame and sending all of it but one
     byte, then silence."""
     first = HEADER.pack(target.max_frame) + bytes(target.max_frame - 1)
     held, refused, stalled = _hold(target, knobs, stop, first)
+    closed = _closed_by_server(held)
     _close_all(held)
     return (
         f"{len(held):,} connections with {(target.max_frame - 1) / MIB:.2f} MiB of a frame each"
-        f" ({stalled:,} not all taken, {refused:,} refused or reset)"
+        f" ({stalled:,} not all taken, {refused:,} refused or reset, {closed:,} closed by the"
+        " server at the end)"
     )
 
 
 def idle(target: Target, knobs: Knobs, stop: threading.Event) -> str:
     """K connections that connect and say nothing."""
     held, refused, _ = _hold(target, knobs, stop, b"")
+    closed = _closed_by_server(held)
     _close_all(held)
-    return f"{len(held):,} connections opened ({refused:,} refused)"
+    return (
+        f"{len(held):,} connections opened ({refused:,} refused, {closed:,} closed by the "
+        "server at the end)"
+    )
 
 
 def _udp_flood(target: Target, stop: threading.Event, datagrams: list[bytes]) -> str:

@@ -91,6 +91,9 @@ def write_report(
         files.append(out_dir / "report.png")
     except MissingExtra as exc:
         notes.append(f"report.png not drawn: {exc}")
+    except (ValueError, OverflowError, ArithmeticError) as exc:
+        # The numbers are in report.json and filled.csv whatever the plot makes of them.
+        notes.append(f"report.png not drawn: {type(exc).__name__}: {exc}")
     return ReportOutcome(report, files, notes)
 
 

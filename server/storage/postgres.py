@@ -11,6 +11,7 @@ passes unknown ones to the server as settings.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Sequence
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -25,9 +26,12 @@ from forkwire.server.storage.base import (
     SchemaError,
     StoredReading,
     classify,
-    decode_value,
+    decode_values,
     result_of,
 )
+
+#: Query answers of up to this many rows are decoded on the event loop.
+_INLINE_ROWS = 64
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -179,21 +183,24 @@ class PostgresRepository:
             + ("" if limit is None else f" LIMIT ${len(params)}::int8")
         )
         rows = await self._pool.fetch(sql, *params)
-        return [
-            StoredReading(
-                row["sensor"],
-                row["seq"],
-                row["ts"],
-                decode_value(row["value"]),
-                row["received_at"],
-                row["producer"],
-            )
-            for row in rows
-        ]
+        if len(rows) <= _INLINE_ROWS:
+            return _decode(rows)
+        # Decoding a whole store's JSON takes seconds: off the event loop.
+        return await asyncio.to_thread(_decode, rows)
 
     async def close(self) -> None:
         """Close the pool, letting a running statement finish."""
         await self._pool.close()
+
+
+def _decode(rows: Sequence[asyncpg.Record]) -> list[StoredReading]:
+    values = decode_values([row["value"] for row in rows])
+    return [
+        StoredReading(
+            row["sensor"], row["seq"], row["ts"], value, row["received_at"], row["producer"]
+        )
+        for row, value in zip(rows, values, strict=True)
+    ]
 
 
 async def _bring_up_to_date(conn: asyncpg.Connection) -> int | None:

@@ -13,6 +13,7 @@ import json
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiosqlite
@@ -27,7 +28,7 @@ from forkwire.server.storage.base import (
     SchemaError,
     StoredReading,
     classify,
-    decode_value,
+    decode_values,
     result_of,
 )
 
@@ -240,11 +241,12 @@ class SQLiteRepository:
             sql += " LIMIT ?"
             params.append(limit)
         async with self._lock:
-            rows = await self._db.execute_fetchall(sql, params)
-        return [
-            StoredReading(sensor, seq, ts, decode_value(value), received_at, producer)
-            for sensor, producer, seq, ts, value, received_at in rows
-        ]
+            rows = list(await self._db.execute_fetchall(sql, params))
+        if len(rows) <= _INLINE_ROWS:
+            return _decode(rows)
+        # Decoding a whole store's JSON takes seconds: off the loop, and outside the lock
+        # so that commits go on meanwhile.
+        return await asyncio.to_thread(_decode, rows)
 
     async def _checkpoint_wal(self) -> None:
         # The first pass copies the log into the file while commits go on; the second,
@@ -270,6 +272,14 @@ class SQLiteRepository:
         async with self._lock:
             self._writer.close()
         await self._db.close()
+
+
+def _decode(rows: Sequence[Any]) -> list[StoredReading]:
+    values = decode_values([row[4] for row in rows])
+    return [
+        StoredReading(sensor, seq, ts, value, received_at, producer)
+        for (sensor, producer, seq, ts, _, received_at), value in zip(rows, values, strict=True)
+    ]
 
 
 async def _bring_up_to_date(db: aiosqlite.Connection, path: str) -> int | None:

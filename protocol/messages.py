@@ -354,6 +354,9 @@ class Error(_Message):
     keys: dict[str, list[tuple[int, int]]] | None = None
     """The readings the error is about, as in ``ack.acked`` (``conflict`` names the
     readings refused); null otherwise."""
+    retry_after: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
+    """Seconds the client should wait before it tries again (``storage_unavailable``: it
+    grows while the outage lasts); null: no advice."""
 
 
 Request: TypeAlias = Annotated[

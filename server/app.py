@@ -60,13 +60,22 @@ class App:
         if sink_urls:
             sinks = Sinks(
                 [
-                    (_redact(url), await open_sink(url, self.settings.durability))
+                    (
+                        _redact(url),
+                        await open_sink(
+                            url,
+                            self.settings.durability,
+                            storage_timeout=self.settings.storage_timeout,
+                        ),
+                    )
                     for url in sink_urls
                 ]
             )
             sinks.start()
             resources.push_async_callback(sinks.close)
-        repo = await open_repository(store_url, self.settings.durability)
+        repo = await open_repository(
+            store_url, self.settings.durability, storage_timeout=self.settings.storage_timeout
+        )
         resources.push_async_callback(repo.close)
         migrated_from = getattr(repo, "migrated_from", None)
         if migrated_from is not None:

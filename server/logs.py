@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
@@ -13,30 +15,92 @@ from typing import Any, Literal
 
 import structlog
 
+# Set in the environment when the log is JSON, so that job children (forked from the
+# forkserver, which inherits it) write their own stderr as JSON lines too.
+from forkwire.server.childlog import CHILD_LOG_ENV
+
 
 def configure_logging(
     fmt: Literal["auto", "console", "json"] = "auto", level: str = "info"
 ) -> None:
-    """Route every event to stderr through one processor pipeline."""
+    """Route every event to stderr through one processor pipeline: structlog's, the
+    standard library's (asyncio, asyncpg, ``warnings``), uncaught exceptions of threads
+    and unraisable ones, and (through :data:`CHILD_LOG_ENV`) what job children write.
+
+    In JSON mode every line is one JSON object, an exception a structured field of it.
+    """
     use_console = fmt == "console" or (fmt == "auto" and sys.stderr.isatty())
     renderer: structlog.types.Processor = (
         structlog.dev.ConsoleRenderer() if use_console else structlog.processors.JSONRenderer()
     )
+    # The console renders tracebacks itself; JSON gets them as a list of frames.
+    exceptions: structlog.types.Processor = (
+        structlog.processors.format_exc_info
+        if use_console
+        else structlog.processors.dict_tracebacks
+    )
+    shared: list[structlog.types.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.StackInfoRenderer(),
+    ]
+    threshold = logging.getLevelNamesMapping()[level.upper()]
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.StackInfoRenderer(),
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping()[level.upper()]
-        ),
+        processors=[*shared, exceptions, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(threshold),
         logger_factory=lambda *_: _StderrLogger(sys.stderr),
         cache_logger_on_first_use=True,
     )
+    handler = _StderrHandler()
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                exceptions,
+                renderer,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(threshold)
+    # warnings.warn (a DeprecationWarning, numpy's RuntimeWarning) goes to "py.warnings".
+    logging.captureWarnings(True)
+    stdlib = logging.getLogger("forkwire.uncaught")
+    threading.excepthook = lambda args: stdlib.error(
+        "thread_exception in %s",
+        getattr(args.thread, "name", "a thread"),
+        exc_info=(args.exc_type, args.exc_value, args.exc_traceback),  # type: ignore[arg-type]
+    )
+    sys.unraisablehook = lambda args: stdlib.error(
+        "unraisable_exception: %s",
+        args.err_msg or "exception ignored",
+        exc_info=(args.exc_type, args.exc_value, args.exc_traceback),  # type: ignore[arg-type]
+    )
+    if use_console:
+        os.environ.pop(CHILD_LOG_ENV, None)
+    else:
+        os.environ[CHILD_LOG_ENV] = "json"
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The standard library's lines on the current stderr, never raising (as below)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        with contextlib.suppress(OSError, ValueError):
+            super().emit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        # The stdlib would print a traceback to stderr: the very stream that failed.
+        pass
 
 
 class _StderrLogger(structlog.PrintLogger):

@@ -27,6 +27,10 @@ ValueKind: TypeAlias = Literal["scalar", "vector", "record"]
 #: 68 MB report.
 MAX_REPORT_DROPOUTS: Final = 100
 MAX_REPORT_PRODUCERS: Final = 100
+#: The most sensors a report describes (the first, by name); ``sensors_omitted`` counts
+#: the rest, which a ``report`` naming them describes. Readings under a million sensor
+#: names would otherwise make every report hundreds of megabytes.
+MAX_REPORT_SENSORS: Final = 1000
 
 _FORBID: Final = ConfigDict(extra="forbid")
 
@@ -120,7 +124,11 @@ class SensorReport(TypedDict):
 
 @with_config(_FORBID)
 class AnalyticsReport(TypedDict):
-    """The whole report: when it was made and each sensor's analytics, by name."""
+    """The whole report: when it was made and each sensor's analytics, by name (at most
+    1,000 sensors; ``sensors_omitted`` counts the rest)."""
 
     generated_at: float
     sensors: dict[str, SensorReport]
+    sensors_omitted: NotRequired[int]
+    """Sensors beyond the first 1,000 by name, not described (0, or absent from servers
+    before it)."""

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from forkwire.protocol import AnalyticsReport, FillMethod, SeriesResult
+from forkwire.protocol import MAX_REPORT_SENSORS, AnalyticsReport, FillMethod, SeriesResult
 from forkwire.server.analytics import (
     FilledStream,
     Stream,
@@ -66,7 +66,8 @@ def build_report(
         when = float("nan") if row.ts is None else float(row.ts)
         by_producer.setdefault(row.producer, {})[int(row.seq)] = (when, row.value)
     sensors = {}
-    for name in sorted(by_sensor):
+    names = sorted(by_sensor)
+    for name in names[:MAX_REPORT_SENSORS]:
         streams = [
             (producer, sorted(items.items())) for producer, items in sorted(by_sensor[name].items())
         ]
@@ -81,7 +82,11 @@ def build_report(
             parts.append(Stream(producer, seq, ts, part))
             offset += len(items)
         sensors[name] = streams_report(parts, fill=fill, max_gap=max_gap)
-    return AnalyticsReport(generated_at=time.time() if now is None else float(now), sensors=sensors)
+    return AnalyticsReport(
+        generated_at=time.time() if now is None else float(now),
+        sensors=sensors,
+        sensors_omitted=max(len(names) - MAX_REPORT_SENSORS, 0),
+    )
 
 
 def _finite_fills(stream: FilledStream) -> FilledStream:

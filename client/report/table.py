@@ -35,4 +35,7 @@ def render_table(report: Mapping[str, Any]) -> Table:
             _fmt(st and st["p95"], "#.4g"),
             style="red" if rep["lost"] else None,
         )
+    omitted = report.get("sensors_omitted", 0)
+    if omitted:
+        table.caption = f"and {omitted:,} more sensors (ask for them with --sensor)"
     return table

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
 
 from forkwire.client.report.fetch import SensorSeries
 from forkwire.client.report.plot import dropout_spans
-from forkwire.protocol import MAX_REPORT_DROPOUTS, MAX_REPORT_PRODUCERS
+from forkwire.protocol import MAX_REPORT_DROPOUTS, MAX_REPORT_PRODUCERS, MAX_REPORT_SENSORS
 from forkwire.server.analytics import (
     TS_BOUND,
     Stream,
@@ -19,6 +20,7 @@ from forkwire.server.analytics import (
     stats,
     streams_report,
 )
+from forkwire.server.report import build_report
 
 
 @pytest.mark.parametrize(
@@ -100,3 +102,19 @@ def test_dropout_spans_are_merged_into_few() -> None:
         [None] * 4,
     )
     assert dropout_spans(few, 0.0, 1.0) == [(0.0, 1.0), (50.0, 99.0)]
+
+
+def test_a_report_describes_at_most_the_first_sensors_and_counts_the_rest() -> None:
+    @dataclass(frozen=True)
+    class Row:
+        sensor: str
+        producer: str
+        seq: int
+        ts: float
+        value: object
+
+    rows = [Row(f"s{k:05d}", "", 0, 1.0, 1.0) for k in range(MAX_REPORT_SENSORS + 5)]
+    report = build_report(reversed(rows), now=0.0)
+    assert len(report["sensors"]) == MAX_REPORT_SENSORS
+    assert report["sensors_omitted"] == 5
+    assert min(report["sensors"]) == "s00000"

@@ -148,9 +148,12 @@ def build_series(
     )
     # Each gap is filled between its own two neighbours only, so a page fills exactly as
     # the whole stream would; a record or mixed page (values None) is never filled.
-    filled = fill_gaps(
-        seq, ts, values if kind != "record" else None, fill, max_gap, limit=MAX_PAGE_FILL
-    )
+    # Between values near float's limit the line overflows: those points are dropped
+    # below, without a RuntimeWarning in the log for each.
+    with np.errstate(over="ignore", invalid="ignore"):
+        filled = fill_gaps(
+            seq, ts, values if kind != "record" else None, fill, max_gap, limit=MAX_PAGE_FILL
+        )
     if filled.values is not None:
         filled = _finite_fills(filled)
     received = iter(row.received_at for row in base)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import signal
+from urllib.parse import unquote_plus
 
 import structlog
 
@@ -60,13 +62,22 @@ class App:
         if sink_urls:
             sinks = Sinks(
                 [
-                    (_redact(url), await open_sink(url, self.settings.durability))
+                    (
+                        _redact(url),
+                        await open_sink(
+                            url,
+                            self.settings.durability,
+                            storage_timeout=self.settings.storage_timeout,
+                        ),
+                    )
                     for url in sink_urls
                 ]
             )
             sinks.start()
             resources.push_async_callback(sinks.close)
-        repo = await open_repository(store_url, self.settings.durability)
+        repo = await open_repository(
+            store_url, self.settings.durability, storage_timeout=self.settings.storage_timeout
+        )
         resources.push_async_callback(repo.close)
         migrated_from = getattr(repo, "migrated_from", None)
         if migrated_from is not None:
@@ -178,10 +189,38 @@ def _on_signal(stop: asyncio.Event, signum: int) -> None:
     log.info("signal_received", signal=signal.Signals(signum).name)
 
 
+#: Query parameters whose value is a secret, by a part of their name (``password``,
+#: ``sslpassword``, ``passfile``'s neighbours, ``token``, ``secret``, ``api_key``...).
+_SECRET_KEY = re.compile(r"pass|pwd|token|secret|key|auth|credential", re.IGNORECASE)
+
+
 def _redact(url: str) -> str:
-    # A PostgreSQL URL may carry a password; the log gets everything but that.
+    """The URL for the log: a password in the userinfo, and the value of any query
+    parameter that looks like a secret, replaced by ``***``; the rest kept for the reader.
+
+    Done on the text, not by a URL parser, so that a malformed URL (which a parser may
+    refuse, or read differently from asyncpg) is still redacted, erring on the safe side.
+    """
     scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    # The userinfo ends at the last "@": an unescaped password may hold "@", "/", "?" or
+    # "#", a user name none of them. An "@" further on (an e-mail in the query) makes this
+    # redact more, not less.
     credentials, at, location = rest.rpartition("@")
-    if at and ":" in credentials:
-        credentials = credentials.split(":", 1)[0] + ":***"
-    return f"{scheme}{sep}{credentials}{at}{location}"
+    user, colon, _ = credentials.partition(":")
+    if at and colon and not re.search(r"[/?#]", user):
+        return f"{scheme}{sep}{user}:***@{_PARAMETER.sub(_redact_parameter, location)}"
+    # Every "name=value" after a "?", "&", ";" or "#": a parameter that looks like a
+    # secret is redacted wherever the query seems to start.
+    return f"{scheme}{sep}{_PARAMETER.sub(_redact_parameter, rest)}"
+
+
+_PARAMETER = re.compile(r"([?&;#])([^=?&;#]*)=([^&;#]*)")
+
+
+def _redact_parameter(match: re.Match[str]) -> str:
+    separator, name, value = match.groups()
+    if value and _SECRET_KEY.search(unquote_plus(name)):
+        return f"{separator}{name}=***"
+    return match.group(0)

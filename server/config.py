@@ -103,6 +103,14 @@ class Settings(BaseSettings):
         le=1_000_000,
         description="Group commit: the most readings in one commit.",
     )
+    storage_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="Seconds a storage call may take: connecting to PostgreSQL, each of its "
+        "statements (a commit that runs over fails its batch: storage_unavailable, nothing "
+        "acked), and SQLite's wait for another process's lock.",
+    )
     log_format: Literal["auto", "console", "json"] = Field(
         default="auto", description="Log lines: console on a terminal, JSON otherwise (auto)."
     )

@@ -1,9 +1,10 @@
 """The job runner: one child process and one pipe per job.
 
 The parent creates a ``multiprocessing.Pipe`` and a ``Process`` for each job, sends the
-batch, waits for the answer with ``loop.add_reader`` (the event loop keeps serving), and
-kills and joins the child in ``finally``. No threads and no ``Pool``: a job that hangs or
-crashes takes down only its own child, which is the point of the design.
+batch and reads the answer through the event loop (non-blocking, in the pipe's own wire
+format, all of it under ``job_timeout``), and kills and joins the child in ``finally``.
+No threads and no ``Pool``: a job that hangs or crashes takes down only its own child,
+which is the point of the design.
 """
 
 from __future__ import annotations
@@ -12,12 +13,16 @@ import asyncio
 import contextlib
 import multiprocessing
 import os
+import pickle
+import socket
+import struct
 import sys
 import time
 import types
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
+from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
 import structlog
@@ -90,7 +95,8 @@ class JobRunner:
             self._ctx.set_forkserver_preload(
                 ["forkwire.server.worker", "multiprocessing.popen_forkserver"]
             )
-        self._target = target
+        #: The child's entry point (public so a test can swap in a misbehaving one).
+        self.target = target
         self._slots = asyncio.Semaphore(workers)
         self._children: set[Any] = set()
         self.counters = JobCounters()
@@ -114,9 +120,10 @@ class JobRunner:
         counters.expressions += len(ops)
         parent_end, child_end = self._ctx.Pipe(duplex=True)
         proc = self._ctx.Process(
-            target=self._target, args=(child_end, self.limits), name="forkwire-job", daemon=True
+            target=self.target, args=(child_end, self.limits), name="forkwire-job", daemon=True
         )
         pid: int | None = None
+        sock: socket.socket | None = None
         try:
             with _main_module_hidden():
                 proc.start()
@@ -124,17 +131,26 @@ class JobRunner:
             self._children.add(proc)
             # Our copy of the child's end must go, or a dead child would never read as EOF.
             child_end.close()
+            # The parent speaks the pipe's wire format itself, on a non-blocking socket, so
+            # that a child stopped halfway through reading or writing (SIGSTOP, a full
+            # pipe) stalls only its own job: Connection.send/recv would block the loop.
+            sock = socket.socket(
+                socket.AF_UNIX, socket.SOCK_STREAM, fileno=os.dup(parent_end.fileno())
+            )
+            sock.setblocking(False)
+            parent_end.close()
             try:
-                # Bounded by max_frame, and the child reads it first thing; the socketpair
-                # behind a duplex Pipe buffers a typical batch whole, so this returns at once.
-                parent_end.send(ops)
-                reply = await asyncio.wait_for(_recv(loop, parent_end), timeout=self.job_timeout)
+                # job_timeout covers the whole exchange: sending the batch, the work and
+                # reading the answer, however slowly the child writes it.
+                async with asyncio.timeout(self.job_timeout):
+                    await loop.sock_sendall(sock, _frame(ForkingPickler.dumps(ops)))
+                    reply = pickle.loads(await _recv_frame(loop, sock))
             except TimeoutError:
                 counters.timeouts += 1
                 return self._fail(
                     ops, "timeout", f"job exceeded {self.job_timeout:g} s", pid, started
                 )
-            except (EOFError, OSError) as exc:
+            except (EOFError, OSError, pickle.UnpicklingError) as exc:
                 counters.crashes += 1
                 reason = _describe_death(proc, exc)
                 return self._fail(ops, "worker_crashed", reason, pid, started)
@@ -147,6 +163,8 @@ class JobRunner:
         finally:
             counters.running -= 1
             counters.finished += 1
+            if sock is not None:
+                sock.close()
             parent_end.close()
             child_end.close()
             await self._reap(proc)
@@ -204,13 +222,34 @@ def _main_module_hidden() -> Iterator[None]:
         sys.modules["__main__"] = real_main
 
 
-async def _recv(loop: asyncio.AbstractEventLoop, conn: Connection) -> Any:
-    await _readable(loop, conn.fileno())
-    # Readable means the whole reply is on its way (the child sends it in one write) or
-    # the child is gone, in which case recv() raises EOFError. uvloop's add_reader leaves
-    # the descriptor non-blocking, and Connection.recv() cannot resume a partial read.
-    os.set_blocking(conn.fileno(), True)
-    return conn.recv()
+def _frame(payload: bytes | memoryview) -> bytes:
+    """``payload`` as ``Connection.recv_bytes`` reads it: a signed 32-bit big-endian size,
+    or -1 and an unsigned 64-bit one for 2 GiB and more."""
+    if len(payload) > 0x7FFFFFFF:
+        return struct.pack("!iQ", -1, len(payload)) + payload
+    return struct.pack("!i", len(payload)) + payload
+
+
+async def _recv_frame(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> bytearray:
+    """One message as ``Connection.send_bytes`` writes it, read as it arrives."""
+    (size,) = struct.unpack("!i", await _recv_exactly(loop, sock, 4))
+    if size == -1:
+        (size,) = struct.unpack("!Q", await _recv_exactly(loop, sock, 8))
+    return await _recv_exactly(loop, sock, size)
+
+
+async def _recv_exactly(
+    loop: asyncio.AbstractEventLoop, sock: socket.socket, size: int
+) -> bytearray:
+    buffer = bytearray(size)
+    view = memoryview(buffer)
+    got = 0
+    while got < size:
+        n = await loop.sock_recv_into(sock, view[got:])
+        if n == 0:
+            raise EOFError(f"the pipe closed after {got} of {size} bytes")
+        got += n
+    return buffer
 
 
 async def _readable(loop: asyncio.AbstractEventLoop, fd: int) -> None:

@@ -8,6 +8,8 @@ and the forkserver inherits the parent's ``sys.path``). Each has ``run_job``'s s
 from __future__ import annotations
 
 import os
+import signal
+import struct
 import time
 from multiprocessing.connection import Connection
 
@@ -29,7 +31,8 @@ def report_interval(conn: Connection, limits: Limits) -> None:
 
 
 def act_on_directive(conn: Connection, limits: Limits) -> None:
-    """Misbehave as the first op asks ('#hang', '#raise', '#exit', '#garbage'), else evaluate."""
+    """Misbehave as the first op asks ('#hang', '#raise', '#exit', '#garbage', '#stop-mid-reply'),
+    else evaluate."""
     ops = conn.recv()
     directive = ops[0] if ops else ""
     if directive == "#hang":
@@ -41,5 +44,9 @@ def act_on_directive(conn: Connection, limits: Limits) -> None:
     elif directive == "#garbage":
         conn.send("not a (results, errors) pair")
         return
+    elif directive == "#stop-mid-reply":
+        # Announce a reply, write half of it, and stop as if SIGSTOPped mid-write.
+        os.write(conn.fileno(), struct.pack("!i", 1000) + b"x" * 500)
+        os.kill(os.getpid(), signal.SIGSTOP)
     conn.send(evaluate_batch(ops, limits))
     conn.close()

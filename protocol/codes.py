@@ -69,6 +69,8 @@ class ExpressionCode(StrEnum):
     TIMEOUT = "timeout"
     #: The job's child died, or answered something that is not a result.
     WORKER_CRASHED = "worker_crashed"
+    #: The result would take the job's reply past the server's ``max_reply`` bytes.
+    TOO_LARGE = "too_large"
 
 
 class Stat(StrEnum):

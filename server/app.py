@@ -42,6 +42,7 @@ class App:
             workers=settings.workers,
             job_timeout=settings.job_timeout,
             limits=settings.limits,
+            max_reply=settings.max_reply,
         )
         self.dispatcher = Dispatcher(settings, self.runner)
         self.repository: Repository | None = None

@@ -117,6 +117,10 @@ class Stat(StrEnum):
     UDP_DATAGRAMS_REJECTED = "udp_datagrams_rejected"
     #: Dropped because the server was shutting down.
     UDP_DATAGRAMS_REFUSED_STOPPING = "udp_datagrams_refused_stopping"
+    #: Dropped unread because ``udp_max_inflight`` requests were being answered already.
+    UDP_DATAGRAMS_DROPPED_BUSY = "udp_datagrams_dropped_busy"
+    #: gauge: UDP requests being answered now (at most ``udp_max_inflight``).
+    UDP_REQUESTS_INFLIGHT = "udp_requests_inflight"
     #: ICMP errors for earlier replies (the sender went away).
     UDP_SEND_ERRORS = "udp_send_errors"
     #: gauge: the UDP socket's receive buffer, as the kernel granted it.

@@ -49,6 +49,20 @@ class Settings(BaseSettings):
         "(net.core.rmem_max), which is logged.",
         json_schema_extra=_shown("the OS default"),
     )
+    udp_max_inflight: int = Field(
+        default=64,
+        ge=1,
+        le=100_000,
+        description="UDP requests answered at once; datagrams past it are dropped unread "
+        "and counted (udp_datagrams_dropped_busy).",
+    )
+    udp_max_reply: int = Field(
+        default=1400,
+        ge=512,
+        le=65_507,
+        description="Largest UDP reply in bytes, unless the request was larger: a bigger "
+        "one becomes a short reply_too_large (bounds what a forged source address gets).",
+    )
     workers: int = Field(
         default_factory=default_workers,
         ge=1,

@@ -87,6 +87,8 @@ class Dispatcher:
                 "workers": self.runner.workers,
                 "job_timeout": self.runner.job_timeout,
                 "max_reply": self.runner.max_reply,
+                "udp_max_inflight": self.settings.udp_max_inflight,
+                "udp_max_reply": self.settings.udp_max_reply,
             },
         )
 

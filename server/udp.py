@@ -94,14 +94,14 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         self.transport.sendto(datagram, addr)
         self.counters[Stat.UDP_DATAGRAMS_SENT] += 1
 
+    @property
+    def tasks(self) -> set[asyncio.Task[None]]:
+        """The requests being answered now (at most ``max_inflight``)."""
+        return self._tasks
+
     def stop_accepting(self) -> None:
         """Shutdown: drop new datagrams (counted) but keep the socket to answer the old."""
         self._accepting = False
-
-    async def drain(self, grace: float) -> None:
-        """Wait, at most ``grace`` seconds, for the requests being answered."""
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=grace)
 
 
 async def open_udp(

@@ -65,6 +65,8 @@ class App:
         self._stopping = False
         #: loop.time() by which storage must be closed; set when shutdown starts.
         self._storage_deadline: float | None = None
+        #: What storage could not close in time (``run`` then exits without waiting).
+        self.abandoned: list[str] = []
 
     async def serve(self, stop: asyncio.Event) -> None:
         """Serve until ``stop`` is set, then shut down gracefully."""
@@ -93,6 +95,7 @@ class App:
             task.cancel()
             # Not awaited past a moment: a close stuck in the driver may ignore the cancel.
             await asyncio.wait({task}, timeout=0.1)
+            self.abandoned.append(what)
             log.error("storage_close_abandoned", what=what, waited=round(budget, 3))
 
         return bounded
@@ -241,6 +244,10 @@ async def run(settings: Settings) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, signals.received, signum)
     await app.serve(stop)
+    if app.abandoned:
+        # A close stuck in a driver would hold the loop's own cleanup (it waits for every
+        # task) as long as it held the close: exit now, saying so.
+        signals.exit(1, "exit_with_storage_abandoned", abandoned=app.abandoned)
 
 
 class _Signals:
@@ -267,12 +274,13 @@ class _Signals:
             watchdog.start()
             return
         # 128 + the signal, as a shell reports a process killed by it (130, 143).
-        self._exit(128 + signum, "forced_exit", signal=name)
+        self.exit(128 + signum, "forced_exit", signal=name)
 
     def _overran(self, name: str) -> None:
-        self._exit(1, "shutdown_overran", signal=name)
+        self.exit(1, "shutdown_overran", signal=name)
 
-    def _exit(self, status: int, event: str, **details: object) -> None:
+    def exit(self, status: int, event: str, **details: object) -> None:
+        """Log ``event``, kill the job children, and end the process now, no cleanup."""
         runner = self.app.runner
         jobs = runner.counters.running
         killed = runner.kill_all()  # the forkserver's children would outlive us otherwise

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import socket
 import sys
@@ -65,7 +66,7 @@ class Server:
 
 
 @contextlib.asynccontextmanager
-async def server(*args: str) -> AsyncIterator[tuple[Server, int]]:
+async def server(*args: str, **env: str) -> AsyncIterator[tuple[Server, int]]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         str(SCRIPT),
@@ -74,6 +75,7 @@ async def server(*args: str) -> AsyncIterator[tuple[Server, int]]:
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **env},
     )
     running_server = Server(proc)
     try:
@@ -201,3 +203,17 @@ async def test_a_store_that_never_closes_is_left_behind_within_the_margin(
     assert closing.is_set()
     assert took <= 0.5 + STORAGE_MARGIN + 0.5
     assert [e["what"] for e in logs if e["event"] == "storage_close_abandoned"] == ["store"]
+
+
+async def test_a_store_that_never_closes_does_not_hold_the_exit() -> None:
+    """The process exits 1 within grace + 2 s, saying what it left, when the store's close
+    never returns (the asyncio runner's own cleanup would wait for it forever)."""
+    async with server("--grace", "0.5", HANG_STORE_CLOSE="1") as (proc, _):
+        signalled = time.monotonic()
+        proc.proc.send_signal(signal.SIGTERM)
+        code = await proc.exited(within=0.5 + 2)
+        took = time.monotonic() - signalled
+    assert code == 1
+    assert took < 2.5
+    (abandoned,) = proc.named("exit_with_storage_abandoned")
+    assert abandoned["abandoned"] == ["store"]

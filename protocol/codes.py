@@ -121,6 +121,9 @@ class Stat(StrEnum):
     UDP_DATAGRAMS_DROPPED_BUSY = "udp_datagrams_dropped_busy"
     #: gauge: UDP requests being answered now (at most ``udp_max_inflight``).
     UDP_REQUESTS_INFLIGHT = "udp_requests_inflight"
+    #: Replies not sent because even ``reply_too_large`` was larger than the request
+    #: (``udp_max_reply`` 0).
+    UDP_REPLIES_SUPPRESSED = "udp_replies_suppressed"
     #: ICMP errors for earlier replies (the sender went away).
     UDP_SEND_ERRORS = "udp_send_errors"
     #: gauge: the UDP socket's receive buffer, as the kernel granted it.

@@ -8,7 +8,8 @@ A frame whose payload is not a valid request is answered with an ``error``. ``re
 and ``series`` are TCP-only: each is a full read of the store for a datagram of a few bytes
 (a CPU amplifier), so it is answered ``bad_message``. A reply larger than the request or
 ``max_reply``, whichever is larger, is replaced by a short ``reply_too_large``: a forged
-source address gets back no more than a bounded reflection.
+source address gets back no more than a bounded reflection. With ``max_reply`` 0 no reply
+is ever larger than its request: one that would be, even as that error, is not sent.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ class ServerDatagrams:
         welcome: the answer to every ``hello``.
         max_frame: the largest frame accepted.
         max_reply: the largest reply datagram sent to a smaller request (a reply may be as
-            large as its request, up to ``MAX_DATAGRAM``).
+            large as its request, up to ``MAX_DATAGRAM``); 0: none larger than its request.
     """
 
     def __init__(
@@ -87,7 +88,9 @@ class ServerDatagrams:
 
     def receive(self, datagram: bytes) -> tuple[DatagramEvent, bytes | None]:
         """What one datagram means, and the reply the rules give it: None for a dropped
-        datagram, and for a :class:`DatagramRequest`, which the application answers."""
+        datagram, for a :class:`DatagramRequest`, which the application answers, and for
+        an answer that no datagram within the bound can carry."""
+        size = len(datagram)
         try:
             payload = decode_datagram(datagram, max_frame=self.max_frame)
         except ProtocolError as exc:
@@ -95,41 +98,44 @@ class ServerDatagrams:
         try:
             message = decode_request(payload)
         except ProtocolError as exc:
-            return Rejected(exc), self._error(exc)
+            return Rejected(exc), self._error(exc, size)
         if isinstance(message, Hello):
             try:
                 welcome = negotiate(message, self.welcome)
             except UnsupportedVersion as refused:
-                return Rejected(refused), self._error(refused)
-            return Answered(message), self.reply(welcome)
+                return Rejected(refused), self._error(refused, size)
+            return Answered(message), self.reply(welcome, request_size=size)
         if isinstance(message, Bye):
-            return Answered(message), self.reply(Bye())
+            return Answered(message), self.reply(Bye(), request_size=size)
         if isinstance(message, TCP_ONLY):
             tcp_only = BadMessage(
                 f"{message.type} is served over TCP only", ref=getattr(message, "id", None)
             )
-            return Rejected(tcp_only), self._error(tcp_only)
+            return Rejected(tcp_only), self._error(tcp_only, size)
         return DatagramRequest(message), None
 
     def reply(
         self, message: Reply, *, ref: int | str | None = None, request_size: int = 0
-    ) -> bytes:
+    ) -> bytes | None:
         """The datagram of a reply, or of ``reply_too_large`` if it is larger than both
-        ``max_reply`` and the request (``request_size`` bytes), or than a datagram."""
+        ``max_reply`` and the request (``request_size`` bytes), or than a datagram; None
+        if even that error is larger."""
         frame = pack(message)
         limit = min(MAX_DATAGRAM, max(self.max_reply, request_size))
         if len(frame) <= limit:
             return frame
-        return pack(
+        refusal = pack(
             Error(
                 code=ErrorCode.REPLY_TOO_LARGE,
                 message=f"reply of {len(frame)} bytes over the {limit} allowed; send less",
                 ref=ref,
             )
         )
+        return refusal if len(refusal) <= limit else None
 
-    def _error(self, exc: ProtocolError) -> bytes:
-        return self.reply(Error(code=exc.code, message=exc.message, ref=exc.ref))
+    def _error(self, exc: ProtocolError, request_size: int) -> bytes | None:
+        error = Error(code=exc.code, message=exc.message, ref=exc.ref)
+        return self.reply(error, request_size=request_size)
 
 
 class ClientDatagrams:

@@ -58,10 +58,11 @@ class Settings(BaseSettings):
     )
     udp_max_reply: int = Field(
         default=1400,
-        ge=512,
+        ge=0,
         le=65_507,
         description="Largest UDP reply in bytes, unless the request was larger: a bigger "
-        "one becomes a short reply_too_large (bounds what a forged source address gets).",
+        "one becomes a short reply_too_large (bounds what a forged source address gets). "
+        "0: no reply larger than its request, ever (clients must pad their requests).",
     )
     workers: int = Field(
         default_factory=default_workers,

@@ -68,12 +68,15 @@ class UdpEndpoint(asyncio.DatagramProtocol):
             self.counters[Stat.UDP_DATAGRAMS_MALFORMED] += 1
         elif isinstance(event, Rejected):
             self.counters[Stat.UDP_DATAGRAMS_REJECTED] += 1
-        elif isinstance(event, DatagramRequest) and reply is None:
+        elif isinstance(event, DatagramRequest):
             task = asyncio.create_task(self._answer(event.message, addr, len(data)))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+            return
         if reply is not None:
             self._send(reply, addr)
+        elif not isinstance(event, Dropped):
+            self.counters[Stat.UDP_REPLIES_SUPPRESSED] += 1
 
     def error_received(self, exc: Exception) -> None:
         # ICMP port unreachable for an earlier reply: the sender went away. Count it.
@@ -83,7 +86,11 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         reply = await self.dispatcher.answer(request)
         if reply is not None:
             ref = getattr(request, "id", None)
-            self._send(self.rules.reply(reply, ref=ref, request_size=size), addr)
+            datagram = self.rules.reply(reply, ref=ref, request_size=size)
+            if datagram is None:
+                self.counters[Stat.UDP_REPLIES_SUPPRESSED] += 1
+            else:
+                self._send(datagram, addr)
 
     def _gauges(self) -> dict[str, int]:
         return {Stat.UDP_REQUESTS_INFLIGHT: len(self._tasks)}

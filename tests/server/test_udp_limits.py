@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 from test_app import Peer, running, settings
 
 from forkwire.client.local import LocalServer
@@ -29,6 +30,7 @@ from forkwire.protocol import (
     Stats,
     StatsResult,
     Welcome,
+    encode_frame,
     pack,
 )
 
@@ -90,13 +92,13 @@ async def test_a_udp_flood_is_dropped_past_the_bound_while_tcp_is_served() -> No
         assert await server.stop() == 0
 
 
-async def exchange(port: int, request: bytes) -> tuple[bytes, Reply]:
+async def exchange(port: int, request: bytes, wait: float = 10) -> tuple[bytes, Reply]:
     loop = asyncio.get_running_loop()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.setblocking(False)
         await loop.sock_connect(sock, ("127.0.0.1", port))
         await loop.sock_sendall(sock, request)
-        async with asyncio.timeout(10):
+        async with asyncio.timeout(wait):
             datagram = await loop.sock_recv(sock, MAX_DATAGRAM)
     return datagram, ClientDatagrams().receive(datagram)
 
@@ -152,3 +154,23 @@ def test_the_reply_bound_is_the_larger_of_request_and_max_reply() -> None:
     huge = CalcResult(id=2, results=[10**4000] * 20)
     refused = ClientDatagrams().receive(rules.reply(huge, request_size=10**6))
     assert isinstance(refused, Error), "never more than one datagram"
+
+
+async def test_with_udp_max_reply_0_no_reply_is_larger_than_its_request(tmp_path: Path) -> None:
+    """The strict rule: a padded hello gets the welcome, a bare one nothing (counted); a
+    calc gets its answer only if its request was at least as large."""
+    async with running(settings(tmp_path, udp_max_reply=0)) as app:
+        assert app.udp_port is not None
+        padded_hello = encode_frame(b'{"type": "hello"' + b" " * 600 + b"}")
+        datagram, welcome = await exchange(app.udp_port, padded_hello)
+        assert isinstance(welcome, Welcome)
+        assert len(datagram) <= len(padded_hello)
+        padded_calc = pack(Calc(id=3, ops=["1 / 0" + " " * 200]))
+        datagram, answer = await exchange(app.udp_port, padded_calc)
+        assert isinstance(answer, CalcResult)
+        assert len(datagram) <= len(padded_calc)
+        for bare in (pack(Hello()), pack(Calc(id=4, ops=["1/0"]))):
+            with pytest.raises(TimeoutError):
+                await exchange(app.udp_port, bare, wait=0.5)
+        counters = app.dispatcher.stats().counters
+        assert counters[Stat.UDP_REPLIES_SUPPRESSED] == 2

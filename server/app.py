@@ -67,6 +67,9 @@ class App:
         self._storage_deadline: float | None = None
         #: What storage could not close in time (``run`` then exits without waiting).
         self.abandoned: list[str] = []
+        # Kept referenced: a task the loop forgets is collected with a "destroyed but
+        # pending" line on stderr, which is not JSON.
+        self._left_behind: set[asyncio.Future[None]] = set()
 
     async def serve(self, stop: asyncio.Event) -> None:
         """Serve until ``stop`` is set, then shut down gracefully."""
@@ -95,6 +98,7 @@ class App:
             task.cancel()
             # Not awaited past a moment: a close stuck in the driver may ignore the cancel.
             await asyncio.wait({task}, timeout=0.1)
+            self._left_behind.add(task)
             self.abandoned.append(what)
             log.error("storage_close_abandoned", what=what, waited=round(budget, 3))
 

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import structlog
+from pydantic import PrivateAttr
 
 import forkwire
 from forkwire.protocol import (
@@ -97,6 +98,9 @@ class Dispatcher:
                 "max_digits": limits.max_digits,
                 "workers": self.runner.workers,
                 "job_timeout": self.runner.job_timeout,
+                "max_reply": self.runner.max_reply,
+                "udp_max_inflight": self.settings.udp_max_inflight,
+                "udp_max_reply": self.settings.udp_max_reply,
             },
         )
 
@@ -138,26 +142,57 @@ class Dispatcher:
             )
         return None  # hello and bye: the protocol answers them
 
-    async def calc(self, request: Calc) -> CalcResult:
-        """Run one job in its own child and answer every expression, in order."""
+    async def calc(self, request: Calc) -> CalcResult | Error:
+        """Run one job in its own child and answer every expression, in order.
+
+        The child sends the reply's arrays as JSON, within ``max_reply``; they are spliced
+        into the frame unparsed (see :class:`EncodedCalcResult`). A job whose errors alone
+        would pass ``max_reply`` is answered ``reply_too_large`` as a whole.
+        """
         outcome = await self.runner.run(request.ops)
-        self.counters[Stat.CALC_ERRORS] += len(outcome.errors)
+        self.counters[Stat.CALC_ERRORS] += outcome.error_count
         log.info(
             "job_done",
             id=request.id,
             pid=outcome.pid,
             size=len(request.ops),
-            errors=len(outcome.errors),
+            errors=outcome.error_count,
             ms=outcome.ms,
         )
-        # The child's output is ours and already well-formed: skip re-validating it.
-        errors = [
-            CalcError.model_construct(index=index, code=code, message=message)
-            for index, code, message in outcome.errors
-        ]
-        return CalcResult.model_construct(
-            type="calc_result", id=request.id, results=outcome.results, errors=errors
+        if outcome.oversize:
+            return Error(
+                code=ErrorCode.REPLY_TOO_LARGE,
+                message=f"the answer would take {outcome.oversize} bytes in errors alone, "
+                f"over max_reply ({self.runner.max_reply}); send smaller jobs",
+                ref=request.id,
+            )
+        answer = outcome.answer
+        payload = b"".join(
+            (
+                b'{"type":"calc_result","id":',
+                str(request.id).encode(),
+                b',"results":',
+                answer.results,
+                b',"errors":',
+                answer.errors,
+                b"}",
+            )
         )
+        if len(request.ops) <= SMALL_JOB:
+            results, errors = outcome.results, outcome.errors
+        else:
+            results, errors = [], []  # not decoded: the payload is the reply
+        reply = EncodedCalcResult.model_construct(
+            type="calc_result",
+            id=request.id,
+            results=results,
+            errors=[
+                CalcError.model_construct(index=index, code=code, message=message)
+                for index, code, message in errors
+            ],
+        )
+        reply._payload = payload
+        return reply
 
     async def ingest(self, readings: Sequence[Reading], producer: str | None = None) -> Ack:
         """Store readings; the ack names them once the store committed them.
@@ -289,6 +324,25 @@ class Dispatcher:
         self._outage_since = None
         unlogged = self._storage_log.forget("storage_failed")
         log.warning("storage_recovered", outage_s=round(outage, 3), failures_not_logged=unlogged)
+
+
+#: Jobs up to this many expressions also get their reply's fields decoded (cheap), for
+#: whoever reads the reply object rather than its encoding.
+SMALL_JOB = 1024
+
+
+class EncodedCalcResult(CalcResult):
+    """A ``calc_result`` whose JSON the job's child wrote: encoding it is a copy.
+
+    A large job's ``results`` and ``errors`` fields are left empty: the payload is the
+    reply, and building a quarter of a million objects to re-encode them is what stalled
+    the event loop.
+    """
+
+    _payload: bytes = PrivateAttr(default=b"")
+
+    def model_dump_json(self, **_: Any) -> str:
+        return self._payload.decode()
 
 
 class StorageUnavailable(Exception):

@@ -77,6 +77,8 @@ class RequestReceived:
 
     handle: int
     message: Request
+    #: The payload's size in bytes: what the request costs to hold until it is answered.
+    size: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +144,11 @@ class ServerConnection:
         """Requests received and not yet answered."""
         return len(self._owed)
 
+    @property
+    def bytes_to_send(self) -> int:
+        """Bytes queued for :meth:`data_to_send`: the shell counts them as unsent."""
+        return len(self._out)
+
     def receive_data(self, data: bytes) -> None:
         """Add what the transport received; ``b""`` means the stream ended."""
         if self.state is not State.OPEN or self._eof or self._fatal is not None:
@@ -183,7 +190,7 @@ class ServerConnection:
                 continue
             handle = next(self._handles)
             self._owed.add(handle)
-            return RequestReceived(handle, message)
+            return RequestReceived(handle, message, len(payload))
         return None
 
     def reply(self, handle: int, message: Reply | None) -> None:

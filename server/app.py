@@ -13,6 +13,7 @@ import signal
 
 import structlog
 
+from forkwire.server.admission import Admission
 from forkwire.server.config import Settings
 from forkwire.server.dispatch import Dispatcher
 from forkwire.server.ingest import Writer
@@ -44,6 +45,7 @@ class App:
             limits=settings.limits,
         )
         self.dispatcher = Dispatcher(settings, self.runner)
+        self.admission = Admission(settings.workers, 2**31)
         self.repository: Repository | None = None
         self._connections: dict[asyncio.Task[None], TcpConnection] = {}
         self._stopping = False
@@ -133,7 +135,7 @@ class App:
         if self._stopping:
             writer.close()
             return
-        connection = TcpConnection(reader, writer, self.dispatcher)
+        connection = TcpConnection(reader, writer, self.dispatcher, self.admission)
         task = asyncio.current_task()
         assert task is not None
         self._connections[task] = connection

@@ -70,6 +70,20 @@ class Settings(BaseSettings):
         ge=0,
         description="Seconds running jobs get to answer after SIGINT/SIGTERM.",
     )
+    max_unsent: int = Field(
+        default=8 * 1024 * 1024,
+        ge=64 * 1024,
+        description="Bytes of replies a connection may leave unread (and of requests it "
+        "may have unanswered) before the server stops reading its requests and starting its "
+        "jobs (backpressure).",
+    )
+    max_pipeline: int = Field(
+        default=64,
+        ge=1,
+        le=100_000,
+        description="Requests one connection may have unanswered; past it the server "
+        "reads no more from it until some are answered.",
+    )
     max_length: int = Field(
         default=_LIMITS.max_length, ge=1, description="Characters per expression."
     )

@@ -85,6 +85,8 @@ class Dispatcher:
                 "max_digits": limits.max_digits,
                 "workers": self.runner.workers,
                 "job_timeout": self.runner.job_timeout,
+                "max_unsent": self.settings.max_unsent,
+                "max_pipeline": self.settings.max_pipeline,
             },
         )
 

@@ -14,20 +14,20 @@ import itertools
 import structlog
 
 from forkwire.protocol import (
+    Calc,
     Greeted,
     Rejected,
+    Reply,
     RequestReceived,
     ServerConnection,
     Stat,
     State,
 )
+from forkwire.server.admission import Admission
 from forkwire.server.dispatch import Dispatcher
 
 log = structlog.get_logger("forkwire.tcp")
 
-#: Requests one connection may have in flight before the server stops reading from it;
-#: TCP flow control then pushes back on the client instead of the server buffering jobs.
-MAX_INFLIGHT = 64
 _READ_SIZE = 256 * 1024
 _conn_ids = itertools.count(1)
 
@@ -40,18 +40,29 @@ class TcpConnection:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         dispatcher: Dispatcher,
+        admission: Admission | None = None,
     ) -> None:
+        settings = dispatcher.settings
         self.reader = reader
         self.writer = writer
         self.dispatcher = dispatcher
         self.counters = dispatcher.counters
+        self.admission = admission or Admission(dispatcher.runner.workers, 2**31)
         self.id = next(_conn_ids)
-        self.conversation = ServerConnection(
-            dispatcher.welcome(), max_frame=dispatcher.settings.max_frame
-        )
+        self.conversation = ServerConnection(dispatcher.welcome(), max_frame=settings.max_frame)
         self._counted = (0, 0, 0)  # the conversation's frame counts already in counters
         self._pending: set[asyncio.Task[None]] = set()
-        self._slots = asyncio.Semaphore(MAX_INFLIGHT)
+        # Requests handed out and not answered, and their bytes: at either bound the reader
+        # loop stops, and TCP flow control pushes back on the client instead of the server
+        # holding decoded jobs (a list of short strings costs ~10x its JSON).
+        self._max_pipeline = settings.max_pipeline
+        self._max_unsent = settings.max_unsent
+        self._held = 0
+        self._held_bytes = 0
+        self._answered = asyncio.Event()
+        # drain() waits only above the transport's high-water mark, so it must not exceed
+        # max_unsent or _room() could spin.
+        writer.transport.set_write_buffer_limits(high=min(64 * 1024, self._max_unsent))
         self._read_task: asyncio.Task[None] | None = None
         self._write_scheduled = False
 
@@ -93,9 +104,10 @@ class TcpConnection:
             conversation.receive_data(await self.reader.read(_READ_SIZE))
             while (event := conversation.next_event()) is not None:
                 if isinstance(event, RequestReceived):
-                    # The slot is taken here, in the reader loop, so a flood of requests
-                    # stops the reading instead of piling up tasks.
-                    await self._slots.acquire()
+                    # Both waits are here, in the reader loop, so a flood of requests, or
+                    # a client that does not read its replies, stops the reading instead
+                    # of piling up tasks and reply bytes.
+                    await self._take_request(event.size)
                     task = asyncio.create_task(self._answer(event))
                     self._pending.add(task)
                     task.add_done_callback(self._pending.discard)
@@ -107,14 +119,68 @@ class TcpConnection:
 
     async def _answer(self, event: RequestReceived) -> None:
         try:
-            reply = await self.dispatcher.answer(event.message)
+            message = event.message
+            if isinstance(message, Calc):
+                reply = await self._calc(message)
+            else:
+                reply = await self.dispatcher.answer(message)
+            self.conversation.reply(event.handle, reply)
         finally:
-            self._slots.release()
-        self.conversation.reply(event.handle, reply)
+            # Only now: until the reply is in the conversation's bytes, the unsent count
+            # does not see it, and holding the request is what bounds it.
+            self._held -= 1
+            self._held_bytes -= event.size
+            self._answered.set()
         if self.conversation.state is not State.OPEN:
             self.stop_reading()  # a closing error: the conversation reads no more
         with contextlib.suppress(ConnectionError, OSError):
             await self._flush()
+
+    async def _take_request(self, size: int) -> None:
+        """Wait until the client reads its replies and the pipeline has room for one more."""
+        while True:
+            await self._room()
+            if self._held == 0 or (
+                self._held < self._max_pipeline and self._held_bytes + size <= self._max_unsent
+            ):
+                break
+            self._answered.clear()
+            await self._answered.wait()
+        self._held += 1
+        self._held_bytes += size
+
+    async def _calc(self, message: Calc) -> Reply | None:
+        """Run a job when a worker slot is this connection's turn and its client reads."""
+        admission = self.admission
+        while True:
+            await self._room()
+            await admission.acquire(self)
+            # The room may have gone while we waited for the slot (other jobs of ours
+            # answered meanwhile): a slot is never held while the client does not read.
+            if self._unsent() <= self._max_unsent or self.writer.is_closing():
+                break
+            admission.release(self)
+        try:
+            return await self.dispatcher.answer(message)
+        finally:
+            admission.release(self)
+
+    def _unsent(self) -> int:
+        """Reply bytes the client has not taken: queued here, and in the transport."""
+        return self.conversation.bytes_to_send + self.writer.transport.get_write_buffer_size()
+
+    async def _room(self) -> None:
+        """Wait until the unsent replies are within ``max_unsent`` (backpressure)."""
+        writer = self.writer
+        while self._unsent() > self._max_unsent and not writer.is_closing():
+            self._write()
+            try:
+                await writer.drain()
+            except (ConnectionError, OSError):
+                return  # the transport is gone: the caller sees it closing
+            if self._unsent() > self._max_unsent and not writer.is_closing():
+                # Only if the transport never paused (it should have): do not spin.
+                await asyncio.sleep(0.01)
 
     async def _flush(self) -> None:
         """Write what the conversation has to send, once per turn of the event loop.

@@ -1,0 +1,103 @@
+"""The TCP connection layer's limits, attacked over real sockets on 127.0.0.1.
+
+Each test starts a server child with small limits (so the attack is cheap), attacks it as
+a hostile client would, and checks that the server's memory stays bounded and that a
+normal client is still served.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from forkwire.client.connection import Connection
+from forkwire.client.local import LocalServer
+from forkwire.protocol import Calc, CalcResult, pack
+
+#: Every wait is bounded by this; only a hang comes near it.
+WAIT = 10.0
+MiB = 1024 * 1024
+
+
+def rss(pid: int) -> int:
+    """Resident bytes of a process (Linux /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+@contextlib.asynccontextmanager
+async def running(tmp_path: Path, *args: str) -> AsyncIterator[LocalServer]:
+    server = await LocalServer.start("--db", f"sqlite:///{tmp_path / 'r.sqlite'}", *args)
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+def raw(port: int, rcvbuf: int | None = None) -> socket.socket:
+    sock = socket.socket()
+    if rcvbuf is not None:
+        # Set before connect, so the window the server sees is small from the start.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.connect(("127.0.0.1", port))
+    return sock
+
+
+async def calc_answered(port: int, ops: list[str] | None = None) -> CalcResult:
+    """A normal client's calc: connect, hello, one job, within WAIT seconds."""
+    async with asyncio.timeout(WAIT):
+        connection = await Connection.open("127.0.0.1", port, client="normal")
+        try:
+            reply = await connection.request(Calc(id=7, ops=ops or ["1 + 2"]))
+        finally:
+            await connection.close()
+    assert isinstance(reply, CalcResult), reply
+    return reply
+
+
+def send_until_blocked(sock: socket.socket, frame: bytes, seconds: float) -> int:
+    """Send ``frame`` again and again for up to ``seconds``, or until the socket has not
+    taken a byte for a second (the server stopped reading); return the bytes sent."""
+    sock.settimeout(1.0)
+    sent = 0
+    deadline = time.monotonic() + seconds
+    view = memoryview(frame)
+    while time.monotonic() < deadline:
+        try:
+            sent += sock.send(view[sent % len(frame) :])
+        except TimeoutError:
+            break
+    return sent
+
+
+async def test_a_client_that_never_reads_is_held_back_not_buffered(tmp_path: Path) -> None:
+    """Attack 1: frames of bad expressions (each answered ~20x its size) from a client that
+    never reads. The server stops reading it once max_unsent bytes wait: its RSS stays
+    bounded, and a second client's calc is answered meanwhile."""
+    async with running(tmp_path, "--workers", "2", "--max-unsent", str(MiB)) as server:
+        await calc_answered(server.port)
+        before = rss(server.pid)
+        # 200,000 "(": a 0.8 MiB frame answered by ~16 MiB of syntax errors.
+        frame = pack(Calc(id=1, ops=["("] * 200_000))
+        attacker = raw(server.port, rcvbuf=4096)
+        try:
+            sent = await asyncio.to_thread(send_until_blocked, attacker, frame, 6.0)
+            assert sent >= 2 * len(frame)  # it read some: the replies waiting exceed the bound
+            peak = rss(server.pid)
+            reply = await calc_answered(server.port)
+            assert reply.results == [3]
+            # A few replies in flight (workers x ~16 MiB), max_unsent, the requests held:
+            # without backpressure this was the whole stream of replies, GBs.
+            assert peak - before < 200 * MiB, (before, peak)
+            await asyncio.sleep(1.0)  # still held back while it does not read
+            assert rss(server.pid) - before < 200 * MiB
+        finally:
+            attacker.close()
+        # The attacker gone, the server serves as before.
+        assert (await calc_answered(server.port)).results == [3]

@@ -39,6 +39,10 @@ class ErrorCode(StrEnum):
     REPLY_TOO_LARGE = "reply_too_large"
     #: The server failed on a well-formed request (a bug; it is logged).
     INTERNAL_ERROR = "internal_error"
+    #: The server is at a limit: at connect (``max_connections``, or its file descriptors),
+    #: the server closes the connection right after it; for a ``calc`` (``max_queued_jobs``)
+    #: only that request is refused. Either way: back off, then try again.
+    BUSY = "busy"
 
 
 #: Codes after which the server closes the connection: a stream whose position is lost
@@ -81,6 +85,9 @@ class Stat(StrEnum):
     CONNECTIONS_TOTAL = "connections_total"
     #: gauge
     CONNECTIONS_OPEN = "connections_open"
+    #: Connections answered ``busy`` and closed at once (``max_connections``, or too few
+    #: file descriptors left).
+    CONNECTIONS_REFUSED = "connections_refused"
     FRAMES_IN = "frames_in"
     FRAMES_OUT = "frames_out"
     #: Frames answered with an ``error`` (bad JSON, validation, unexpected, too large).

@@ -21,7 +21,7 @@ from forkwire.server.jobs import JobRunner
 from forkwire.server.sinks import Sinks
 from forkwire.server.storage import Repository, open_repository, open_sink
 from forkwire.server.storage.base import SCHEMA_VERSION
-from forkwire.server.tcp import TcpConnection
+from forkwire.server.tcp import Door, TcpConnection
 from forkwire.server.udp import kernel_udp_stats, open_udp
 
 log = structlog.get_logger("forkwire.server")
@@ -46,6 +46,7 @@ class App:
         )
         self.dispatcher = Dispatcher(settings, self.runner)
         self.admission = Admission(settings.workers, 2**31)
+        self._door: Door | None = None
         self.repository: Repository | None = None
         self._connections: dict[asyncio.Task[None], TcpConnection] = {}
         self._stopping = False
@@ -103,6 +104,7 @@ class App:
             self._on_connect, settings.host, settings.port, reuse_address=True
         )
         self.port = server.sockets[0].getsockname()[1]
+        self._door = Door(settings.max_connections, settings.workers)
         udp = None
         if settings.udp:
             udp_port = self.port if settings.udp_port is None else settings.udp_port
@@ -134,6 +136,11 @@ class App:
     async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self._stopping:
             writer.close()
+            return
+        assert self._door is not None
+        refusal = self._door.refusal(len(self._connections))
+        if refusal is not None:
+            self._door.refuse(writer, refusal, self.dispatcher.counters)
             return
         connection = TcpConnection(reader, writer, self.dispatcher, self.admission)
         task = asyncio.current_task()

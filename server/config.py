@@ -70,6 +70,13 @@ class Settings(BaseSettings):
         ge=0,
         description="Seconds running jobs get to answer after SIGINT/SIGTERM.",
     )
+    max_connections: int = Field(
+        default=1024,
+        ge=1,
+        le=1_000_000,
+        description="TCP connections served at once; past it (or when the file descriptors "
+        "left are too few) a new connection is answered busy and closed.",
+    )
     max_unsent: int = Field(
         default=8 * 1024 * 1024,
         ge=64 * 1024,

@@ -87,6 +87,7 @@ class Dispatcher:
                 "job_timeout": self.runner.job_timeout,
                 "max_unsent": self.settings.max_unsent,
                 "max_pipeline": self.settings.max_pipeline,
+                "max_connections": self.settings.max_connections,
             },
         )
 

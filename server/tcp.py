@@ -10,11 +10,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import os
+import resource
+from collections import Counter
 
 import structlog
 
 from forkwire.protocol import (
     Calc,
+    Error,
+    ErrorCode,
     Greeted,
     Rejected,
     Reply,
@@ -22,6 +27,7 @@ from forkwire.protocol import (
     ServerConnection,
     Stat,
     State,
+    pack,
 )
 from forkwire.server.admission import Admission
 from forkwire.server.dispatch import Dispatcher
@@ -29,6 +35,8 @@ from forkwire.server.dispatch import Dispatcher
 log = structlog.get_logger("forkwire.tcp")
 
 _READ_SIZE = 256 * 1024
+#: A repeated warning (refused connections) is logged at most this often, with a count.
+_LOG_EVERY = 10.0
 _conn_ids = itertools.count(1)
 
 
@@ -240,3 +248,77 @@ def _format_peer(peer: object) -> str:
     if isinstance(peer, tuple) and len(peer) >= 2:
         return f"{peer[0]}:{peer[1]}"
     return str(peer)
+
+
+class Door:
+    """Who gets in: at most ``max_connections``, and never so many that the descriptors
+    left cannot serve the open ones.
+
+    Under ``ulimit -n`` a full table of idle connections used to fail the job in flight
+    (its pipe could not be made) and lock every new client out unseen. Here the
+    descriptors the server opened before it listened, and a reserve for each worker's job
+    (pipe, sentinel) and for the store, are kept: past the rest, a new connection is told
+    ``busy`` and closed, which costs its descriptor only for a moment.
+    """
+
+    def __init__(self, max_connections: int, workers: int) -> None:
+        self.max_connections = max_connections
+        self._base = _open_descriptors()
+        self._reserve = 32 + 8 * workers
+        self._last_logged = float("-inf")
+        self._unlogged = 0
+        budget = self.descriptor_budget()
+        if budget is not None and budget < max_connections:
+            log.warning(
+                "fd_limit",
+                max_connections=max_connections,
+                connections_possible=budget,
+                detail="RLIMIT_NOFILE allows fewer connections than max_connections",
+            )
+
+    def descriptor_budget(self) -> int | None:
+        """Connections the descriptor limit leaves room for now; None: no limit."""
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft == resource.RLIM_INFINITY:
+            return None
+        return max(0, soft - self._base - self._reserve)
+
+    def refusal(self, open_now: int) -> str | None:
+        """Why a new connection is refused while ``open_now`` are served; None: let in."""
+        if open_now >= self.max_connections:
+            return "max_connections"
+        budget = self.descriptor_budget()  # read each time: prlimit can change it
+        if budget is not None and open_now >= budget:
+            return "file_descriptors"
+        return None
+
+    def refuse(self, writer: asyncio.StreamWriter, reason: str, counters: Counter[str]) -> None:
+        """Answer ``busy`` and close; log it once, then at most every ``_LOG_EVERY`` s."""
+        counters[Stat.CONNECTIONS_REFUSED] += 1
+        text = (
+            "too many connections"
+            if reason == "max_connections"
+            else "too few file descriptors left"
+        )
+        with contextlib.suppress(ConnectionError, OSError):
+            writer.write(pack(Error(code=ErrorCode.BUSY, message=f"{text}: try again later")))
+            writer.close()  # after the frame is written
+        self._unlogged += 1
+        now = asyncio.get_running_loop().time()
+        if now - self._last_logged >= _LOG_EVERY:
+            log.warning(
+                "connections_refused",
+                reason=reason,
+                refused=self._unlogged,
+                max_connections=self.max_connections,
+                connections_possible=self.descriptor_budget(),
+            )
+            self._last_logged = now
+            self._unlogged = 0
+
+
+def _open_descriptors() -> int:
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:  # not Linux
+        return 64

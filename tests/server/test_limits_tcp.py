@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import resource
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -16,7 +18,19 @@ from pathlib import Path
 
 from forkwire.client.connection import Connection
 from forkwire.client.local import LocalServer
-from forkwire.protocol import Calc, CalcResult, pack
+from forkwire.protocol import (
+    Calc,
+    CalcResult,
+    ClientConnection,
+    Error,
+    ErrorCode,
+    Hello,
+    Reply,
+    Stats,
+    StatsResult,
+    Welcome,
+    pack,
+)
 
 #: Every wait is bounded by this; only a hang comes near it.
 WAIT = 10.0
@@ -100,4 +114,108 @@ async def test_a_client_that_never_reads_is_held_back_not_buffered(tmp_path: Pat
         finally:
             attacker.close()
         # The attacker gone, the server serves as before.
+        assert (await calc_answered(server.port)).results == [3]
+
+
+def greet(port: int) -> tuple[socket.socket, Reply]:
+    """Connect, say hello, and return the socket and the server's first reply."""
+    sock = raw(port)
+    sock.settimeout(WAIT)
+    sock.sendall(pack(Hello(client="idle")))
+    return sock, read_reply(sock)
+
+
+def read_reply(sock: socket.socket) -> Reply:
+    conversation = ClientConnection()
+    while (reply := conversation.next_event()) is None:
+        conversation.receive_data(sock.recv(65536))
+    return reply
+
+
+def closed_by_server(sock: socket.socket) -> bool:
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+
+
+async def closed(server: LocalServer, count: int) -> None:
+    """Wait until the server logged ``count`` connections closed."""
+    async with asyncio.timeout(WAIT):
+        while len(server.named("connection_closed")) < count:  # noqa: ASYNC110 - a log to poll
+            await asyncio.sleep(0.05)
+
+
+async def stats(port: int) -> dict[str, int | float]:
+    async with asyncio.timeout(WAIT):
+        connection = await Connection.open("127.0.0.1", port)
+        try:
+            reply = await connection.request(Stats())
+        finally:
+            await connection.close()
+    assert isinstance(reply, StatsResult)
+    return reply.counters
+
+
+async def test_past_max_connections_a_client_is_told_busy_and_closed(tmp_path: Path) -> None:
+    async with running(tmp_path, "--max-connections", "3") as server:
+        held = [await asyncio.to_thread(greet, server.port) for _ in range(3)]
+        try:
+            assert all(isinstance(reply, Welcome) for _, reply in held)
+            sock, reply = await asyncio.to_thread(greet, server.port)
+            with sock:
+                assert isinstance(reply, Error)
+                assert reply.code == ErrorCode.BUSY
+                assert await asyncio.to_thread(closed_by_server, sock)
+            assert held[0][1].limits["max_connections"] == 3
+        finally:
+            for sock, _ in held:
+                sock.close()
+        await closed(server, 3)
+        # The held ones gone, a new client is served, and the refusal was counted.
+        assert (await calc_answered(server.port)).results == [3]
+        assert (await stats(server.port))["connections_refused"] == 1
+        assert len(server.named("connections_refused")) == 1
+
+
+async def test_descriptors_run_short_open_connections_are_served(tmp_path: Path) -> None:
+    """Attack 3 under a low ``ulimit -n``: idle connections fill the descriptors. The ones
+    past what is left are told busy (logged once, not per connection); the open ones are
+    still served, a job included, and jobs_running stays right; when the idle ones leave,
+    new clients are served again."""
+    async with running(tmp_path, "--workers", "1") as server:
+        first = await asyncio.to_thread(greet, server.port)
+        in_use = len(os.listdir(f"/proc/{server.pid}/fd"))
+        _, hard = resource.prlimit(server.pid, resource.RLIMIT_NOFILE)
+        # Room for a few dozen connections past the reserve the server keeps.
+        resource.prlimit(server.pid, resource.RLIMIT_NOFILE, (in_use + 80, hard))
+        idle: list[socket.socket] = [first[0]]
+        busy = 0
+        try:
+            for _ in range(150):
+                sock, reply = await asyncio.to_thread(greet, server.port)
+                if isinstance(reply, Welcome):
+                    idle.append(sock)
+                    continue
+                sock.close()
+                assert isinstance(reply, Error), reply
+                assert reply.code == ErrorCode.BUSY
+                busy += 1
+                if busy == 10:
+                    break
+            assert busy == 10
+            assert len(idle) > 5
+            # A job on a connection that was open before: its pipe and child still fit.
+            idle[0].sendall(pack(Calc(id=1, ops=["6 * 7"])))
+            reply = await asyncio.to_thread(read_reply, idle[0])
+            assert isinstance(reply, CalcResult)
+            assert reply.results == [42]
+        finally:
+            for sock in idle:
+                sock.close()
+        await closed(server, len(idle))
+        counters = await stats(server.port)
+        assert counters["jobs_running"] == 0
+        assert counters["connections_refused"] == 10
+        assert len(server.named("connections_refused")) == 1  # not once per connection
         assert (await calc_answered(server.port)).results == [3]

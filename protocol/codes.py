@@ -43,13 +43,24 @@ class ErrorCode(StrEnum):
     #: the server closes the connection right after it; for a ``calc`` (``max_queued_jobs``)
     #: only that request is refused. Either way: back off, then try again.
     BUSY = "busy"
+    #: The connection sent nothing (no ``hello`` or first request within ``hello_timeout``,
+    #: or nothing at all for ``idle_timeout`` while nothing was in flight); it is closed.
+    IDLE_TIMEOUT = "idle_timeout"
+    #: A frame's header arrived but not the rest of it within ``frame_timeout``; it is
+    #: closed.
+    FRAME_TIMEOUT = "frame_timeout"
 
 
 #: Codes after which the server closes the connection: a stream whose position is lost
 #: cannot go on, and after a storage failure the client must reconnect and resend what its
 #: outbox holds instead of waiting for acks that will never come.
 CLOSING_CODES: frozenset[ErrorCode] = frozenset(
-    {ErrorCode.FRAME_TOO_LARGE, ErrorCode.STORAGE_UNAVAILABLE}
+    {
+        ErrorCode.FRAME_TOO_LARGE,
+        ErrorCode.STORAGE_UNAVAILABLE,
+        ErrorCode.IDLE_TIMEOUT,
+        ErrorCode.FRAME_TIMEOUT,
+    }
 )
 
 
@@ -88,6 +99,9 @@ class Stat(StrEnum):
     #: Connections answered ``busy`` and closed at once (``max_connections``, or too few
     #: file descriptors left).
     CONNECTIONS_REFUSED = "connections_refused"
+    #: Connections closed with ``idle_timeout`` or ``frame_timeout``, or because their
+    #: client read none of its replies for ``idle_timeout``.
+    CONNECTIONS_TIMED_OUT = "connections_timed_out"
     FRAMES_IN = "frames_in"
     FRAMES_OUT = "frames_out"
     #: Frames answered with an ``error`` (bad JSON, validation, unexpected, too large).

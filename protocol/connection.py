@@ -18,6 +18,10 @@ The server's rules, in one place:
 * every request gets exactly one reply, except readings sent with ``ack: false`` (none
   unless it is an ``error``); replies to requests that take time (jobs, readings, reports)
   are sent as they complete, so they may overtake each other and later quick replies;
+* ``ping`` is answered ``pong`` at once, by the conversation (no request is handed out);
+* when the shell's clock says the client took too long (:meth:`ServerConnection.time_out`:
+  no first request, no frame for ``idle_timeout``, a frame left half-sent), the error
+  says which and the conversation ends like after a closing error;
 * after ``bye`` nothing more is read; the ``bye`` answer is sent once every earlier
   request is answered, and the conversation ends;
 * after the end of the stream, what is owed is still sent, then the conversation ends;
@@ -33,7 +37,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Final
 
-from forkwire.protocol.codes import CLOSING_CODES
+from forkwire.protocol.codes import CLOSING_CODES, ErrorCode
 from forkwire.protocol.errors import (
     LocalProtocolError,
     ProtocolError,
@@ -46,6 +50,8 @@ from forkwire.protocol.messages import (
     Bye,
     Error,
     Hello,
+    Ping,
+    Pong,
     Reply,
     Request,
     Welcome,
@@ -145,6 +151,19 @@ class ServerConnection:
         return len(self._owed)
 
     @property
+    def in_frame(self) -> bool:
+        """Whether part of a frame has arrived and the rest has not (the shell's clock)."""
+        return self.state is State.OPEN and self._decoder.in_frame
+
+    @property
+    def frame_in_progress(self) -> int | None:
+        """The number of the frame partly received (0 is the first), or None: between
+        frames. A new number is a new frame, whose clock starts now."""
+        if not self.in_frame:
+            return None
+        return self._decoder.completed
+
+    @property
     def bytes_to_send(self) -> int:
         """Bytes queued for :meth:`data_to_send`: the shell counts them as unsent."""
         return len(self._out)
@@ -184,6 +203,9 @@ class ServerConnection:
                 self.version = welcome.version
                 self._queue(welcome)
                 return Greeted(message)
+            if isinstance(message, Ping):
+                self._queue(Pong(id=message.id))
+                continue
             if isinstance(message, Bye):
                 self._bye_owed = True
                 self._stop_reading("bye")
@@ -209,6 +231,14 @@ class ServerConnection:
             if isinstance(message, Error) and message.code in CLOSING_CODES:
                 self._stop_reading(message.code)
         self._finish_if_done()
+
+    def time_out(self, code: ErrorCode, message: str) -> None:
+        """The client took too long (the shell keeps the clock): say why, read no more;
+        the replies owed are still sent, then the conversation ends."""
+        if self.state is not State.OPEN:
+            return
+        self._queue(Error(code=code, message=message))
+        self._stop_reading(code)
 
     def data_to_send(self) -> bytes:
         """The bytes to write now (and forget here)."""

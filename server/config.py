@@ -77,6 +77,25 @@ class Settings(BaseSettings):
         description="TCP connections served at once; past it (or when the file descriptors "
         "left are too few) a new connection is answered busy and closed.",
     )
+    hello_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds a new connection has to send its first frame (hello or a "
+        "request); then it is closed with idle_timeout.",
+    )
+    idle_timeout: float = Field(
+        default=300.0,
+        gt=0,
+        description="Seconds a connection may send nothing while nothing of it is in flight "
+        "before it is closed (error idle_timeout); clients that stay connected send ping. "
+        "Also how long a client may read none of its replies.",
+    )
+    frame_timeout: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds a frame has, once its first bytes arrived, to arrive whole; "
+        "else the connection is closed (error frame_timeout).",
+    )
     max_unsent: int = Field(
         default=8 * 1024 * 1024,
         ge=64 * 1024,

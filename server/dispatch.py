@@ -24,6 +24,8 @@ from forkwire.protocol import (
     CalcResult,
     Error,
     ErrorCode,
+    Ping,
+    Pong,
     Reading,
     ReadingMsg,
     ReadingsMsg,
@@ -88,6 +90,9 @@ class Dispatcher:
                 "max_unsent": self.settings.max_unsent,
                 "max_pipeline": self.settings.max_pipeline,
                 "max_connections": self.settings.max_connections,
+                "hello_timeout": self.settings.hello_timeout,
+                "idle_timeout": self.settings.idle_timeout,
+                "frame_timeout": self.settings.frame_timeout,
             },
         )
 
@@ -112,6 +117,8 @@ class Dispatcher:
                 return await self.report(request)
             if isinstance(request, Series):
                 return await self.series(request)
+            if isinstance(request, Ping):  # over TCP the conversation answers it
+                return Pong(id=request.id)
         except StorageUnavailable as exc:
             return Error(code=ErrorCode.STORAGE_UNAVAILABLE, message=str(exc))
         except Conflict as exc:

@@ -73,6 +73,14 @@ class TcpConnection:
         writer.transport.set_write_buffer_limits(high=min(64 * 1024, self._max_unsent))
         self._read_task: asyncio.Task[None] | None = None
         self._write_scheduled = False
+        # The clocks (loop time) the timeouts run on; the rules they end are protocol's.
+        self._hello_timeout = settings.hello_timeout
+        self._idle_timeout = settings.idle_timeout
+        self._frame_timeout = settings.frame_timeout
+        self._opened_at = self._active_at = self._answered_at = self._frame_at = 0.0
+        self._frame: int | None = None  # the frame partly received, by number
+        self._timer: asyncio.Timeout | None = None  # the read's, while it waits
+        self._stalled = False
 
     async def serve(self) -> None:
         """Read and answer frames; on the way out, answer what is owed, then close."""
@@ -108,8 +116,21 @@ class TcpConnection:
 
     async def _read_loop(self) -> None:
         conversation = self.conversation
+        loop = asyncio.get_running_loop()
+        self._opened_at = self._active_at = self._answered_at = loop.time()
         while conversation.state is State.OPEN:
-            conversation.receive_data(await self.reader.read(_READ_SIZE))
+            try:
+                data = await self._read()
+            except TimeoutError:
+                self._time_out()
+                await self._flush()
+                break
+            self._active_at = now = loop.time()
+            conversation.receive_data(data)
+            frame = conversation.frame_in_progress
+            if frame != self._frame:
+                self._frame = frame
+                self._frame_at = now  # a new frame began: its clock starts
             while (event := conversation.next_event()) is not None:
                 if isinstance(event, RequestReceived):
                     # Both waits are here, in the reader loop, so a flood of requests, or
@@ -139,10 +160,69 @@ class TcpConnection:
             self._held -= 1
             self._held_bytes -= event.size
             self._answered.set()
+            self._answered_at = asyncio.get_running_loop().time()
+            if self._timer is not None:
+                # The idle clock may start now that nothing is in flight.
+                self._timer.reschedule(self._deadline())
         if self.conversation.state is not State.OPEN:
             self.stop_reading()  # a closing error: the conversation reads no more
         with contextlib.suppress(ConnectionError, OSError):
             await self._flush()
+
+    async def _read(self) -> bytes:
+        """The next bytes from the client, or TimeoutError when its time is up."""
+        async with asyncio.timeout_at(self._deadline()) as timer:
+            self._timer = timer
+            try:
+                return await self.reader.read(_READ_SIZE)
+            finally:
+                self._timer = None
+
+    def _deadline(self) -> float | None:
+        """When the client's time is up, by the clock that applies now; None: no clock
+        while it has requests in flight (the server, not the client, is taking time)."""
+        conversation = self.conversation
+        deadlines = []
+        if self._frame is not None:
+            deadlines.append(self._frame_at + self._frame_timeout)
+        if conversation.frames_received == 0:
+            deadlines.append(self._opened_at + self._hello_timeout)
+        elif self._frame is None and conversation.owed == 0:
+            deadlines.append(max(self._active_at, self._answered_at) + self._idle_timeout)
+        return min(deadlines, default=None)
+
+    def _time_out(self) -> None:
+        conversation = self.conversation
+        if conversation.in_frame:
+            code = ErrorCode.FRAME_TIMEOUT
+            text = f"a frame did not arrive whole within frame_timeout ({self._frame_timeout} s)"
+        elif conversation.frames_received == 0:
+            code = ErrorCode.IDLE_TIMEOUT
+            text = f"no hello or request within hello_timeout ({self._hello_timeout} s)"
+        else:
+            code = ErrorCode.IDLE_TIMEOUT
+            text = f"nothing received for idle_timeout ({self._idle_timeout} s)"
+        if conversation.frames_received == 0 and conversation.in_frame:
+            text = f"the first frame did not arrive whole within {self._hello_timeout} s"
+        conversation.time_out(code, text)
+        self.counters[Stat.CONNECTIONS_TIMED_OUT] += 1
+        log.info("connection_timed_out", code=str(code))
+
+    async def _drain(self) -> None:
+        """Wait for the transport to take our bytes; a client that reads none of them for
+        ``idle_timeout`` is cut off (its replies and requests would be held forever)."""
+        writer = self.writer
+        if writer.is_closing():
+            return
+        try:
+            async with asyncio.timeout(self._idle_timeout):
+                await writer.drain()
+        except TimeoutError:
+            if not self._stalled:
+                self._stalled = True
+                self.counters[Stat.CONNECTIONS_TIMED_OUT] += 1
+                log.info("connection_stalled", unsent=self._unsent())
+            writer.transport.abort()
 
     async def _take_request(self, size: int) -> None:
         """Wait until the client reads its replies and the pipeline has room for one more."""
@@ -183,7 +263,7 @@ class TcpConnection:
         while self._unsent() > self._max_unsent and not writer.is_closing():
             self._write()
             try:
-                await writer.drain()
+                await self._drain()
             except (ConnectionError, OSError):
                 return  # the transport is gone: the caller sees it closing
             if self._unsent() > self._max_unsent and not writer.is_closing():
@@ -201,8 +281,7 @@ class TcpConnection:
         if not self._write_scheduled:
             self._write_scheduled = True
             asyncio.get_running_loop().call_soon(self._write)
-        if not self.writer.is_closing():
-            await self.writer.drain()
+        await self._drain()
 
     def _write(self) -> None:
         self._write_scheduled = False
@@ -235,13 +314,18 @@ class TcpConnection:
             await asyncio.gather(*self._pending, return_exceptions=True)
         with contextlib.suppress(ConnectionError, OSError):
             self._write()  # now, not at the next turn: the transport closes next
-            if not self.writer.is_closing():
-                await self.writer.drain()
+            await self._drain()
 
     async def _close(self) -> None:
         with contextlib.suppress(ConnectionError, OSError):
             self.writer.close()
-            await self.writer.wait_closed()
+            try:
+                # close() waits for the buffer to be written: a client that reads none of
+                # it would hold the connection and its bytes forever.
+                async with asyncio.timeout(self._idle_timeout):
+                    await self.writer.wait_closed()
+            except TimeoutError:
+                self.writer.transport.abort()
 
 
 def _format_peer(peer: object) -> str:

@@ -16,6 +16,8 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import pytest
+
 from forkwire.client.connection import Connection
 from forkwire.client.local import LocalServer
 from forkwire.protocol import (
@@ -25,6 +27,8 @@ from forkwire.protocol import (
     Error,
     ErrorCode,
     Hello,
+    Ping,
+    Pong,
     Reply,
     Stats,
     StatsResult,
@@ -219,3 +223,91 @@ async def test_descriptors_run_short_open_connections_are_served(tmp_path: Path)
         assert counters["connections_refused"] == 10
         assert len(server.named("connections_refused")) == 1  # not once per connection
         assert (await calc_answered(server.port)).results == [3]
+
+
+def error_then_close(sock: socket.socket) -> Reply:
+    """The server's next message, which must be followed by its close."""
+    reply = read_reply(sock)
+    assert closed_by_server(sock)
+    return reply
+
+
+TIMEOUTS = ("--hello-timeout", "0.3", "--idle-timeout", "0.3", "--frame-timeout", "0.3")
+
+
+async def test_a_silent_connection_is_closed_after_the_hello_timeout(tmp_path: Path) -> None:
+    async with running(tmp_path, *TIMEOUTS) as server:
+        with raw(server.port) as sock:
+            sock.settimeout(WAIT)
+            reply = await asyncio.to_thread(error_then_close, sock)
+        assert isinstance(reply, Error)
+        assert reply.code == ErrorCode.IDLE_TIMEOUT
+        assert "hello_timeout" in reply.message
+
+
+async def test_an_idle_connection_is_closed_and_ping_keeps_it_open(tmp_path: Path) -> None:
+    async with running(tmp_path, *TIMEOUTS) as server:
+        sock, welcome = await asyncio.to_thread(greet, server.port)
+        with sock:
+            assert isinstance(welcome, Welcome)
+            assert welcome.limits["idle_timeout"] == 0.3
+            for n in range(8):  # 1.2 s, four idle timeouts, kept open by pings
+                await asyncio.sleep(0.15)
+                sock.sendall(pack(Ping(id=n)))
+                assert await asyncio.to_thread(read_reply, sock) == Pong(id=n)
+            reply = await asyncio.to_thread(error_then_close, sock)
+        assert isinstance(reply, Error)
+        assert reply.code == ErrorCode.IDLE_TIMEOUT
+        assert (await stats(server.port))["connections_timed_out"] == 1
+
+
+async def test_a_job_in_flight_is_not_idle(tmp_path: Path) -> None:
+    """No idle clock while the server owes an answer: a job longer than idle_timeout is
+    answered, then the clock starts."""
+    async with running(tmp_path, "--idle-timeout", "0.3", "--workers", "1") as server:
+        sock, _ = await asyncio.to_thread(greet, server.port)
+        with sock:
+            # Enough work to outlast the idle timeout several times over.
+            ops = ["2 ** 4000 * 3 ** 2000 // 7 ** 900"] * 6000
+            sock.sendall(pack(Calc(id=1, ops=ops)))
+            started = time.monotonic()
+            reply = await asyncio.to_thread(read_reply, sock)
+            assert isinstance(reply, CalcResult), reply
+            assert len(reply.results) == len(ops)
+            took = time.monotonic() - started
+            closing = await asyncio.to_thread(error_then_close, sock)
+            assert isinstance(closing, Error)
+            assert closing.code == ErrorCode.IDLE_TIMEOUT
+        if took < 0.6:
+            pytest.skip(f"the job took only {took:.2f} s: nothing was shown")
+
+
+async def test_partial_frames_are_dropped_after_the_frame_timeout(tmp_path: Path) -> None:
+    """Attack 3, small: connections that send a header announcing 512 KiB and most of
+    the body, then nothing (or a byte now and then): each is answered frame_timeout and
+    closed, and what they sent is no longer held."""
+    async with running(tmp_path, *TIMEOUTS) as server:
+        await calc_answered(server.port)
+        socks = []
+        try:
+            for _ in range(20):
+                sock = raw(server.port)
+                sock.settimeout(WAIT)
+                sock.sendall((512 * 1024).to_bytes(4, "big") + b"x" * (512 * 1024 - 100))
+                socks.append(sock)
+            trickle = socks[0]
+            for _ in range(4):  # a slow sender's bytes do not restart the frame's clock
+                await asyncio.sleep(0.1)
+                with contextlib.suppress(OSError):
+                    trickle.send(b"y")
+            for sock in socks:
+                reply = await asyncio.to_thread(error_then_close, sock)
+                assert isinstance(reply, Error)
+                assert reply.code == ErrorCode.FRAME_TIMEOUT
+        finally:
+            for sock in socks:
+                sock.close()
+        await closed(server, 21)
+        counters = await stats(server.port)
+        assert counters["connections_timed_out"] == 20
+        assert counters["connections_open"] == 1  # this one

@@ -41,7 +41,7 @@ class ErrorCode(StrEnum):
     INTERNAL_ERROR = "internal_error"
     #: The server is at a limit: at connect (``max_connections``, or its file descriptors),
     #: the server closes the connection right after it; for a ``calc`` (``max_queued_jobs``)
-    #: only that request is refused. Either way: back off, then try again.
+    #: only that request is refused (``ref`` names it). Either way: back off, then retry.
     BUSY = "busy"
     #: The connection sent nothing (no ``hello`` or first request within ``hello_timeout``,
     #: or nothing at all for ``idle_timeout`` while nothing was in flight); it is closed.
@@ -110,6 +110,10 @@ class Stat(StrEnum):
     JOBS_FINISHED = "jobs_finished"
     #: gauge
     JOBS_RUNNING = "jobs_running"
+    #: gauge: TCP jobs waiting for a worker (``max_queued_jobs`` bounds them).
+    JOBS_QUEUED = "jobs_queued"
+    #: Calcs answered ``busy``: ``max_queued_jobs`` were waiting already.
+    JOBS_REFUSED = "jobs_refused"
     JOBS_TIMED_OUT = "jobs_timed_out"
     JOBS_CRASHED = "jobs_crashed"
     #: Expressions received in jobs, and those answered with an error.

@@ -3,7 +3,7 @@
 The runner runs at most ``workers`` children; without this a connection that pipelines 64
 big jobs holds every slot in turn and another connection's small calc waits behind all of
 them. Here a freed slot goes to the waiting connection with the fewest jobs running (ties:
-the one served longest ago), so each connection waits for at most one job of every other
+the one served longest ago), so a connection waits for about one job of each other
 connection, whatever their backlogs. The runner keeps its own bound (UDP jobs share it);
 this only decides whose job goes next.
 """
@@ -32,8 +32,11 @@ class Admission:
         self.queued = 0
         self._busy = 0
         self._running: Counter[Hashable] = Counter()
-        # Insertion order is the tie-break: an owner served moves to the end.
         self._waiting: dict[Hashable, deque[asyncio.Future[None]]] = {}
+        # When each owner was last given a slot (a count): the tie-break, so that among
+        # owners running as many jobs, the one served longest ago goes first.
+        self._served: dict[Hashable, int] = {}
+        self._turns = 0
 
     @property
     def running(self) -> int:
@@ -66,24 +69,31 @@ class Admission:
         self._running[owner] -= 1
         if self._running[owner] <= 0:
             del self._running[owner]
+            self._forget_owner(owner)
         self._busy -= 1
         self._hand_over()
 
     def _take(self, owner: Hashable) -> None:
         self._busy += 1
         self._running[owner] += 1
+        self._turns += 1
+        self._served[owner] = self._turns
 
     def _hand_over(self) -> None:
         while self._busy < self.slots and self._waiting:
-            running = self._running
-            owner = min(self._waiting, key=lambda o: running.get(o, 0))
-            queue = self._waiting.pop(owner)
+            running, served = self._running, self._served
+            owner = min(self._waiting, key=lambda o: (running.get(o, 0), served.get(o, 0)))
+            queue = self._waiting[owner]
             future = queue.popleft()
             self.queued -= 1
-            if queue:
-                self._waiting[owner] = queue  # to the end: its turn is over
+            if not queue:
+                del self._waiting[owner]
             self._take(owner)
             future.set_result(None)
+
+    def _forget_owner(self, owner: Hashable) -> None:
+        if owner not in self._running and owner not in self._waiting:
+            self._served.pop(owner, None)  # an owner that comes back is served early
 
     def _forget(self, owner: Hashable, future: asyncio.Future[None]) -> None:
         queue = self._waiting.get(owner)
@@ -93,3 +103,4 @@ class Admission:
         self.queued -= 1
         if not queue:
             del self._waiting[owner]
+            self._forget_owner(owner)

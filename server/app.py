@@ -13,6 +13,7 @@ import signal
 
 import structlog
 
+from forkwire.protocol import Stat
 from forkwire.server.admission import Admission
 from forkwire.server.config import Settings
 from forkwire.server.dispatch import Dispatcher
@@ -45,7 +46,8 @@ class App:
             limits=settings.limits,
         )
         self.dispatcher = Dispatcher(settings, self.runner)
-        self.admission = Admission(settings.workers, 2**31)
+        self.admission = Admission(settings.workers, settings.max_queued_jobs)
+        self.dispatcher.stats_sources.append(lambda: {Stat.JOBS_QUEUED: self.admission.queued})
         self._door: Door | None = None
         self.repository: Repository | None = None
         self._connections: dict[asyncio.Task[None], TcpConnection] = {}

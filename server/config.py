@@ -96,6 +96,13 @@ class Settings(BaseSettings):
         description="Seconds a frame has, once its first bytes arrived, to arrive whole; "
         "else the connection is closed (error frame_timeout).",
     )
+    max_queued_jobs: int = Field(
+        default=1024,
+        ge=0,
+        le=10_000_000,
+        description="Calc jobs waiting for a worker, server-wide (TCP); past it a calc is "
+        "answered error busy (that request only) so its client backs off.",
+    )
     max_unsent: int = Field(
         default=8 * 1024 * 1024,
         ge=64 * 1024,

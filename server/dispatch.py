@@ -93,6 +93,7 @@ class Dispatcher:
                 "hello_timeout": self.settings.hello_timeout,
                 "idle_timeout": self.settings.idle_timeout,
                 "frame_timeout": self.settings.frame_timeout,
+                "max_queued_jobs": self.settings.max_queued_jobs,
             },
         )
 

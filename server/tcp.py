@@ -55,7 +55,7 @@ class TcpConnection:
         self.writer = writer
         self.dispatcher = dispatcher
         self.counters = dispatcher.counters
-        self.admission = admission or Admission(dispatcher.runner.workers, 2**31)
+        self.admission = admission or Admission(dispatcher.runner.workers, settings.max_queued_jobs)
         self.id = next(_conn_ids)
         self.conversation = ServerConnection(dispatcher.welcome(), max_frame=settings.max_frame)
         self._counted = (0, 0, 0)  # the conversation's frame counts already in counters
@@ -240,6 +240,13 @@ class TcpConnection:
     async def _calc(self, message: Calc) -> Reply | None:
         """Run a job when a worker slot is this connection's turn and its client reads."""
         admission = self.admission
+        if admission.full():
+            self.counters[Stat.JOBS_REFUSED] += 1
+            return Error(
+                code=ErrorCode.BUSY,
+                message=f"{admission.queued} jobs wait for a worker already: try again later",
+                ref=message.id,
+            )
         while True:
             await self._room()
             await admission.acquire(self)

@@ -14,12 +14,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from forkwire.client.backoff import Backoff
 from forkwire.client.calc.batches import Batch, format_answers, read_batches
 from forkwire.client.connection import DEFAULT_HOST, Connection
 from forkwire.client.errors import ClientError, ConnectionLost
 from forkwire.client.transport import Transport
 from forkwire.client.udp import DEFAULT_DATAGRAM, UdpConnection
-from forkwire.protocol import DEFAULT_PORT, HEADER_SIZE, Bye, Calc, CalcError, CalcResult, Error
+from forkwire.protocol import (
+    DEFAULT_PORT,
+    HEADER_SIZE,
+    Bye,
+    Calc,
+    CalcError,
+    CalcResult,
+    Error,
+    ErrorCode,
+)
 
 #: Lines per job. Every job costs a child process (about 7 ms on a 2-core machine); at
 #: 1,000 lines that overhead makes the real 300,003-line workload take as long end to end
@@ -28,6 +38,11 @@ DEFAULT_BATCH = 2000
 
 #: Bytes a calc frame spends outside the expressions themselves (type, id, brackets).
 _FRAME_OVERHEAD = 64
+
+#: A job the server refused as ``busy`` is sent again after this pause, doubled (with
+#: jitter) while the server stays busy, reset by the next answer.
+_BUSY_BACKOFF_INITIAL = 0.05
+_BUSY_BACKOFF_MAX = 2.0
 
 
 class CalcFailed(ClientError):
@@ -58,7 +73,8 @@ class CalcSummary:
     errors: int = 0
     jobs: int = 0
     seconds: float = 0.0
-    #: UDP only: jobs sent again after a silence, and jobs given up after every try.
+    #: Jobs sent again: over UDP after a silence, over TCP after a ``busy``; and (UDP
+    #: only) jobs given up after every try.
     retries: int = 0
     given_up: int = 0
 
@@ -85,11 +101,18 @@ class _Window:
         self.slots = asyncio.Semaphore(window)
         self._answered: dict[int, tuple[list[str], int]] = {}
         self._next_to_write = 0
+        self._empty = asyncio.Event()
+        self._empty.set()
+
+    async def drained(self) -> None:
+        """Wait until no job is in flight."""
+        await self._empty.wait()
 
     async def admit(self, job_id: int, job: Batch) -> None:
         """Wait for room in the window, then count the job as in flight."""
         await self.slots.acquire()
         self.inflight[job_id] = job
+        self._empty.clear()
         self.summary.jobs += 1
         self.summary.errors += len(job.local)
         if len(job.local) == len(job.texts):  # every line was answered locally
@@ -112,6 +135,8 @@ class _Window:
         """Record a job's lines and write every job that is now next in input order."""
         self._answered[job_id] = (answer_lines, self.inflight.pop(job_id).chars)
         self.slots.release()
+        if not self.inflight:
+            self._empty.set()
         while self._next_to_write in self._answered:
             chunk, chars = self._answered.pop(self._next_to_write)
             self.out.write("\n".join(chunk))
@@ -196,6 +221,14 @@ async def run_calc(
     started = time.perf_counter()
     jobs = _Window(out, window, summary, on_written)
     budget = connection.welcome.max_frame - _FRAME_OVERHEAD
+    loop = asyncio.get_running_loop()
+    backoff = Backoff(_BUSY_BACKOFF_INITIAL, _BUSY_BACKOFF_MAX)
+    retries: set[asyncio.TimerHandle] = set()
+
+    def resend(job_id: int) -> None:
+        if job_id in jobs.inflight:
+            calc = Calc.model_construct(type="calc", id=job_id, ops=jobs.inflight[job_id].ops())
+            connection.send_nowait(calc)
 
     async def receive() -> None:
         while True:
@@ -204,9 +237,16 @@ async def run_calc(
             except ConnectionLost as exc:
                 raise CalcFailed(f"{exc} with {len(jobs.inflight)} jobs unanswered") from None
             if isinstance(message, CalcResult) and message.id in jobs.inflight:
+                backoff.reset()
                 jobs.answer(message.id, message.results, message.errors)
             elif isinstance(message, Error) and message.ref in jobs.inflight:
                 assert isinstance(message.ref, int)
+                if message.code == ErrorCode.BUSY:
+                    # Too many jobs queued at the server: this one again, after a pause
+                    # that grows while the server stays busy.
+                    summary.retries += 1
+                    retries.add(loop.call_later(backoff.next_delay(), resend, message.ref))
+                    continue
                 jobs.fail(message.ref, message.code, message.message)
             elif isinstance(message, Bye):
                 return
@@ -219,12 +259,16 @@ async def run_calc(
             if job_id in jobs.inflight:
                 connection.send_nowait(Calc.model_construct(type="calc", id=job_id, ops=job.ops()))
                 await connection.drain()
+        await jobs.drained()  # a job refused as busy is sent again: bye only after it
         await connection.send(Bye())
 
     try:
         await _both(receive(), send())
     except (ConnectionError, OSError) as exc:
         raise CalcFailed(f"connection failed: {exc}") from None
+    finally:
+        for timer in retries:
+            timer.cancel()
     summary.seconds = time.perf_counter() - started
     return summary
 

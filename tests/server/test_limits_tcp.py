@@ -311,3 +311,68 @@ async def test_partial_frames_are_dropped_after_the_frame_timeout(tmp_path: Path
         counters = await stats(server.port)
         assert counters["connections_timed_out"] == 20
         assert counters["connections_open"] == 1  # this one
+
+
+#: A job of the child's own pace, a fraction of a second each (a real sum, no error).
+SLOW_OPS = ["2 ** 4000 * 3 ** 2000 // 7 ** 900"] * 600
+
+
+async def test_one_connections_pipeline_does_not_starve_another(tmp_path: Path) -> None:
+    """Attack 6: connection A pipelines 20 jobs on one worker; B's small calc, sent once
+    A's backlog waits, is answered after at most about one more of A's jobs, not after all
+    of them (the runner's FIFO made B wait for A's whole backlog)."""
+    async with running(tmp_path, "--workers", "1") as server:
+        hog, _ = await asyncio.to_thread(greet, server.port)
+        with hog:
+            hog.sendall(b"".join(pack(Calc(id=n, ops=SLOW_OPS)) for n in range(20)))
+            hog_replies: list[Reply] = []
+
+            def read_hog() -> None:
+                conversation = ClientConnection()
+                while len(hog_replies) < 20:
+                    conversation.receive_data(hog.recv(1 << 20))
+                    while (reply := conversation.next_event()) is not None:
+                        hog_replies.append(reply)
+
+            reader = asyncio.create_task(asyncio.to_thread(read_hog))
+            async with asyncio.timeout(WAIT):
+                while not hog_replies:  # noqa: ASYNC110 - a thread's list to poll
+                    await asyncio.sleep(0.01)
+            seen_before = len(hog_replies)
+            await calc_answered(server.port)
+            seen_at_answer = len(hog_replies)
+            async with asyncio.timeout(60):
+                await reader
+        assert all(isinstance(reply, CalcResult) for reply in hog_replies)
+        # B came after A's job that was running, and at most one more of A's.
+        assert seen_at_answer - seen_before <= 2, (seen_before, seen_at_answer)
+        assert seen_at_answer < 10
+
+
+async def test_past_max_queued_jobs_a_calc_is_told_busy(tmp_path: Path) -> None:
+    async with running(tmp_path, "--workers", "1", "--max-queued-jobs", "2") as server:
+        sock, welcome = await asyncio.to_thread(greet, server.port)
+        with sock:
+            assert isinstance(welcome, Welcome)
+            assert welcome.limits["max_queued_jobs"] == 2
+            sock.sendall(b"".join(pack(Calc(id=n, ops=SLOW_OPS[:100])) for n in range(8)))
+            conversation = ClientConnection()
+            got: list[Reply] = []
+            while len(got) < 8:
+                data = await asyncio.to_thread(sock.recv, 1 << 20)
+                conversation.receive_data(data)
+                while (reply := conversation.next_event()) is not None:
+                    got.append(reply)
+            # One running and two waiting are answered; the rest are refused, each by id,
+            # and the connection goes on.
+            answered = sorted(r.id for r in got if isinstance(r, CalcResult))
+            busy = sorted(r.ref for r in got if isinstance(r, Error) and r.code == "busy")
+            assert answered == [0, 1, 2]
+            assert busy == [3, 4, 5, 6, 7]
+            sock.sendall(pack(Calc(id=9, ops=["1 + 1"])))
+            reply = await asyncio.to_thread(read_reply, sock)
+            assert isinstance(reply, CalcResult)
+            assert reply.results == [2]
+        counters = await stats(server.port)
+        assert counters["jobs_refused"] == 5
+        assert counters["jobs_queued"] == 0

@@ -102,6 +102,8 @@ class Stat(StrEnum):
     #: Connections closed with ``idle_timeout`` or ``frame_timeout``, or because their
     #: client read none of its replies for ``idle_timeout``.
     CONNECTIONS_TIMED_OUT = "connections_timed_out"
+    #: gauge: bytes of partly received TCP frames held (``max_partial`` bounds them).
+    PARTIAL_BYTES = "partial_bytes"
     FRAMES_IN = "frames_in"
     FRAMES_OUT = "frames_out"
     #: Frames answered with an ``error`` (bad JSON, validation, unexpected, too large).

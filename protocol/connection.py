@@ -164,6 +164,11 @@ class ServerConnection:
         return self._decoder.completed
 
     @property
+    def bytes_buffered(self) -> int:
+        """Bytes of a frame partly received, held until the rest comes."""
+        return self._decoder.buffered
+
+    @property
     def bytes_to_send(self) -> int:
         """Bytes queued for :meth:`data_to_send`: the shell counts them as unsent."""
         return len(self._out)

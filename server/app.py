@@ -22,7 +22,7 @@ from forkwire.server.jobs import JobRunner
 from forkwire.server.sinks import Sinks
 from forkwire.server.storage import Repository, open_repository, open_sink
 from forkwire.server.storage.base import SCHEMA_VERSION
-from forkwire.server.tcp import Door, TcpConnection
+from forkwire.server.tcp import Budget, Door, TcpConnection
 from forkwire.server.udp import kernel_udp_stats, open_udp
 
 log = structlog.get_logger("forkwire.server")
@@ -47,8 +47,14 @@ class App:
         )
         self.dispatcher = Dispatcher(settings, self.runner)
         self.admission = Admission(settings.workers, settings.max_queued_jobs)
-        self.dispatcher.stats_sources.append(lambda: {Stat.JOBS_QUEUED: self.admission.queued})
         self._door: Door | None = None
+        self._partial = Budget(settings.max_partial)
+        self.dispatcher.stats_sources.append(
+            lambda: {
+                Stat.JOBS_QUEUED: self.admission.queued,
+                Stat.PARTIAL_BYTES: self._partial.held,
+            }
+        )
         self.repository: Repository | None = None
         self._connections: dict[asyncio.Task[None], TcpConnection] = {}
         self._stopping = False
@@ -144,7 +150,7 @@ class App:
         if refusal is not None:
             self._door.refuse(writer, refusal, self.dispatcher.counters)
             return
-        connection = TcpConnection(reader, writer, self.dispatcher, self.admission)
+        connection = TcpConnection(reader, writer, self.dispatcher, self.admission, self._partial)
         task = asyncio.current_task()
         assert task is not None
         self._connections[task] = connection

@@ -103,6 +103,13 @@ class Settings(BaseSettings):
         description="Calc jobs waiting for a worker, server-wide (TCP); past it a calc is "
         "answered error busy (that request only) so its client backs off.",
     )
+    max_partial: int = Field(
+        default=64 * 1024 * 1024,
+        ge=1024,
+        description="Bytes of partly received frames held server-wide; past it a "
+        "connection in the middle of a frame is not read until others complete theirs (or "
+        "frame_timeout ends it).",
+    )
     max_unsent: int = Field(
         default=8 * 1024 * 1024,
         ge=64 * 1024,

@@ -13,6 +13,7 @@ import itertools
 import os
 import resource
 from collections import Counter
+from typing import cast
 
 import structlog
 
@@ -49,6 +50,7 @@ class TcpConnection:
         writer: asyncio.StreamWriter,
         dispatcher: Dispatcher,
         admission: Admission | None = None,
+        partial: Budget | None = None,
     ) -> None:
         settings = dispatcher.settings
         self.reader = reader
@@ -56,6 +58,8 @@ class TcpConnection:
         self.dispatcher = dispatcher
         self.counters = dispatcher.counters
         self.admission = admission or Admission(dispatcher.runner.workers, settings.max_queued_jobs)
+        self.partial = partial or Budget(settings.max_partial)
+        self._partial_held = 0  # this connection's share of it
         self.id = next(_conn_ids)
         self.conversation = ServerConnection(dispatcher.welcome(), max_frame=settings.max_frame)
         self._counted = (0, 0, 0)  # the conversation's frame counts already in counters
@@ -104,6 +108,8 @@ class TcpConnection:
                 log.exception("connection_failed")
                 reason = "internal_error"
             finally:
+                self.partial.add(-self._partial_held)
+                self._partial_held = 0
                 await self._finish_pending()
                 await self._close()
                 self.counters[Stat.CONNECTIONS_OPEN] -= 1
@@ -127,6 +133,7 @@ class TcpConnection:
                 break
             self._active_at = now = loop.time()
             conversation.receive_data(data)
+            self._count_partial()
             frame = conversation.frame_in_progress
             if frame != self._frame:
                 self._frame = frame
@@ -174,9 +181,32 @@ class TcpConnection:
         async with asyncio.timeout_at(self._deadline()) as timer:
             self._timer = timer
             try:
+                # Thousands of connections each holding most of a frame would hold their
+                # sum: past the server's budget, one in a frame reads no more (TCP holds
+                # the rest) until others complete or time out. Its frame clock runs on.
+                if self.conversation.in_frame and self.partial.over():
+                    await self._wait_for_partial_room()
                 return await self.reader.read(_READ_SIZE)
             finally:
                 self._timer = None
+
+    async def _wait_for_partial_room(self) -> None:
+        # Paused here, not when the reader's buffer fills (two chunks later): what the
+        # transport holds for us is then at most what already arrived.
+        # A stream's transport reads too (typeshed types the writer's as write-only).
+        transport = cast(asyncio.Transport, self.writer.transport)
+        transport.pause_reading()
+        try:
+            while self.partial.over():
+                await self.partial.wait()
+        finally:
+            if not transport.is_closing():
+                transport.resume_reading()
+
+    def _count_partial(self) -> None:
+        held = self.conversation.bytes_buffered if self.conversation.state is State.OPEN else 0
+        self.partial.add(held - self._partial_held)
+        self._partial_held = held
 
     def _deadline(self) -> float | None:
         """When the client's time is up, by the clock that applies now; None: no clock
@@ -339,6 +369,30 @@ def _format_peer(peer: object) -> str:
     if isinstance(peer, tuple) and len(peer) >= 2:
         return f"{peer[0]}:{peer[1]}"
     return str(peer)
+
+
+class Budget:
+    """Bytes held server-wide against a limit, with a wait for room."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+        self._room = asyncio.Event()
+        self._room.set()
+
+    def over(self) -> bool:
+        return self.held >= self.limit
+
+    def add(self, delta: int) -> None:
+        self.held += delta
+        if self.held < self.limit:
+            self._room.set()
+        else:
+            self._room.clear()
+
+    async def wait(self) -> None:
+        """Until the held bytes drop below the limit (then check again: others woke too)."""
+        await self._room.wait()
 
 
 class Door:

@@ -143,10 +143,10 @@ def closed_by_server(sock: socket.socket) -> bool:
         return True
 
 
-async def closed(server: LocalServer, count: int) -> None:
-    """Wait until the server logged ``count`` connections closed."""
+async def closed(server: LocalServer, count: int, event: str = "connection_closed") -> None:
+    """Wait until the server logged ``count`` connections closed (or another event)."""
     async with asyncio.timeout(WAIT):
-        while len(server.named("connection_closed")) < count:  # noqa: ASYNC110 - a log to poll
+        while len(server.named(event)) < count:  # noqa: ASYNC110 - a log to poll
             await asyncio.sleep(0.05)
 
 
@@ -376,3 +376,28 @@ async def test_past_max_queued_jobs_a_calc_is_told_busy(tmp_path: Path) -> None:
         counters = await stats(server.port)
         assert counters["jobs_refused"] == 5
         assert counters["jobs_queued"] == 0
+
+
+async def test_partial_frames_are_bounded_server_wide(tmp_path: Path) -> None:
+    """Past max_partial bytes of half-sent frames, a connection in the middle of a frame
+    is read no further: what the server holds stays near the bound, not the sum of what
+    was sent, and a normal client is still served; the frames time out and free it all."""
+    args = ("--max-partial", str(MiB), "--frame-timeout", "2", "--hello-timeout", "2")
+    async with running(tmp_path, *args) as server:
+        socks = []
+        try:
+            for _ in range(12):
+                sock = raw(server.port)
+                sock.setblocking(False)
+                with contextlib.suppress(BlockingIOError):
+                    sock.send(MiB.to_bytes(4, "big") + b"x" * (MiB - 100))
+                socks.append(sock)
+            await calc_answered(server.port)
+            held = (await stats(server.port))["partial_bytes"]
+            # 12 MiB were sent; each connection may have one read past the bound.
+            assert MiB <= held < 6 * MiB, held
+            await closed(server, 12, "connection_timed_out")
+        finally:
+            for sock in socks:
+                sock.close()
+        assert (await stats(server.port))["partial_bytes"] == 0

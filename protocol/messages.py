@@ -37,9 +37,10 @@ from forkwire.protocol.report import AnalyticsReport, FillMethod
 
 #: The version this code speaks. Version 2 added a producer to readings, the ``conflict``
 #: error and ``error.keys``; a server still greets a version 1 client (section 3 of
-#: PROTOCOL.md), whose readings belong to the anonymous producer.
-PROTOCOL_VERSION: Final = 2
-SUPPORTED_VERSIONS: Final = frozenset({1, 2})
+#: PROTOCOL.md), whose readings belong to the anonymous producer. Version 3 added
+#: ``ping``/``pong`` and the limits' codes (``busy``, ``idle_timeout``, ``frame_timeout``).
+PROTOCOL_VERSION: Final = 3
+SUPPORTED_VERSIONS: Final = frozenset({1, 2, 3})
 
 #: The port a server listens on, TCP and UDP, and a client asks, unless told otherwise.
 DEFAULT_PORT: Final = 7700
@@ -243,7 +244,24 @@ class Bye(_Message):
     type: Literal["bye"] = "bye"
 
 
+class Ping(_Message):
+    """Asks for a ``pong`` (version 3): a keepalive for a connection with nothing else to
+    say, which the server's ``idle_timeout`` would otherwise close."""
+
+    type: Literal["ping"] = "ping"
+    id: JobId | None = None
+    """Echoed in the ``pong``; optional."""
+
+
 # --- replies: server to client ----------------------------------------------------------
+
+
+class Pong(_Message):
+    """The answer to ``ping``, at once, before replies to earlier requests that take time."""
+
+    type: Literal["pong"] = "pong"
+    id: JobId | None = None
+    """The ``id`` of the ``ping``."""
 
 
 class Welcome(_Message):
@@ -360,11 +378,11 @@ class Error(_Message):
 
 
 Request: TypeAlias = Annotated[
-    Hello | Calc | ReadingMsg | ReadingsMsg | Stats | Report | Series | Bye,
+    Hello | Calc | ReadingMsg | ReadingsMsg | Stats | Report | Series | Bye | Ping,
     Field(discriminator="type"),
 ]
 Reply: TypeAlias = Annotated[
-    Welcome | CalcResult | Ack | StatsResult | ReportResult | SeriesResult | Bye | Error,
+    Welcome | CalcResult | Ack | StatsResult | ReportResult | SeriesResult | Bye | Error | Pong,
     Field(discriminator="type"),
 ]
 #: Any message of either direction.
@@ -384,16 +402,18 @@ Message: TypeAlias = (
     | ReportResult
     | SeriesResult
     | Error
+    | Ping
+    | Pong
 )
 
 _REQUESTS: Final[TypeAdapter[Request]] = TypeAdapter(Request)
 _REPLIES: Final[TypeAdapter[Reply]] = TypeAdapter(Reply)
 REQUEST_TYPES: Final = frozenset(
-    ("hello", "calc", "reading", "readings", "stats", "report", "series", "bye")
+    ("hello", "calc", "reading", "readings", "stats", "report", "series", "bye", "ping")
 )
 REPLY_TYPES: Final = frozenset(
     ("welcome", "calc_result", "ack", "stats_result", "report_result", "series_result", "bye")
-) | {"error"}
+) | {"error", "pong"}
 
 _TAG_ERRORS: Final = frozenset({"union_tag_invalid", "union_tag_not_found"})
 

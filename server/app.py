@@ -23,6 +23,8 @@ from urllib.parse import unquote_plus
 
 import structlog
 
+from forkwire.protocol import Stat
+from forkwire.server.admission import Admission
 from forkwire.server.config import Settings
 from forkwire.server.dispatch import Dispatcher
 from forkwire.server.ingest import Writer
@@ -30,7 +32,7 @@ from forkwire.server.jobs import JobRunner
 from forkwire.server.sinks import Sinks
 from forkwire.server.storage import Repository, open_repository, open_sink
 from forkwire.server.storage.base import SCHEMA_VERSION
-from forkwire.server.tcp import TcpConnection
+from forkwire.server.tcp import Budget, Door, TcpConnection
 from forkwire.server.udp import UdpEndpoint, kernel_udp_stats, open_udp
 
 log = structlog.get_logger("forkwire.server")
@@ -62,6 +64,15 @@ class App:
             max_reply=settings.max_reply,
         )
         self.dispatcher = Dispatcher(settings, self.runner)
+        self.admission = Admission(settings.workers, settings.max_queued_jobs)
+        self._door: Door | None = None
+        self._partial = Budget(settings.max_partial)
+        self.dispatcher.stats_sources.append(
+            lambda: {
+                Stat.JOBS_QUEUED: self.admission.queued,
+                Stat.PARTIAL_BYTES: self._partial.held,
+            }
+        )
         self.repository: Repository | None = None
         self._connections: dict[asyncio.Task[None], TcpConnection] = {}
         self._stopping = False
@@ -162,6 +173,7 @@ class App:
             self._on_connect, settings.host, settings.port, reuse_address=True
         )
         self.port = server.sockets[0].getsockname()[1]
+        self._door = Door(settings.max_connections, settings.workers)
         udp = udp_transport = None
         if settings.udp:
             udp_port = self.port if settings.udp_port is None else settings.udp_port
@@ -189,7 +201,12 @@ class App:
         if self._stopping:
             writer.close()
             return
-        connection = TcpConnection(reader, writer, self.dispatcher)
+        assert self._door is not None
+        refusal = self._door.refusal(len(self._connections))
+        if refusal is not None:
+            self._door.refuse(writer, refusal, self.dispatcher.counters)
+            return
+        connection = TcpConnection(reader, writer, self.dispatcher, self.admission, self._partial)
         task = asyncio.current_task()
         assert task is not None
         self._connections[task] = connection

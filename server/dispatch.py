@@ -26,6 +26,8 @@ from forkwire.protocol import (
     CalcResult,
     Error,
     ErrorCode,
+    Ping,
+    Pong,
     Reading,
     ReadingMsg,
     ReadingsMsg,
@@ -101,6 +103,13 @@ class Dispatcher:
                 "max_reply": self.runner.max_reply,
                 "udp_max_inflight": self.settings.udp_max_inflight,
                 "udp_max_reply": self.settings.udp_max_reply,
+                "max_unsent": self.settings.max_unsent,
+                "max_pipeline": self.settings.max_pipeline,
+                "max_connections": self.settings.max_connections,
+                "hello_timeout": self.settings.hello_timeout,
+                "idle_timeout": self.settings.idle_timeout,
+                "frame_timeout": self.settings.frame_timeout,
+                "max_queued_jobs": self.settings.max_queued_jobs,
             },
         )
 
@@ -125,6 +134,8 @@ class Dispatcher:
                 return await self.report(request)
             if isinstance(request, Series):
                 return await self.series(request)
+            if isinstance(request, Ping):  # over TCP the conversation answers it
+                return Pong(id=request.id)
         except StorageUnavailable as exc:
             return Error(
                 code=ErrorCode.STORAGE_UNAVAILABLE, message=str(exc), retry_after=exc.retry_after

@@ -23,7 +23,7 @@ from forkwire.client.calc.batches import read_batches
 from forkwire.client.calc.window import CalcFailed, CalcSummary, Window
 from forkwire.client.connection import Connection
 from forkwire.client.errors import ClientError, ConnectionLost
-from forkwire.protocol import Bye, Calc, CalcResult, Error
+from forkwire.protocol import Bye, Calc, CalcResult, Error, ErrorCode
 
 log = structlog.get_logger("forkwire.calc")
 
@@ -191,7 +191,7 @@ class _Run:
                     lane.jobs.discard(message.ref)
                     if message.ref not in jobs.inflight:
                         continue
-                    if message.code == "busy":
+                    if message.code == ErrorCode.BUSY:
                         tries = self.tries.get(message.ref, 1)
                         self._send_later(message.ref, BUSY_PAUSE * 2 ** (tries - 1))
                     else:

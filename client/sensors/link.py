@@ -30,7 +30,7 @@ from forkwire.client.sensors.network import Network
 from forkwire.client.sensors.outbox import Outbox
 from forkwire.client.transport import Transport
 from forkwire.client.udp import DEFAULT_DATAGRAM, UdpLink
-from forkwire.protocol import Ack, Error, ErrorCode, Reading, ReadingsMsg
+from forkwire.protocol import Ack, Error, ErrorCode, Ping, Reading, ReadingsMsg
 
 log = structlog.get_logger("forkwire.sensors")
 
@@ -170,7 +170,7 @@ class Link:
         while not self._closing:
             if not self._resend and not self._ahead and not self.outbox.has_after(cursor):
                 self._wake.clear()
-                await self._wake.wait()
+                await self._idle(connection)
                 continue
             await self.network.acquire()  # one slot, one frame
             rows, cursor = self._next_frame(cursor)
@@ -194,6 +194,19 @@ class Link:
             await connection.send(ReadingsMsg(producer=producer, items=items))
         await self.network.wait_idle()
         raise _Drained
+
+    async def _idle(self, connection: Connection | UdpLink) -> None:
+        """Wait for new rows; over TCP, say ``ping`` before the server's ``idle_timeout``
+        would close a connection that has had nothing to send."""
+        limit = connection.welcome.limits.get("idle_timeout")
+        if isinstance(connection, UdpLink) or not limit:
+            await self._wake.wait()
+            return
+        try:
+            async with asyncio.timeout(limit / 3):
+                await self._wake.wait()
+        except TimeoutError:
+            await connection.send(Ping())
 
     def _next_frame(self, cursor: int) -> tuple[list[_Row], int]:
         """The next frame's rows and the cursor after them: the rest of a refused frame

@@ -19,6 +19,7 @@ from typing import Any, Final, TextIO
 
 import structlog
 
+from forkwire.client.backoff import Backoff
 from forkwire.client.calc.batches import read_batches
 from forkwire.client.calc.window import CalcFailed, CalcSummary, Window
 from forkwire.client.connection import Connection
@@ -29,10 +30,11 @@ log = structlog.get_logger("forkwire.calc")
 
 #: Bytes a calc frame spends outside the expressions themselves (type, id, brackets).
 FRAME_OVERHEAD: Final = 64
-#: Times one job is sent before its lines become errors (lost connections, ``busy``).
+#: Times one job is sent on connections that are then lost before the run fails.
 MAX_TRIES: Final = 6
-#: The first pause before a job answered ``busy`` is sent again, doubled each time.
-BUSY_PAUSE: Final = 0.1
+#: A job the server refused as ``busy`` is sent again after a pause, doubled (with
+#: jitter) up to the maximum while the server stays busy, reset by the next answer.
+BUSY_BACKOFF: Final = (0.05, 2.0)
 
 Connect = Callable[[], Awaitable[Connection]]
 
@@ -93,6 +95,7 @@ class _Run:
         self._replacing = 0
         self._orphans: set[int] = set()  # jobs of lost lanes, not yet sent again
         self._last_loss = ""
+        self.busy = Backoff(*BUSY_BACKOFF)
 
     async def run(self, lines: Iterable[str], connections: int, batch: int) -> CalcSummary:
         started = time.perf_counter()
@@ -133,26 +136,25 @@ class _Run:
                 await self._send(job_id)
 
     async def _send(self, job_id: int, busy: bool = False) -> None:
-        """Send a job on the least busy lane.
+        """Send a job on the least busy lane (again, after a ``busy`` or a lost lane).
 
         Raises:
             CalcFailed: the job was sent MAX_TRIES times and its connection was lost each
-                time (a job answered ``busy`` that often is written as errors instead).
+                time (``busy`` answers do not count: the server is there, and says when).
         """
         if job_id not in self.jobs.inflight:
             return
-        tries = self.tries[job_id] = self.tries.get(job_id, 0) + 1
-        if tries > MAX_TRIES:
-            if not busy:
+        if busy:
+            self.summary.retries += 1
+        else:
+            tries = self.tries[job_id] = self.tries.get(job_id, 0) + 1
+            if tries > MAX_TRIES:
                 raise CalcFailed(
                     f"job {job_id} was sent {MAX_TRIES} times and its connection was lost "
                     f"each time ({self._last_loss})"
                 )
-            self.summary.given_up += 1
-            self.jobs.fail(job_id, "busy", f"the server was busy {MAX_TRIES} times")
-            return
-        if tries > 1:
-            self.summary.retries += 1
+            if tries > 1:
+                self.summary.retries += 1
         lane = min(self.lanes, key=lambda lane: len(lane.jobs))
         lane.jobs.add(job_id)
         job = self.jobs.inflight[job_id]
@@ -184,6 +186,7 @@ class _Run:
             while True:
                 message = await lane.connection.recv()
                 if isinstance(message, CalcResult):
+                    self.busy.reset()
                     lane.jobs.discard(message.id)
                     if message.id in jobs.inflight:
                         jobs.answer(message.id, message.results, message.errors)
@@ -192,8 +195,7 @@ class _Run:
                     if message.ref not in jobs.inflight:
                         continue
                     if message.code == ErrorCode.BUSY:
-                        tries = self.tries.get(message.ref, 1)
-                        self._send_later(message.ref, BUSY_PAUSE * 2 ** (tries - 1))
+                        self._send_later(message.ref, self.busy.next_delay())
                     else:
                         jobs.fail(message.ref, message.code, message.message)
                 elif isinstance(message, Bye):

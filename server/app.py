@@ -14,13 +14,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import sys
 import threading
 from collections.abc import Awaitable, Callable
+from urllib.parse import unquote_plus
 
 import structlog
 
+from forkwire.protocol import Stat
+from forkwire.server.admission import Admission
 from forkwire.server.config import Settings
 from forkwire.server.dispatch import Dispatcher
 from forkwire.server.ingest import Writer
@@ -28,7 +32,7 @@ from forkwire.server.jobs import JobRunner
 from forkwire.server.sinks import Sinks
 from forkwire.server.storage import Repository, open_repository, open_sink
 from forkwire.server.storage.base import SCHEMA_VERSION
-from forkwire.server.tcp import TcpConnection
+from forkwire.server.tcp import Budget, Door, TcpConnection
 from forkwire.server.udp import UdpEndpoint, kernel_udp_stats, open_udp
 
 log = structlog.get_logger("forkwire.server")
@@ -60,6 +64,15 @@ class App:
             max_reply=settings.max_reply,
         )
         self.dispatcher = Dispatcher(settings, self.runner)
+        self.admission = Admission(settings.workers, settings.max_queued_jobs)
+        self._door: Door | None = None
+        self._partial = Budget(settings.max_partial)
+        self.dispatcher.stats_sources.append(
+            lambda: {
+                Stat.JOBS_QUEUED: self.admission.queued,
+                Stat.PARTIAL_BYTES: self._partial.held,
+            }
+        )
         self.repository: Repository | None = None
         self._connections: dict[asyncio.Task[None], TcpConnection] = {}
         self._stopping = False
@@ -110,13 +123,22 @@ class App:
         if sink_urls:
             sinks = Sinks(
                 [
-                    (_redact(url), await open_sink(url, self.settings.durability))
+                    (
+                        _redact(url),
+                        await open_sink(
+                            url,
+                            self.settings.durability,
+                            storage_timeout=self.settings.storage_timeout,
+                        ),
+                    )
                     for url in sink_urls
                 ]
             )
             sinks.start()
             resources.push_async_callback(self._closing("sinks", sinks.close))
-        repo = await open_repository(store_url, self.settings.durability)
+        repo = await open_repository(
+            store_url, self.settings.durability, storage_timeout=self.settings.storage_timeout
+        )
         resources.push_async_callback(self._closing("store", repo.close))
         migrated_from = getattr(repo, "migrated_from", None)
         if migrated_from is not None:
@@ -151,6 +173,7 @@ class App:
             self._on_connect, settings.host, settings.port, reuse_address=True
         )
         self.port = server.sockets[0].getsockname()[1]
+        self._door = Door(settings.max_connections, settings.workers)
         udp = udp_transport = None
         if settings.udp:
             udp_port = self.port if settings.udp_port is None else settings.udp_port
@@ -178,7 +201,12 @@ class App:
         if self._stopping:
             writer.close()
             return
-        connection = TcpConnection(reader, writer, self.dispatcher)
+        assert self._door is not None
+        refusal = self._door.refusal(len(self._connections))
+        if refusal is not None:
+            self._door.refuse(writer, refusal, self.dispatcher.counters)
+            return
+        connection = TcpConnection(reader, writer, self.dispatcher, self.admission, self._partial)
         task = asyncio.current_task()
         assert task is not None
         self._connections[task] = connection
@@ -294,10 +322,38 @@ class _Signals:
         os._exit(status)
 
 
+#: Query parameters whose value is a secret, by a part of their name (``password``,
+#: ``sslpassword``, ``passfile``'s neighbours, ``token``, ``secret``, ``api_key``...).
+_SECRET_KEY = re.compile(r"pass|pwd|token|secret|key|auth|credential", re.IGNORECASE)
+
+
 def _redact(url: str) -> str:
-    # A PostgreSQL URL may carry a password; the log gets everything but that.
+    """The URL for the log: a password in the userinfo, and the value of any query
+    parameter that looks like a secret, replaced by ``***``; the rest kept for the reader.
+
+    Done on the text, not by a URL parser, so that a malformed URL (which a parser may
+    refuse, or read differently from asyncpg) is still redacted, erring on the safe side.
+    """
     scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    # The userinfo ends at the last "@": an unescaped password may hold "@", "/", "?" or
+    # "#", a user name none of them. An "@" further on (an e-mail in the query) makes this
+    # redact more, not less.
     credentials, at, location = rest.rpartition("@")
-    if at and ":" in credentials:
-        credentials = credentials.split(":", 1)[0] + ":***"
-    return f"{scheme}{sep}{credentials}{at}{location}"
+    user, colon, _ = credentials.partition(":")
+    if at and colon and not re.search(r"[/?#]", user):
+        return f"{scheme}{sep}{user}:***@{_PARAMETER.sub(_redact_parameter, location)}"
+    # Every "name=value" after a "?", "&", ";" or "#": a parameter that looks like a
+    # secret is redacted wherever the query seems to start.
+    return f"{scheme}{sep}{_PARAMETER.sub(_redact_parameter, rest)}"
+
+
+_PARAMETER = re.compile(r"([?&;#])([^=?&;#]*)=([^&;#]*)")
+
+
+def _redact_parameter(match: re.Match[str]) -> str:
+    separator, name, value = match.groups()
+    if value and _SECRET_KEY.search(unquote_plus(name)):
+        return f"{separator}{name}=***"
+    return match.group(0)

@@ -92,6 +92,60 @@ class Settings(BaseSettings):
         ge=0,
         description="Seconds running jobs get to answer after SIGINT/SIGTERM.",
     )
+    max_connections: int = Field(
+        default=1024,
+        ge=1,
+        le=1_000_000,
+        description="TCP connections served at once; past it (or when the file descriptors "
+        "left are too few) a new connection is answered busy and closed.",
+    )
+    hello_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds a new connection has to send its first frame (hello or a "
+        "request); then it is closed with idle_timeout.",
+    )
+    idle_timeout: float = Field(
+        default=300.0,
+        gt=0,
+        description="Seconds a connection may send nothing while nothing of it is in flight "
+        "before it is closed (error idle_timeout); clients that stay connected send ping. "
+        "Also how long a client may read none of its replies.",
+    )
+    frame_timeout: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds a frame has, once its first bytes arrived, to arrive whole; "
+        "else the connection is closed (error frame_timeout).",
+    )
+    max_queued_jobs: int = Field(
+        default=1024,
+        ge=0,
+        le=10_000_000,
+        description="Calc jobs waiting for a worker, server-wide (TCP); past it a calc is "
+        "answered error busy (that request only) so its client backs off.",
+    )
+    max_partial: int = Field(
+        default=64 * 1024 * 1024,
+        ge=1024,
+        description="Bytes of partly received frames held server-wide; past it a "
+        "connection in the middle of a frame is not read until others complete theirs (or "
+        "frame_timeout ends it).",
+    )
+    max_unsent: int = Field(
+        default=8 * 1024 * 1024,
+        ge=64 * 1024,
+        description="Bytes of replies a connection may leave unread (and of requests it "
+        "may have unanswered) before the server stops reading its requests and starting its "
+        "jobs (backpressure).",
+    )
+    max_pipeline: int = Field(
+        default=64,
+        ge=1,
+        le=100_000,
+        description="Requests one connection may have unanswered; past it the server "
+        "reads no more from it until some are answered.",
+    )
     max_length: int = Field(
         default=_LIMITS.max_length, ge=1, description="Characters per expression."
     )
@@ -124,6 +178,14 @@ class Settings(BaseSettings):
         ge=1,
         le=1_000_000,
         description="Group commit: the most readings in one commit.",
+    )
+    storage_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="Seconds a storage call may take: connecting to PostgreSQL, each of its "
+        "statements (a commit that runs over fails its batch: storage_unavailable, nothing "
+        "acked), and SQLite's wait for another process's lock.",
     )
     log_format: Literal["auto", "console", "json"] = Field(
         default="auto", description="Log lines: console on a terminal, JSON otherwise (auto)."

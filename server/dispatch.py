@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -25,6 +26,8 @@ from forkwire.protocol import (
     CalcResult,
     Error,
     ErrorCode,
+    Ping,
+    Pong,
     Reading,
     ReadingMsg,
     ReadingsMsg,
@@ -41,12 +44,20 @@ from forkwire.protocol import (
 from forkwire.server.config import Settings
 from forkwire.server.ingest import Writer
 from forkwire.server.jobs import JobRunner
+from forkwire.server.logs import RateLimitedLog
 from forkwire.server.report import build_report, build_series
 from forkwire.server.sinks import Sinks
 from forkwire.server.storage import Entry, Key
 from forkwire.server.storage.base import encode_value
 
 log = structlog.get_logger("forkwire.server")
+
+#: During a storage outage, one ``storage_failed`` line per this many seconds at most.
+STORAGE_LOG_EVERY = 10.0
+#: The ``retry_after`` of ``storage_unavailable``: the outage's age so far, within these
+#: bounds (seconds), so clients back off further the longer it lasts.
+MIN_RETRY_AFTER = 1.0
+MAX_RETRY_AFTER = 30.0
 
 
 class Dispatcher:
@@ -72,6 +83,9 @@ class Dispatcher:
         self.counters: Counter[str] = Counter()
         #: More counters read when stats are asked for (the kernel's UDP drops, ...).
         self.stats_sources: list[Callable[[], dict[str, int]]] = []
+        # A storage outage: when it began (monotonic), and its rate-limited log.
+        self._outage_since: float | None = None
+        self._storage_log = RateLimitedLog(log, every=STORAGE_LOG_EVERY)
 
     def welcome(self) -> Welcome:
         """The answer to ``hello``: version, frame limit, and the interpreter's limits."""
@@ -89,6 +103,13 @@ class Dispatcher:
                 "max_reply": self.runner.max_reply,
                 "udp_max_inflight": self.settings.udp_max_inflight,
                 "udp_max_reply": self.settings.udp_max_reply,
+                "max_unsent": self.settings.max_unsent,
+                "max_pipeline": self.settings.max_pipeline,
+                "max_connections": self.settings.max_connections,
+                "hello_timeout": self.settings.hello_timeout,
+                "idle_timeout": self.settings.idle_timeout,
+                "frame_timeout": self.settings.frame_timeout,
+                "max_queued_jobs": self.settings.max_queued_jobs,
             },
         )
 
@@ -113,8 +134,12 @@ class Dispatcher:
                 return await self.report(request)
             if isinstance(request, Series):
                 return await self.series(request)
+            if isinstance(request, Ping):  # over TCP the conversation answers it
+                return Pong(id=request.id)
         except StorageUnavailable as exc:
-            return Error(code=ErrorCode.STORAGE_UNAVAILABLE, message=str(exc))
+            return Error(
+                code=ErrorCode.STORAGE_UNAVAILABLE, message=str(exc), retry_after=exc.retry_after
+            )
         except Conflict as exc:
             return Error(code=ErrorCode.CONFLICT, message=str(exc), keys=exc.keys)
         except RequestRefused as exc:
@@ -197,9 +222,8 @@ class Dispatcher:
         try:
             result = await writer.submit(entries)
         except Exception as exc:
-            self.counters[Stat.STORAGE_FAILURES] += 1
-            log.error("storage_failed", error=str(exc), readings=len(readings))
-            raise StorageUnavailable(f"storage failed: {type(exc).__name__}") from exc
+            raise self._storage_failed("storage failed", exc, readings=len(readings)) from exc
+        self._storage_ok()
         self.counters[Stat.READINGS_STORED] += result.stored
         self.counters[Stat.READINGS_DUPLICATE] += result.duplicates
         if result.conflict_keys:
@@ -283,9 +307,34 @@ class Dispatcher:
     async def _query(self, sensors: Sequence[str] | None, since: float | None, **page: Any) -> Any:
         repo = self._writer().repo
         try:
-            return await repo.query(sensors, since, **page)
+            rows = await repo.query(sensors, since, **page)
         except Exception as exc:
-            raise StorageUnavailable(f"reading the store failed: {type(exc).__name__}") from exc
+            raise self._storage_failed("reading the store failed", exc) from exc
+        self._storage_ok()
+        return rows
+
+    def _storage_failed(self, what: str, exc: Exception, **fields: Any) -> StorageUnavailable:
+        """Count and log a storage failure (once, then every ``STORAGE_LOG_EVERY`` seconds
+        with the count since: every batch of every client fails during an outage), and the
+        error for the client, advising a wait that grows with the outage."""
+        self.counters[Stat.STORAGE_FAILURES] += 1
+        now = time.monotonic()
+        if self._outage_since is None:
+            self._outage_since = now
+        outage = now - self._outage_since
+        # TimeoutError's text is empty; its name is the news.
+        reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        self._storage_log.error("storage_failed", error=reason, outage_s=round(outage, 3), **fields)
+        retry_after = round(min(MAX_RETRY_AFTER, max(MIN_RETRY_AFTER, outage)), 1)
+        return StorageUnavailable(f"{what}: {type(exc).__name__}", retry_after=retry_after)
+
+    def _storage_ok(self) -> None:
+        if self._outage_since is None:
+            return
+        outage = time.monotonic() - self._outage_since
+        self._outage_since = None
+        unlogged = self._storage_log.forget("storage_failed")
+        log.warning("storage_recovered", outage_s=round(outage, 3), failures_not_logged=unlogged)
 
 
 #: Jobs up to this many expressions also get their reply's fields decoded (cheap), for
@@ -308,7 +357,12 @@ class EncodedCalcResult(CalcResult):
 
 
 class StorageUnavailable(Exception):
-    """A batch could not be committed, or the store read; the client keeps it and resends."""
+    """A batch could not be committed, or the store read; the client keeps it and resends,
+    after ``retry_after`` seconds if given."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class Conflict(Exception):

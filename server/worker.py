@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import json
 import signal
+import sys
+import traceback
 from multiprocessing.connection import Connection
 from typing import NamedTuple
 
+from forkwire.server.childlog import json_stderr_if_asked
 from forkwire.server.interpreter import Limits, Number, evaluate_batch
 
 #: Bytes of a calc_result that are not results or errors: the frame header, type, id (at
@@ -49,9 +52,16 @@ def run_job(conn: Connection, limits: Limits, max_reply: int) -> None:
     # The parent owns the child's lifetime; a Ctrl-C that reaches the whole process group
     # must not turn running jobs into crashes while the parent drains them.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    json_stderr_if_asked()  # a traceback of this child must not break a JSON log
     try:
         ops = conn.recv()
         conn.send(encode_answer(*evaluate_batch(ops, limits), max_reply=max_reply))
+    except BaseException:
+        # Told before the pipe closes: the parent kills the child once it reads EOF, so a
+        # traceback printed later (by multiprocessing) would be lost or cut off.
+        traceback.print_exc()
+        sys.stderr.flush()
+        raise SystemExit(1) from None
     finally:
         conn.close()
 

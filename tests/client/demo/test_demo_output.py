@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 from rich.console import Console
 
 from forkwire.client.demo import REFERENCE_LABEL, DemoResult, Rate, RunResult, render_table
+from forkwire.client.demo.plot import PARTS
 from forkwire.client.demo.table import TITLE, print_table
 from forkwire.client.transport import Transport
 
@@ -190,3 +192,79 @@ def test_render_table_is_narrow_unless_asked() -> None:
     assert "jitter ms" not in narrow
     assert TITLE in wide
     assert "jitter ms" in wide
+
+
+def bar_parts(result: DemoResult) -> dict[tuple[str, str, str], float]:
+    """The height of every bar part of demo.png's left panel, by (transport, group, part)."""
+    from forkwire.client.demo.plot import demo_figure
+
+    parts: dict[tuple[str, str, str], float] = {}
+    for patch in demo_figure(result).axes[0].patches:
+        gid = patch.get_gid()
+        if gid:
+            transport, group, part = gid.split("|")
+            parts[transport, group, part] = patch.get_height()  # type: ignore[attr-defined]
+    return parts
+
+
+def test_picture_splits_every_bar_into_stored_and_lost_by_cause() -> None:
+    """Per rate and transport a bar of 100 % of the readings sent: the losses by cause and
+    what was stored, each its own part; the noise runs are a pair of their own."""
+    pytest.importorskip("matplotlib")
+    result = made_up()
+    parts = bar_parts(result)
+
+    noise, kernel, other, stored = (label for label, _colour in PARTS)
+    assert parts["udp", "20k/s", kernel] == pytest.approx(100 * 9_162 / 20_000)
+    assert parts["udp", "20k/s", other] == pytest.approx(100 * 312 / 20_000)
+    assert parts["udp", "20k/s", stored] == pytest.approx(100 * (20_000 - 9_474) / 20_000)
+    assert parts["tcp", "20k/s", stored] == pytest.approx(100)
+    assert ("tcp", "20k/s", kernel) not in parts  # nothing lost, no part drawn
+    noisy = "200/s\n+ noise dropout:2-3"
+    assert parts["udp", noisy, noise] == pytest.approx(100 * 4 / 2_000)
+    assert parts["udp", noisy, kernel] == pytest.approx(100 * 1 / 2_000)
+    assert parts["udp", noisy, other] == pytest.approx(100 * 2 / 2_000)
+    assert parts["tcp", noisy, noise] == pytest.approx(100 * 4 / 2_000)
+    for transport in ("tcp", "udp"):
+        for group in ("1k/s", "5k/s", "20k/s", "50k/s", "100k/s", "max", noisy):
+            total = sum(v for (t, g, _), v in parts.items() if (t, g) == (transport, group))
+            assert total == pytest.approx(100)
+
+
+def test_picture_marks_iperf3_loss_and_has_a_legend_for_every_part() -> None:
+    """iperf3's loss is a marker at its loss % on each UDP bar it has a row for (not for a
+    failed run), and the legend names every part and the marker."""
+    pytest.importorskip("matplotlib")
+    from forkwire.client.demo.plot import demo_figure
+
+    figure = demo_figure(made_up())
+    bars = figure.axes[0]
+    markers = {line.get_gid(): line.get_ydata() for line in bars.lines if line.get_gid()}
+
+    assert set(markers) == {f"iperf3|{rate}" for rate in (1000, 5000, 20_000, 50_000, 100_000)}
+    assert list(markers["iperf3|100000"]) == [pytest.approx(3.1)]
+    assert list(markers["iperf3|20000"]) == [pytest.approx(0.06)]
+    legend = bars.get_legend()
+    assert legend is not None
+    labels = [text.get_text() for text in legend.get_texts()]
+    assert {label for label, _colour in PARTS} <= set(labels)
+    assert f"iperf3 UDP loss ({REFERENCE_LABEL})" in labels
+    annotations = [text.get_text() for text in bars.texts]
+    assert "47.4%" in annotations  # UDP at 20k/s: 9,474 of 20,000
+    assert "iperf3 3.1%" in annotations
+
+    without = demo_figure(made_up(with_reference=False)).axes[0]
+    assert not [line for line in without.lines if line.get_gid()]
+    without_legend = without.get_legend()
+    assert without_legend is not None
+    assert all("iperf3" not in text.get_text() for text in without_legend.get_texts())
+
+
+def test_picture_is_a_png(tmp_path: Path) -> None:
+    """plot_demo writes a PNG, also for a result without runs (nothing to draw is no crash)."""
+    pytest.importorskip("matplotlib")
+    from forkwire.client.demo import plot_demo
+
+    for name, result in (("full.png", made_up()), ("empty.png", replace(made_up(), runs=[]))):
+        plot_demo(result, tmp_path / name)
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

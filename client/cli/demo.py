@@ -45,8 +45,7 @@ def demo(
 ) -> None:
     """Send the same readings over TCP and UDP at several rates and account for every loss."""
     # Imported here: numpy and the demo's modules are for this command only.
-    from forkwire.client.demo import DemoConfig, parse_rates, run_demo_sync
-    from forkwire.client.demo.table import print_table
+    from forkwire.client.demo import DemoConfig, parse_rates, print_table, run_demo_sync
 
     console = stdout()
     with checking_options():

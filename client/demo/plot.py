@@ -217,7 +217,10 @@ def _draw_bars(ax: Axes, result: DemoResult) -> None:
     ax.set_yticks(range(0, 101, 20))
     ax.set_ylabel("% of readings sent (top of the colour: loss %)")
     ax.set_xlabel("offered rate (readings/s; max = unpaced)", labelpad=30)
-    ax.set_title("Stored and lost, by cause")
+    title = "Stored and lost, by cause"
+    if result.udp_rcvbuf is not None:
+        title += f" (the server's UDP receive buffer: {result.udp_rcvbuf / 1024:,.0f} KiB)"
+    ax.set_title(title)
     ax.grid(True, axis="y", alpha=0.3)
     ax.set_axisbelow(True)
     _legend(ax, bool(reference))

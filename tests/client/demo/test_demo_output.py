@@ -268,3 +268,12 @@ def test_picture_is_a_png(tmp_path: Path) -> None:
     for name, result in (("full.png", made_up()), ("empty.png", replace(made_up(), runs=[]))):
         plot_demo(result, tmp_path / name)
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_picture_says_the_receive_buffer_size() -> None:
+    """The kernel's receive buffer is a cause of loss; its granted size is in the title."""
+    pytest.importorskip("matplotlib")
+    from forkwire.client.demo.plot import demo_figure
+
+    assert "208 KiB" in demo_figure(made_up()).axes[0].get_title()
+    assert "KiB" not in demo_figure(replace(made_up(), udp_rcvbuf=None)).axes[0].get_title()

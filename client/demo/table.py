@@ -76,12 +76,11 @@ def _narrow_table(result: DemoResult) -> Table:
     if result.reference:
         notes.append(f"iperf3: UDP at the same packet rate and size, {REFERENCE_LABEL}")
     notes += result.notes
-    failed = [
+    notes += [
         f"iperf3 at {_offered(row['offered_rate'])}/s: {row['error']}"
         for row in result.reference
         if row["error"]
     ]
-    notes += failed
     table = Table(
         title=TITLE,
         box=box.SIMPLE_HEAVY,

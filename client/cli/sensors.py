@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import json
+import sys
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -137,7 +138,11 @@ def sensors(
         if show:
             display = stack.enter_context(Live(console=console, refresh_per_second=4))
         summary = run(stoppable(run_fleet(config)))
+        if display is not None:
+            display.update(render_status(summary))
     if json_summary:
         typer.echo(json.dumps(summary.to_json()))
-    else:
+    elif display is None or not (console.is_terminal and sys.stdout.isatty()):
+        # A live table stays on the terminal when it stops, showing the final summary:
+        # printed again on the same screen it would be there twice.
         stdout().print(render_status(summary))

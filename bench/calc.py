@@ -85,19 +85,25 @@ def main() -> None:
     parser.add_argument("--batch", type=int, help="lines per job (default: the CLI's)")
     parser.add_argument("--window", type=int, help="jobs in flight (default: the CLI's)")
     parser.add_argument("--workers", type=int, default=None, help="server children")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each, best kept")
     args = parser.parse_args()
 
     lines = args.file.read_text(encoding="utf-8").splitlines()
-    print(f"file: {args.file} ({len(lines):,} lines)")
-    ours = time_interpreter(lines)
-    reference = time_eval(lines)
+    print(f"file: {args.file} ({len(lines):,} lines); best of {args.repeat} runs each")
+    # Best of N: the machine is shared, and noise only ever adds time.
+    ours = min(time_interpreter(lines) for _ in range(args.repeat))
+    reference = min(time_eval(lines) for _ in range(args.repeat))
     extra = ["--workers", str(args.workers)] if args.workers else []
-    end_to_end, summary = asyncio.run(time_with_server(args.file, args.batch, args.window, extra))
+    runs = [
+        asyncio.run(time_with_server(args.file, args.batch, args.window, extra))
+        for _ in range(args.repeat)
+    ]
+    end_to_end, summary = min(runs)
     print(f"interpreter (in process, 1 core): {ours:8.3f} s")
     print(f"CPython eval (reference)        : {reference:8.3f} s")
     print(f"end to end (calc CLI, server)   : {end_to_end:8.3f} s   [{summary}]")
-    print(f"eval / interpreter              : {reference / ours:8.2f}x  (target >= 2)")
-    print(f"eval / end to end               : {reference / end_to_end:8.2f}x  (target >= 1)")
+    print(f"eval / interpreter              : {reference / ours:8.2f}x  (goal >= 6)")
+    print(f"end to end / eval               : {end_to_end / reference:8.2f}x  (goal <= 0.35)")
 
 
 if __name__ == "__main__":

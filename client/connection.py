@@ -32,6 +32,23 @@ DEFAULT_HOST: Final = "127.0.0.1"
 
 _READ_SIZE: Final = 256 * 1024
 
+#: Seconds a server has to answer ``hello``: a forkwire server answers at once, so a peer
+#: that stays silent this long (an HTTP server waiting for a request line) is not one.
+HELLO_TIMEOUT: Final = 5.0
+
+
+class BadFrame(ConnectionLost):
+    """The server sent bytes that are not a forkwire frame."""
+
+    def __init__(self, problem: str, sent: bytes = b"") -> None:
+        super().__init__(f"bad frame from the server: {problem}")
+        #: For a first answer: what the peer sent, which says what it is (HTTP, SSH...).
+        self.detail = (
+            f"it answered with {sent!r}..., not a forkwire frame"
+            if sent
+            else f"it answered with a bad frame ({problem})"
+        )
+
 
 class Connection:
     """A framed, greeted connection to a forkwire server."""
@@ -52,7 +69,13 @@ class Connection:
 
     @classmethod
     async def open(
-        cls, host: str, port: int, *, client: str = "forkwire", connect_timeout: float = 10.0
+        cls,
+        host: str,
+        port: int,
+        *,
+        client: str = "forkwire",
+        connect_timeout: float = 10.0,
+        hello_timeout: float = HELLO_TIMEOUT,
     ) -> Connection:
         """Connect and exchange ``hello``/``welcome``.
 
@@ -70,10 +93,18 @@ class Connection:
         connection = cls(reader, writer, address)
         try:
             await connection.send(Hello(client=client))
-            reply = await asyncio.wait_for(connection.recv(), timeout=connect_timeout)
-        except (ConnectionLost, OSError, TimeoutError) as exc:
+            reply = await asyncio.wait_for(connection.recv(), timeout=hello_timeout)
+        except TimeoutError:
             await connection.close()
-            raise ConnectError(f"{address} did not answer hello: {exc or 'timed out'}") from None
+            raise ConnectError(
+                f"{address} is not a forkwire server: no answer to hello within {hello_timeout:g} s"
+            ) from None
+        except BadFrame as exc:
+            await connection.close()
+            raise ConnectError(f"{address} is not a forkwire server: {exc.detail}") from None
+        except (ConnectionLost, OSError) as exc:
+            await connection.close()
+            raise ConnectError(f"{address} did not answer hello: {exc}") from None
         if not isinstance(reply, Welcome):
             await connection.close()
             detail = describe_error(reply) if isinstance(reply, Error) else repr(reply.type)
@@ -104,7 +135,7 @@ class Connection:
             try:
                 message = conversation.next_event()
             except ProtocolError as exc:
-                raise ConnectionLost(f"bad frame from the server: {exc}") from None
+                raise BadFrame(str(exc)) from None
             if message is not None:
                 return message
             if conversation.state is State.CLOSED:
@@ -113,7 +144,7 @@ class Connection:
             try:
                 conversation.receive_data(data)
             except ProtocolError as exc:
-                raise ConnectionLost(f"bad frame from the server: {exc}") from None
+                raise BadFrame(str(exc), data[:24]) from None
 
     async def request(self, message: Request) -> Reply:
         """Send one request and return the next message (for one-at-a-time use)."""

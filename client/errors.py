@@ -5,18 +5,18 @@ Commands raise these (or subclasses beside the job that raises them: ``CalcFaile
 them into ``forkwire: <message>`` on stderr and the exit status of its class, in one place
 (:func:`forkwire.client.cli.app.command`). Anything else escaping a command is a bug and
 keeps its traceback. Exit statuses: 0 done, 1 failed at run time, 2 usage (bad options or
-input), 130 interrupted.
+input), 130 interrupted by Ctrl-C, 143 stopped by SIGTERM.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+from pathlib import Path
 
 
 class ClientError(Exception):
     """A failure to report in one line; ``exit_status`` ends the command."""
 
-    exit_status: ClassVar[int] = 1
+    exit_status: int = 1
 
 
 class UsageError(ClientError):
@@ -29,12 +29,31 @@ class InputError(UsageError):
     """An input file cannot be read, or an output file cannot be written."""
 
 
+def make_folder(path: Path, what: str) -> None:
+    """Create the folder ``path`` (and its parents) for a command's output files.
+
+    Raises:
+        InputError: it cannot be created (a file is in the way, no permission, ...).
+    """
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create the {what} {path}: {exc.strerror or exc}") from None
+
+
 class ConnectError(ClientError):
     """The server could not be reached, or did not greet us properly."""
 
 
 class ConnectionLost(ClientError):
-    """The server closed the connection, or broke the protocol, mid-conversation."""
+    """The server closed the connection, or broke the protocol, mid-conversation.
+
+    ``retry_after``: the server's advice on when to try again (``error.retry_after``).
+    """
+
+    def __init__(self, *args: object, retry_after: float | None = None) -> None:
+        super().__init__(*args)
+        self.retry_after = retry_after
 
 
 class MissingExtra(ClientError):
@@ -43,3 +62,13 @@ class MissingExtra(ClientError):
     def __init__(self, extra: str, purpose: str) -> None:
         super().__init__(f"{purpose} needs the '{extra}' extra: pip install 'forkwire[{extra}]'")
         self.extra = extra
+
+
+class Interrupted(ClientError):
+    """Ctrl-C (status 130) or SIGTERM (143) ended a command; the message says what is left."""
+
+    exit_status = 130
+
+    def __init__(self, message: str, *, terminated: bool = False) -> None:
+        super().__init__(message)
+        self.exit_status = 143 if terminated else 130

@@ -45,6 +45,9 @@ from forkwire.protocol.framing import (
 from forkwire.protocol.messages import (
     DEFAULT_PORT,
     MAX_SERIES_LIMIT,
+    MAX_TS,
+    MAX_VALUE,
+    MAX_VALUE_INT,
     PROTOCOL_VERSION,
     SENSOR_PATTERN,
     SUPPORTED_VERSIONS,
@@ -78,6 +81,9 @@ from forkwire.protocol.messages import (
 )
 from forkwire.protocol.report import (
     FILL_METHODS,
+    MAX_REPORT_DROPOUTS,
+    MAX_REPORT_PRODUCERS,
+    MAX_REPORT_SENSORS,
     AnalyticsReport,
     Dropout,
     FillMethod,
@@ -95,7 +101,13 @@ __all__ = [
     "FILL_METHODS",
     "HEADER_SIZE",
     "MAX_DATAGRAM",
+    "MAX_REPORT_DROPOUTS",
+    "MAX_REPORT_PRODUCERS",
+    "MAX_REPORT_SENSORS",
     "MAX_SERIES_LIMIT",
+    "MAX_TS",
+    "MAX_VALUE",
+    "MAX_VALUE_INT",
     "PROTOCOL_VERSION",
     "SENSOR_PATTERN",
     "SUPPORTED_VERSIONS",

@@ -84,6 +84,8 @@ class ExpressionCode(StrEnum):
     TIMEOUT = "timeout"
     #: The job's child died, or answered something that is not a result.
     WORKER_CRASHED = "worker_crashed"
+    #: The result would take the job's reply past the server's ``max_reply`` bytes.
+    TOO_LARGE = "too_large"
 
 
 class Stat(StrEnum):
@@ -142,6 +144,13 @@ class Stat(StrEnum):
     UDP_DATAGRAMS_REJECTED = "udp_datagrams_rejected"
     #: Dropped because the server was shutting down.
     UDP_DATAGRAMS_REFUSED_STOPPING = "udp_datagrams_refused_stopping"
+    #: Dropped unread because ``udp_max_inflight`` requests were being answered already.
+    UDP_DATAGRAMS_DROPPED_BUSY = "udp_datagrams_dropped_busy"
+    #: gauge: UDP requests being answered now (at most ``udp_max_inflight``).
+    UDP_REQUESTS_INFLIGHT = "udp_requests_inflight"
+    #: Replies not sent because even ``reply_too_large`` was larger than the request
+    #: (``udp_max_reply`` 0).
+    UDP_REPLIES_SUPPRESSED = "udp_replies_suppressed"
     #: ICMP errors for earlier replies (the sender went away).
     UDP_SEND_ERRORS = "udp_send_errors"
     #: gauge: the UDP socket's receive buffer, as the kernel granted it.

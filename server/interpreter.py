@@ -1,6 +1,8 @@
 """The arithmetic interpreter: Python's arithmetic, evaluated without ``eval``.
 
-Two paths. The fast one takes what nearly every line of a real workload is: ``+ - * /``
+Two paths for one line, and a third for a whole job (:func:`evaluate_batch`): its flat
+lines are evaluated together with numpy, in :mod:`~forkwire.server.lockstep`. The
+line-by-line fast path takes what nearly every line of a real workload is: ``+ - * /``
 and parentheses over plain decimal literals, separated by blanks. It tokenizes with
 ``str.split`` (C speed) and evaluates as it parses, in an operator-precedence loop with
 two pending levels (the running sum and the running product) and a stack that saves both
@@ -22,7 +24,7 @@ import re
 from dataclasses import dataclass
 from typing import Final
 
-from forkwire.server import grammar
+from forkwire.server import grammar, lockstep
 from forkwire.server.grammar import MAX_INT_BITS, ExpressionError, Number
 
 __all__ = ["DEFAULT_LIMITS", "ExpressionError", "Limits", "Number", "evaluate", "evaluate_batch"]
@@ -94,15 +96,17 @@ def evaluate(text: str, limits: Limits = DEFAULT_LIMITS) -> Number:
 def evaluate_batch(
     ops: list[str], limits: Limits = DEFAULT_LIMITS
 ) -> tuple[list[Number | None], list[tuple[int, str, str]]]:
-    """Evaluate a job; return the values in order and ``(index, code, message)`` errors."""
-    results: list[Number | None] = []
+    """Evaluate a job; return the values in order and ``(index, code, message)`` errors.
+
+    The job's flat lines are evaluated together (:mod:`~forkwire.server.lockstep`), every
+    other line by :func:`evaluate`; the results are the same either way.
+    """
+    results, others = lockstep.evaluate_flat(ops, limits.max_length, limits.max_digits)
     errors: list[tuple[int, str, str]] = []
-    append = results.append
-    for index, text in enumerate(ops):
+    for index in others:
         try:
-            append(evaluate(text, limits))
+            results[index] = evaluate(ops[index], limits)
         except ExpressionError as exc:
-            append(None)
             errors.append((index, exc.code, exc.message))
     return results, errors
 

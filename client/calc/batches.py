@@ -46,7 +46,8 @@ def read_batches(lines: Iterable[str], *, batch: int, budget: int) -> Iterator[B
     """
     source = iter(lines)
     while chunk := list(itertools.islice(source, batch)):
-        texts = [raw.rstrip("\n") for raw in chunk]
+        # The input splits at \n only; a CRLF line keeps its \r until here.
+        texts = [raw.removesuffix("\n").removesuffix("\r") for raw in chunk]
         joined = "".join(texts)
         # Nearly every chunk is plain text that fits: checked once for the whole chunk,
         # in C, instead of line by line.

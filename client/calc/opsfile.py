@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import io
+import os
 import random
+import stat
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO, TextIO
 
 from forkwire.client.errors import InputError
 from forkwire.client.extras import require
@@ -26,26 +32,59 @@ HOSTILE_LINES = (
 
 
 @contextlib.contextmanager
-def opened_text(path: Path) -> Iterator[tuple[Path, int]]:
-    """Yield a path to plain text and its size, extracting a ``.7z`` archive first.
+def opened_lines(name: str) -> Iterator[tuple[TextIO, int | None]]:
+    """Yield the lines of ``name`` (``-``: standard input) and its size in bytes if known.
 
-    The archive is extracted to a temporary folder and streamed from disk, so a large
-    workload is never held in memory.
+    The input is opened once and read once, so a pipe, a FIFO or ``<(cmd)`` works like a
+    file. Lines end at ``\n`` only (a CRLF's ``\r`` is dropped by the batcher): results
+    then line up with the input as ``wc -l``, ``sed -n Np`` and ``paste`` count it, where
+    universal newlines would split a line at a stray ``\r``, ``\x0b`` or ``\u2028``.
+    Undecodable bytes become U+FFFD, not a failure. A ``.7z`` archive (a file, not a
+    stream) is extracted to a temporary folder and streamed from disk.
 
     Raises:
-        InputError: the file is missing, unreadable, or an archive without one file in it.
+        InputError: the input is missing, unreadable, or an archive without one file in it.
         MissingExtra: an archive, without py7zr (the ``archive`` extra).
     """
     try:
-        with path.open("rb") as handle:
-            magic = handle.read(len(SEVEN_ZIP_MAGIC))
+        if name == "-":
+            raw: BinaryIO = sys.stdin.buffer
+            size = None
+        else:
+            raw = open(name, "rb")  # noqa: SIM115 - closed below, or handed to the caller
+            size = _regular_size(raw)
+        magic = raw.peek(len(SEVEN_ZIP_MAGIC))[: len(SEVEN_ZIP_MAGIC)]  # type: ignore[attr-defined]
     except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
-    if magic != SEVEN_ZIP_MAGIC:
-        yield path, path.stat().st_size
-        return
-    py7zr = require("py7zr", "archive", f"reading {path} (a 7z archive)")
+        shown = "standard input" if name == "-" else name
+        raise InputError(f"cannot read {shown}: {exc.strerror or exc}") from None
+    with contextlib.ExitStack() as stack:
+        stdin = raw is sys.stdin.buffer
+        if not stdin:
+            stack.enter_context(raw)
+        if magic == SEVEN_ZIP_MAGIC:
+            if size is None:
+                raise InputError(f"{name} is a 7z archive: give it as a file, not a stream")
+            path, size = stack.enter_context(_extracted(Path(name)))
+            raw = stack.enter_context(path.open("rb"))
+        text = io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline="\n")
+        try:
+            yield text, size
+        finally:
+            if stdin:
+                text.detach()  # standard input is not ours to close
 
+
+def _regular_size(handle: BinaryIO) -> int | None:
+    """The size of a regular file; None for a pipe, FIFO or terminal (no size to show)."""
+    status = os.fstat(handle.fileno())
+    if stat.S_ISDIR(status.st_mode):
+        raise IsADirectoryError(errno.EISDIR, "is a folder")
+    return status.st_size if stat.S_ISREG(status.st_mode) else None
+
+
+@contextlib.contextmanager
+def _extracted(path: Path) -> Iterator[tuple[Path, int]]:
+    py7zr = require("py7zr", "archive", f"reading {path} (a 7z archive)")
     with tempfile.TemporaryDirectory(prefix="forkwire-") as tmp:
         try:
             with py7zr.SevenZipFile(path, mode="r") as archive:

@@ -71,6 +71,38 @@ class Server:
     ] = DEFAULT_PORT
 
 
+#: How help shows an option's value: as a user writes it, not as a Python type.
+_PLACEHOLDERS = {"int": "N", "float": "NUMBER", "str": "TEXT", "path": "PATH", "bool": "BOOL"}
+_NAMED_PLACEHOLDERS = {"host": "HOST", "db": "URL", "out": "PATH"}
+
+
+def command_line() -> Any:
+    """The click command of :data:`app`, its value placeholders in words.
+
+    typer names a value by its Python type (``<int range>``, ``<list[str]>``); help shows
+    ``N``, ``TEXT``, ``URL`` or the choices instead, and an argument only its name.
+    """
+    group = typer.main.get_command(app)
+    for command in getattr(group, "commands", {}).values():
+        context = typer.Context(command)
+        for param in command.params:
+            if param.metavar is not None or param.name is None:
+                continue
+            if param.param_type_name == "argument":
+                # Its name says what it is (FILE, COUNT); its help says the rest.
+                param.metavar = param.name.upper()
+                setattr(param, "display_type_rich", _no_type)  # noqa: B010 - a method
+                continue
+            label = param.display_type(context).strip("<>").removesuffix(" range")
+            label = label.removeprefix("list[").removesuffix("]")  # repeatable: says so
+            param.metavar = _NAMED_PLACEHOLDERS.get(param.name) or _PLACEHOLDERS.get(label, label)
+    return group
+
+
+def _no_type(ctx: Any) -> str:
+    return ""
+
+
 def transport_option(udp: str) -> Any:
     """The ``--transport`` option, tcp or udp; ``udp`` says what udp means to the command."""
     return typer.Option(help=f"tcp, or udp ({udp}).")

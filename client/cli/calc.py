@@ -2,31 +2,31 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sys
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Annotated, TextIO
 
 import typer
 from rich.console import Console
 
-from forkwire.client.calc.opsfile import opened_text
+from forkwire.client.calc.opsfile import opened_lines
 from forkwire.client.calc.run import DEFAULT_BATCH, CalcOptions, calc_file
-from forkwire.client.cli.app import Server, command, run, transport_option
-from forkwire.client.errors import InputError
+from forkwire.client.cli.app import Server, command, run, stoppable, transport_option
+from forkwire.client.errors import InputError, Interrupted
 from forkwire.client.transport import Transport
 from forkwire.client.udp import DEFAULT_DATAGRAM
 
 
-@command(
-    interrupted="interrupted; the results file is incomplete",
-    connect_hint="is forkwire-server running?",
-)
+@command(connect_hint="is forkwire-server running?")
 def calc(
     *,
-    file: Annotated[Path, typer.Argument(help="Expressions, one per line (text or .7z).")],
+    file: Annotated[
+        str,
+        typer.Argument(help="Expressions, one per line (text or .7z); - for standard input."),
+    ],
     out: Annotated[
         str,
         typer.Option("-o", "--out", help="Results file, one line per input line; - for stdout."),
@@ -34,6 +34,15 @@ def calc(
     server: Server,
     batch: Annotated[int, typer.Option(min=1, help="Lines per job (at most).")] = DEFAULT_BATCH,
     window: Annotated[int, typer.Option(min=1, help="Jobs in flight at once.")] = 8,
+    connections: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=64,
+            help="TCP: connections to spread the jobs over (behind a balancer, over "
+            "servers); a job whose connection is lost is sent again on another.",
+        ),
+    ] = 1,
     transport: Annotated[
         Transport, transport_option("jobs sized to one datagram, retried")
     ] = Transport.tcp,
@@ -45,14 +54,31 @@ def calc(
     ] = None,
 ) -> None:
     """Evaluate every line of FILE on the server; write the results in input order."""
-    options = CalcOptions(server.host, server.port, batch, window, transport, datagram)
+    options = CalcOptions(server.host, server.port, batch, window, transport, datagram, connections)
     show = sys.stderr.isatty() if progress is None else progress
-    with (
-        opened_text(file) as (text, size),
-        _output(out) as results,
-        _progress(show, size) as tick,
-    ):
-        summary = run(calc_file(text, results, options, on_written=tick))
+    written = 0
+
+    def count(lines: int, chars: int) -> None:
+        nonlocal written
+        written += lines
+        if tick is not None:
+            tick(lines, chars)
+
+    try:
+        with (
+            opened_lines(file) as (text, size),
+            _output(out) as results,
+            _progress(show, size) as tick,
+        ):
+            summary = run(stoppable(calc_file(text, results, options, on_written=count)))
+    except (KeyboardInterrupt, asyncio.CancelledError) as exc:
+        # The results written so far are closed and complete up to a line: say how far.
+        where = "stdout" if out == "-" else out
+        raise Interrupted(
+            f"{'interrupted' if isinstance(exc, KeyboardInterrupt) else 'terminated'}; "
+            f"{where} is incomplete: it holds the results of the first {written:,} lines",
+            terminated=not isinstance(exc, KeyboardInterrupt),
+        ) from None
     udp = (
         f", {summary.retries} retries, {summary.given_up} jobs given up"
         if transport is Transport.udp
@@ -67,8 +93,10 @@ def calc(
 
 
 @contextlib.contextmanager
-def _progress(show: bool, total: int) -> Iterator[Callable[[int, int], None] | None]:
-    """A rich progress bar over the input's characters, with lines/s; None when hidden."""
+def _progress(show: bool, total: int | None) -> Iterator[Callable[[int, int], None] | None]:
+    """A rich progress bar over the input's characters, with lines/s; None when hidden.
+
+    A stream has no size: the bar then shows the count and rate without a percentage."""
     if not show:
         yield None
         return

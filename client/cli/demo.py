@@ -29,7 +29,9 @@ def demo(
         int | None, typer.Option(min=1, help="Readings per run. [20000; --quick 5000]")
     ] = None,
     quick: Annotated[bool, typer.Option(help="Fewer rates and readings: under a minute.")] = False,
-    out: Annotated[Path, typer.Option(help="Folder for demo.json and demo.png.")] = Path("."),
+    out: Annotated[
+        Path, typer.Option("-o", "--out", help="Folder for demo.json and demo.png.")
+    ] = Path("."),
     seed: Annotated[int, typer.Option(help="Seed of the noise runs.")] = 0,
     noise: Annotated[
         str, typer.Option(help="Noise of the extra low-rate pair; 'none' skips it.")

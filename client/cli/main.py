@@ -16,7 +16,7 @@ from forkwire.client.cli import (
     report,
     sensors,
 )
-from forkwire.client.cli.app import app
+from forkwire.client.cli.app import app, command_line
 
 for _command in (
     calc.calc,
@@ -33,4 +33,4 @@ for _command in (
 
 def main() -> None:
     """Console-script entry point."""
-    app(prog_name="forkwire")
+    command_line()(prog_name="forkwire")

@@ -36,7 +36,10 @@ def replay(
     ] = "1-3",
     loop: Annotated[bool, typer.Option(help="Start again at the end, forever.")] = False,
     out: Annotated[
-        Path, typer.Option(help="Append 'seq,ts,<row>' here for each row sent to the outbox.")
+        Path,
+        typer.Option(
+            "-o", "--out", help="Append 'seq,ts,<row>' here for each row sent to the outbox."
+        ),
     ] = Path("out9.txt"),
     transport: Annotated[Transport, transport_option("fire-and-forget")] = Transport.tcp,
     udp_ack: Annotated[

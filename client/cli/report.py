@@ -33,9 +33,9 @@ def report(
         list[str] | None, typer.Option("--sensor", help="Only this sensor (repeatable).")
     ] = None,
     since: Annotated[float | None, typer.Option(help="Only readings with ts >= this.")] = None,
-    out: Annotated[Path, typer.Option(help="Folder for report.json, filled.csv, report.png.")] = (
-        Path("report")
-    ),
+    out: Annotated[
+        Path, typer.Option("-o", "--out", help="Folder for report.json, filled.csv, report.png.")
+    ] = (Path("report")),
     fill: Annotated[Fill, typer.Option(help="Gap filling for filled.csv and the plot.")] = (
         Fill.linear
     ),

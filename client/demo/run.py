@@ -34,7 +34,7 @@ from forkwire.client.demo.plot import plot_demo
 from forkwire.client.demo.results import DemoResult, RunResult
 from forkwire.client.demo.senders import _send_tcp, _send_udp
 from forkwire.client.demo.table import render_table
-from forkwire.client.errors import MissingExtra
+from forkwire.client.errors import MissingExtra, make_folder
 from forkwire.client.local import LocalServer
 from forkwire.client.report.fetch import ReportQuery, fetch_series
 from forkwire.client.sensors.noise import parse_noise
@@ -62,7 +62,7 @@ async def run_demo(config: DemoConfig) -> DemoResult:
         DemoError: a run failed (acks timed out, the server refused readings).
     """
     out_dir = config.out_dir if config.out_dir is not None else Path.cwd()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_folder(out_dir, "output folder")
     say = config.progress or (lambda _line: None)
     notes: list[str] = []
     async with contextlib.AsyncExitStack() as stack:

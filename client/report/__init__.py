@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from forkwire.client.connection import Connection
-from forkwire.client.errors import MissingExtra
+from forkwire.client.errors import InputError, MissingExtra, make_folder
 from forkwire.client.local import local_server
 from forkwire.client.report.fetch import (
     ReportFailed,
@@ -81,16 +81,22 @@ def write_report(
     report: AnalyticsReport, series: Sequence[SensorSeries], out_dir: Path, fill: FillMethod
 ) -> ReportOutcome:
     """Write ``report.json``, ``filled.csv`` and (with the ``plot`` extra) ``report.png``."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_folder(out_dir, "report folder")
     files = [out_dir / "report.json", out_dir / "filled.csv"]
-    write_json(report, files[0])
-    write_csv(series, files[1])
     notes = []
     try:
-        plot_report(out_dir / "report.png", report, series, fill=fill)
-        files.append(out_dir / "report.png")
-    except MissingExtra as exc:
-        notes.append(f"report.png not drawn: {exc}")
+        write_json(report, files[0])
+        write_csv(series, files[1])
+        try:
+            plot_report(out_dir / "report.png", report, series, fill=fill)
+            files.append(out_dir / "report.png")
+        except MissingExtra as exc:
+            notes.append(f"report.png not drawn: {exc}")
+        except (ValueError, ArithmeticError) as exc:
+            # The numbers are in report.json and filled.csv whatever the plot makes of them.
+            notes.append(f"report.png not drawn: {type(exc).__name__}: {exc}")
+    except OSError as exc:
+        raise InputError(f"cannot write {exc.filename or out_dir}: {exc.strerror or exc}") from None
     return ReportOutcome(report, files, notes)
 
 
@@ -100,8 +106,27 @@ async def report_from_store(
     """Start a server of our own on the store at ``url`` (no UDP, one worker) and ask it.
 
     Raises:
+        InputError: the store is a file that does not exist (none is created).
         ServerFailed: that server did not start (a bad URL, an unreadable store).
         ReportFailed: it could not build the report.
     """
+    _require_store(url)
     async with local_server("--db", url, "--no-udp", "--workers", "1") as server:
         return await report_from_server("127.0.0.1", server.port, out_dir, query)
+
+
+def _require_store(url: str) -> None:
+    """Refuse a file store that is not there: a report reads, it never creates a store.
+
+    The server would create an empty one (and its folders) on start, and the report would
+    then say, wrongly, that nothing was ever stored.
+
+    Raises:
+        InputError: the ``sqlite://`` or ``csv://`` file does not exist.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.lower() not in ("sqlite", "csv"):
+        return
+    name = rest.removeprefix("/").partition("?")[0]
+    if name and not Path(name).is_file():  # no name at all: the server's error says so
+        raise InputError(f"no store at {name}: nothing to report (check --db)")

@@ -76,15 +76,20 @@ def open_file(path: str) -> sqlite3.Connection:
     """Open (creating if missing) an outbox file, migrating an older layout.
 
     Raises:
-        InputError: the file was written by a newer forkwire.
+        InputError: the file cannot be opened or created, or a newer forkwire wrote it.
     """
     # Autocommit: every statement is its own transaction unless transaction() groups
     # them, so nothing is left half-written between two awaits of the caller.
-    db = sqlite3.connect(path, isolation_level=None)
     try:
+        db = sqlite3.connect(path, isolation_level=None)
         # WAL + NORMAL survive a crash of this process (the case that matters: Ctrl-C,
         # kill, OOM); only a power cut can lose the last commits, for one fsync less each.
         db.execute("PRAGMA journal_mode=WAL")
+    except sqlite3.Error as exc:
+        raise InputError(
+            f"cannot open the outbox {path}: {exc} (does its folder exist, and may it be written?)"
+        ) from None
+    try:
         db.execute("PRAGMA synchronous=NORMAL")
         with transaction(db):
             (version,) = db.execute("PRAGMA user_version").fetchone()

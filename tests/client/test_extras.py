@@ -7,6 +7,7 @@ imported (``sys.modules[name] = None``, as if it were not installed).
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 from pathlib import Path
 
@@ -88,6 +89,7 @@ def test_a_command_without_its_extra_says_which_in_one_line(
 
 def test_report_without_matplotlib_skips_the_png_with_a_note(tmp_path: Path) -> None:
     """report still writes report.json and filled.csv; report.png is left out, said once."""
+    sqlite3.connect(tmp_path / "empty.sqlite").close()  # a store, empty: report reads it
     done = run_without(
         "matplotlib", "report", "--db", f"sqlite:///{tmp_path / 'empty.sqlite'}",
         "--out", str(tmp_path / "report"),

@@ -17,13 +17,16 @@ async def test_jobs_refused_as_busy_are_sent_again(tmp_path: Path) -> None:
         "--db", f"sqlite:///{tmp_path / 'r.sqlite'}", "--workers", "1", "--max-queued-jobs", "0"
     )
     try:
-        connection = await Connection.open("127.0.0.1", server.port)
-        try:
-            lines = [f"2 ** 4000 * 3 ** 2000 // 7 ** 900 - {n}" for n in range(1200)]
-            out = io.StringIO()
-            summary = await run_calc(lines, out, connection, batch=100, window=8)
-        finally:
-            await connection.close()
+        lines = [f"2 ** 4000 * 3 ** 2000 // 7 ** 900 - {n}" for n in range(1200)]
+        out = io.StringIO()
+        summary = await run_calc(
+            lines,
+            out,
+            lambda: Connection.open("127.0.0.1", server.port),
+            connections=2,
+            batch=100,
+            window=8,
+        )
     finally:
         await server.stop()
     answers = out.getvalue().splitlines()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -20,9 +21,9 @@ def test_every_server_command_has_the_shared_host_and_port(command: str) -> None
     done = run_cli(command, "--help")
     assert done.returncode == 0, done.stderr
     help_text = " ".join(done.stdout.split())
-    assert "--host <str> Server address. [env var: FORKWIRE_HOST; default: 127.0.0.1]" in help_text
+    assert "--host HOST Server address. [env var: FORKWIRE_HOST; default: 127.0.0.1]" in help_text
     assert (
-        "--port <int range> Server TCP port. [env var: FORKWIRE_PORT; default: 7700; 1<=x<=65535]"
+        "--port N Server TCP port. [env var: FORKWIRE_PORT; default: 7700; 1<=x<=65535]"
         in help_text
     )
 
@@ -31,8 +32,23 @@ def test_the_demo_keeps_its_own_host_and_port() -> None:
     """The demo's --host/--port pick a server to measure; no environment variable sets them."""
     done = run_cli("demo", "--help")
     help_text = " ".join(done.stdout.split())
-    assert "--host <str> Measure this server instead of starting one." in help_text
+    assert "--host HOST Measure this server instead of starting one." in help_text
     assert "FORKWIRE_" not in help_text
+
+
+ALL_COMMANDS = ("calc", "gen-ops", "report", "sensors", "outbox", "replay", "profiles", "demo")
+
+
+@pytest.mark.parametrize("command", ALL_COMMANDS)
+def test_help_shows_values_as_a_user_writes_them(command: str) -> None:
+    """No Python types (<int range>, <list[str]>, <str>) or reprs ((...,), <object at>) in
+    help: placeholders are words (N, TEXT, URL, PATH) or the choices themselves."""
+    done = run_cli(command, "--help")
+    assert done.returncode == 0, done.stderr
+    if re.search(r"--out[ ,]", done.stdout):
+        assert "-o, --out" in done.stdout  # the same short option on every command
+    for internal in ("<int", "<float", "<str>", "<path>", "<list[", "<bool>", "('", " at 0x"):
+        assert internal not in done.stdout, (internal, done.stdout)
 
 
 def test_python_m_forkwire_client_is_the_same_app() -> None:

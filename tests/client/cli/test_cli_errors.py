@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import os
 import pkgutil
 import signal
 import sys
@@ -23,12 +24,14 @@ from fwtest import REPO, free_port, run_cli, run_code
 import forkwire.client
 from forkwire.client.calc.run import CalcFailed
 from forkwire.client.cli.profiles import ProfilesFailed
+from forkwire.client.connection import BadFrame, Connection
 from forkwire.client.demo import DemoError
 from forkwire.client.errors import (
     ClientError,
     ConnectError,
     ConnectionLost,
     InputError,
+    Interrupted,
     MissingExtra,
     UsageError,
 )
@@ -142,6 +145,40 @@ async def test_input_error_is_status_2(tmp_path: Path) -> None:
     assert_one_line(done, 2, f"cannot write {tmp_path / 'missing' / 'ops.txt'}")
 
 
+async def test_report_never_creates_a_store(tmp_path: Path) -> None:
+    """report --db on a store file that is not there: one line, exit 2, and no folder or
+    empty database left behind (the server would create one on start)."""
+    missing = tmp_path / "missing" / "dir" / "x.sqlite"
+    done = await cli("report", "--db", f"sqlite:///{missing}", "-o", str(tmp_path / "r"))
+    assert_one_line(done, 2, f"no store at {missing}")
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (
+            ["sensors", "--outbox", "{tmp}/no/such/dir/o.sqlite", "--duration", "1"],
+            "cannot open the outbox",
+        ),
+        (["demo", "--quick", "-o", "{tmp}/afile/sub"], "cannot create the output folder"),
+        (
+            ["report", "--db", "sqlite:///{tmp}/afile", "-o", "{tmp}/afile/sub"],
+            "cannot create the report folder",
+        ),
+        (["calc", "{tmp}/afile", "-o", "{tmp}/afile/sub/r.txt"], "cannot write"),
+    ],
+)
+async def test_a_bad_output_path_is_one_line_not_a_traceback(
+    tmp_path: Path, args: list[str], line: str
+) -> None:
+    """An output file or folder that cannot be made: one line naming it, exit 2."""
+    (tmp_path / "afile").write_text("")  # a file where a folder is wanted
+    done = await cli(*(arg.format(tmp=tmp_path) for arg in args))
+    assert_one_line(done, 2, line)
+    assert "Traceback" not in done.stderr
+
+
 @pytest.mark.parametrize(
     ("command", "hint"),
     [
@@ -165,6 +202,48 @@ async def test_connect_error_is_status_1_with_the_commands_hint(
     assert done.stderr.endswith(f"{hint}\n")
 
 
+async def test_a_peer_that_is_not_a_forkwire_server_is_named_so(tmp_path: Path) -> None:
+    """An HTTP server on the port: 'not a forkwire server', showing what it sent, at once
+    (not an empty reason after a timeout); one line, exit 1."""
+
+    async def http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1024)
+        writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(http, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        done = await cli("calc", str(ops_file(tmp_path)), "--port", str(port))
+    finally:
+        server.close()
+    assert_one_line(
+        done, 1, f"127.0.0.1:{port} is not a forkwire server: it answered with b'HTTP/1.1 400"
+    )
+
+
+async def test_a_silent_peer_is_not_a_forkwire_server_after_the_hello_timeout() -> None:
+    """A peer that accepts and says nothing (waiting for a request line of its own)."""
+    silent: list[asyncio.StreamWriter] = []
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        silent.append(writer)
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        with pytest.raises(ConnectError) as caught:
+            await Connection.open("127.0.0.1", port, hello_timeout=0.3)
+    finally:
+        for writer in silent:
+            writer.close()
+        server.close()
+    assert str(caught.value) == (
+        f"127.0.0.1:{port} is not a forkwire server: no answer to hello within 0.3 s"
+    )
+
+
 async def test_connection_lost_is_status_1(tmp_path: Path) -> None:
     """ConnectionLost: the server closes the connection instead of answering the report."""
     async with one_trick("close") as (_, port):
@@ -173,12 +252,17 @@ async def test_connection_lost_is_status_1(tmp_path: Path) -> None:
 
 
 async def test_calc_failed_is_status_1(tmp_path: Path) -> None:
-    """CalcFailed: the server goes away with the job unanswered; said as 'calc failed'."""
+    """CalcFailed: the server goes away with the job unanswered, every time the job is
+    sent again (on a new connection, each loss logged); said as 'calc failed'."""
     async with one_trick("close") as (_, port):
         done = await cli(
             "calc", str(ops_file(tmp_path)), "-o", str(tmp_path / "r.txt"), "--port", str(port)
         )
-    assert_one_line(done, 1, "calc failed: ")
+    assert done.returncode == 1, done.stderr
+    *logged, last = done.stderr.splitlines()
+    assert last.startswith("forkwire: calc failed: job 0 was sent 6 times"), done.stderr
+    assert len(logged) == 6
+    assert all("connection lost" in line for line in logged)
 
 
 async def test_report_failed_is_status_1(tmp_path: Path) -> None:
@@ -264,8 +348,16 @@ async def test_a_port_out_of_range_is_a_usage_error(port: str) -> None:
     assert "--port" in done.stderr
 
 
-async def test_ctrl_c_is_status_130_saying_what_is_left(tmp_path: Path) -> None:
-    """Ctrl-C while calc waits for answers: exit 130 and the command's own line, no trace."""
+@pytest.mark.parametrize(
+    ("signum", "status", "word"),
+    [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")],
+)
+async def test_ctrl_c_and_sigterm_say_what_the_results_file_holds(
+    tmp_path: Path, signum: signal.Signals, status: int, word: str
+) -> None:
+    """Ctrl-C (130) or SIGTERM (143) while calc waits for answers: the command's own line,
+    naming the incomplete results file and how many lines it holds; no traceback."""
+    results = tmp_path / "r.txt"
     async with one_trick("ignore") as (server, port):
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -273,7 +365,7 @@ async def test_ctrl_c_is_status_130_saying_what_is_left(tmp_path: Path) -> None:
             "calc",
             str(ops_file(tmp_path)),
             "-o",
-            str(tmp_path / "r.txt"),
+            str(results),
             "--port",
             str(port),
             stdout=asyncio.subprocess.PIPE,
@@ -282,14 +374,17 @@ async def test_ctrl_c_is_status_130_saying_what_is_left(tmp_path: Path) -> None:
         )
         try:
             await asyncio.wait_for(server.asked.wait(), WAIT)
-            proc.send_signal(signal.SIGINT)
+            proc.send_signal(signum)
             _, err = await asyncio.wait_for(proc.communicate(), WAIT)
         finally:
             if proc.returncode is None:
                 proc.kill()
                 await proc.wait()
-    assert proc.returncode == 130
-    assert err.decode() == "forkwire: interrupted; the results file is incomplete\n"
+    assert proc.returncode == status
+    assert err.decode() == (
+        f"forkwire: {word}; {results} is incomplete: it holds the results of the first 0 lines\n"
+    )
+    assert results.read_text() == ""
 
 
 def test_anything_else_is_a_bug_and_keeps_its_traceback(tmp_path: Path) -> None:
@@ -317,11 +412,13 @@ PROVOKED: dict[type[ClientError], str] = {
     InputError: "test_input_error_is_status_2",
     ConnectError: "test_connect_error_is_status_1_with_the_commands_hint",
     ConnectionLost: "test_connection_lost_is_status_1",
+    BadFrame: "test_a_peer_that_is_not_a_forkwire_server_is_named_so",
     CalcFailed: "test_calc_failed_is_status_1",
     ReportFailed: "test_report_failed_is_status_1",
     DemoError: "test_demo_error_is_status_1",
     ServerFailed: "test_server_failed_is_status_1",
     ProfilesFailed: "test_profiles_failed_is_status_1_after_the_summary",
+    Interrupted: "test_ctrl_c_and_sigterm_say_what_the_results_file_holds",
     MissingExtra: "tests/client/test_extras.py",
 }
 
@@ -337,4 +434,4 @@ def test_every_client_error_is_provoked_somewhere() -> None:
             found.add(subclass)
             todo.append(subclass)
     assert found == set(PROVOKED)
-    assert {cls.exit_status for cls in found} == {1, 2}
+    assert {cls.exit_status for cls in found} == {1, 2, 130}

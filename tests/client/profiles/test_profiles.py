@@ -36,8 +36,8 @@ def test_age_counts_whole_years_on_the_day() -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["0"], "Invalid value for 'count': Input should be greater than or equal to 1"),
-        (["ten"], "Invalid value for 'count': Input should be a valid integer"),
+        (["0"], "Invalid value for 'COUNT': Input should be greater than or equal to 1"),
+        (["ten"], "Invalid value for 'COUNT': Input should be a valid integer"),
         (["5", "--format", "xml"], "'xml' is not one of 'json', 'pickle'"),
         (["5", "--ages", "40-30"], "ages must be 0 <= LOW <= HIGH"),
     ],

@@ -110,6 +110,7 @@ class Dispatcher:
                 "idle_timeout": self.settings.idle_timeout,
                 "frame_timeout": self.settings.frame_timeout,
                 "max_queued_jobs": self.settings.max_queued_jobs,
+                "connection_workers": self.settings.jobs_per_connection,
             },
         )
 

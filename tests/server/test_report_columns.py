@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from fwtest import postgres_schema
 
 from forkwire.server.report import build_report, build_report_of_streams
 from forkwire.server.storage import Entry, open_repository
@@ -22,13 +24,22 @@ ENTRIES = [
 ]
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'c.sqlite'}"
+    else:
+        async with postgres_schema() as url:
+            yield url
+
+
 @pytest.mark.parametrize(
     ("sensors", "since"), [(None, None), (["m", "big"], None), (None, 1.5), (["nope"], None)]
 )
 async def test_columns_give_the_report_rows_give(
-    tmp_path: Path, sensors: list[str] | None, since: float | None
+    store_url: str, sensors: list[str] | None, since: float | None
 ) -> None:
-    repo = await open_repository(f"sqlite:///{tmp_path / 'c.sqlite'}")
+    repo = await open_repository(store_url)
     try:
         await repo.add_many(ENTRIES, 1.0)
         assert isinstance(repo, ColumnStore)
@@ -39,8 +50,8 @@ async def test_columns_give_the_report_rows_give(
     assert build_report_of_streams(columns, now=0.0, sensors_omitted=omitted) == from_rows
 
 
-async def test_columns_stop_at_max_sensors_and_count_the_rest(tmp_path: Path) -> None:
-    repo = await open_repository(f"sqlite:///{tmp_path / 'c.sqlite'}")
+async def test_columns_stop_at_max_sensors_and_count_the_rest(store_url: str) -> None:
+    repo = await open_repository(store_url)
     try:
         await repo.add_many(ENTRIES, 1.0)
         assert isinstance(repo, ColumnStore)

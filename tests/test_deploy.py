@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -231,3 +232,46 @@ async def test_container_healthcheck_fails_on_another_protocol() -> None:
         await asyncio.wait_for(answering, 10)
     assert done.returncode == 1
     assert "unhealthy" in done.stderr
+
+
+def unit_settings() -> dict[str, list[str]]:
+    values: dict[str, list[str]] = {}
+    for line in UNIT.read_text().splitlines():
+        if line and not line.startswith(("#", "[")):
+            key, _, value = line.partition("=")
+            values.setdefault(key, []).append(value)
+    return values
+
+
+def test_systemd_unit_runs_the_server_as_its_own_user_and_outlasts_its_grace() -> None:
+    unit = unit_settings()
+    assert unit["Type"] == ["exec"]
+    assert unit["ExecStart"] == ["/usr/local/bin/forkwire-server"]
+    assert unit["EnvironmentFile"] == ["-/etc/forkwire/env"]
+    assert unit["User"][0] not in ("root", "0")
+    assert unit["Restart"] == ["on-failure"]
+    assert unit["KillSignal"] == ["SIGTERM"]
+    assert float(unit["TimeoutStopSec"][0].removesuffix("s")) > Settings().grace
+    for hardening in ("NoNewPrivileges", "ProtectHome", "PrivateTmp"):
+        assert unit[hardening] == ["yes"], hardening
+    assert unit["ProtectSystem"] == ["strict"]
+
+
+def test_systemd_unit_verifies(tmp_path: Path) -> None:
+    """`systemd-analyze verify` reads the unit as systemd would: an unknown key or a bad
+    value is reported. It also wants ExecStart to exist, so the copy checked here runs this
+    environment's forkwire-server instead of /usr/local/bin's."""
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed")
+    server = Path(sys.executable).with_name("forkwire-server")
+    assert server.exists(), server
+    copy = tmp_path / UNIT.name
+    copy.write_text(
+        UNIT.read_text().replace("ExecStart=/usr/local/bin/forkwire-server", f"ExecStart={server}")
+    )
+    done = subprocess.run(
+        [analyze, "verify", str(copy)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout + done.stderr == ""

@@ -27,12 +27,20 @@ class Backoff:
         self._rng = rng or random.Random()
         self._ceiling = initial
 
-    def next_delay(self) -> float:
-        """The delay before the next retry; each call after a failure waits longer."""
+    def next_delay(self, at_least: float | None = None) -> float:
+        """The delay before the next retry; each call after a failure waits longer.
+
+        ``at_least``: the server's advice (``retry_after``). The delay is then at least
+        that, drawn up to a quarter more so a fleet told the same does not come back in
+        one burst; the advice is not capped by ``maximum`` (the server knows its outage).
+        """
         ceiling = self._ceiling
         # Doubling stops at the maximum, so a server away for days never overflows a float.
         self._ceiling = min(self.maximum, ceiling * 2)
-        return self._rng.uniform(ceiling / 2, ceiling)
+        delay = self._rng.uniform(ceiling / 2, ceiling)
+        if at_least is not None and at_least > 0:
+            delay = max(delay, self._rng.uniform(at_least, at_least * 1.25))
+        return delay
 
     def reset(self) -> None:
         """Start from ``initial`` again (the last attempt succeeded)."""

@@ -46,7 +46,14 @@ class ConnectError(ClientError):
 
 
 class ConnectionLost(ClientError):
-    """The server closed the connection, or broke the protocol, mid-conversation."""
+    """The server closed the connection, or broke the protocol, mid-conversation.
+
+    ``retry_after``: the server's advice on when to try again (``error.retry_after``).
+    """
+
+    def __init__(self, *args: object, retry_after: float | None = None) -> None:
+        super().__init__(*args)
+        self.retry_after = retry_after
 
 
 class MissingExtra(ClientError):

@@ -39,13 +39,28 @@ class ErrorCode(StrEnum):
     REPLY_TOO_LARGE = "reply_too_large"
     #: The server failed on a well-formed request (a bug; it is logged).
     INTERNAL_ERROR = "internal_error"
+    #: The server is at a limit: at connect (``max_connections``, or its file descriptors),
+    #: the server closes the connection right after it; for a ``calc`` (``max_queued_jobs``)
+    #: only that request is refused (``ref`` names it). Either way: back off, then retry.
+    BUSY = "busy"
+    #: The connection sent nothing (no ``hello`` or first request within ``hello_timeout``,
+    #: or nothing at all for ``idle_timeout`` while nothing was in flight); it is closed.
+    IDLE_TIMEOUT = "idle_timeout"
+    #: A frame's header arrived but not the rest of it within ``frame_timeout``; it is
+    #: closed.
+    FRAME_TIMEOUT = "frame_timeout"
 
 
 #: Codes after which the server closes the connection: a stream whose position is lost
 #: cannot go on, and after a storage failure the client must reconnect and resend what its
 #: outbox holds instead of waiting for acks that will never come.
 CLOSING_CODES: frozenset[ErrorCode] = frozenset(
-    {ErrorCode.FRAME_TOO_LARGE, ErrorCode.STORAGE_UNAVAILABLE}
+    {
+        ErrorCode.FRAME_TOO_LARGE,
+        ErrorCode.STORAGE_UNAVAILABLE,
+        ErrorCode.IDLE_TIMEOUT,
+        ErrorCode.FRAME_TIMEOUT,
+    }
 )
 
 
@@ -69,6 +84,8 @@ class ExpressionCode(StrEnum):
     TIMEOUT = "timeout"
     #: The job's child died, or answered something that is not a result.
     WORKER_CRASHED = "worker_crashed"
+    #: The result would take the job's reply past the server's ``max_reply`` bytes.
+    TOO_LARGE = "too_large"
 
 
 class Stat(StrEnum):
@@ -81,6 +98,14 @@ class Stat(StrEnum):
     CONNECTIONS_TOTAL = "connections_total"
     #: gauge
     CONNECTIONS_OPEN = "connections_open"
+    #: Connections answered ``busy`` and closed at once (``max_connections``, or too few
+    #: file descriptors left).
+    CONNECTIONS_REFUSED = "connections_refused"
+    #: Connections closed with ``idle_timeout`` or ``frame_timeout``, or because their
+    #: client read none of its replies for ``idle_timeout``.
+    CONNECTIONS_TIMED_OUT = "connections_timed_out"
+    #: gauge: bytes of partly received TCP frames held (``max_partial`` bounds them).
+    PARTIAL_BYTES = "partial_bytes"
     FRAMES_IN = "frames_in"
     FRAMES_OUT = "frames_out"
     #: Frames answered with an ``error`` (bad JSON, validation, unexpected, too large).
@@ -89,6 +114,10 @@ class Stat(StrEnum):
     JOBS_FINISHED = "jobs_finished"
     #: gauge
     JOBS_RUNNING = "jobs_running"
+    #: gauge: TCP jobs waiting for a worker (``max_queued_jobs`` bounds them).
+    JOBS_QUEUED = "jobs_queued"
+    #: Calcs answered ``busy``: ``max_queued_jobs`` were waiting already.
+    JOBS_REFUSED = "jobs_refused"
     JOBS_TIMED_OUT = "jobs_timed_out"
     JOBS_CRASHED = "jobs_crashed"
     #: Expressions received in jobs, and those answered with an error.
@@ -115,6 +144,13 @@ class Stat(StrEnum):
     UDP_DATAGRAMS_REJECTED = "udp_datagrams_rejected"
     #: Dropped because the server was shutting down.
     UDP_DATAGRAMS_REFUSED_STOPPING = "udp_datagrams_refused_stopping"
+    #: Dropped unread because ``udp_max_inflight`` requests were being answered already.
+    UDP_DATAGRAMS_DROPPED_BUSY = "udp_datagrams_dropped_busy"
+    #: gauge: UDP requests being answered now (at most ``udp_max_inflight``).
+    UDP_REQUESTS_INFLIGHT = "udp_requests_inflight"
+    #: Replies not sent because even ``reply_too_large`` was larger than the request
+    #: (``udp_max_reply`` 0).
+    UDP_REPLIES_SUPPRESSED = "udp_replies_suppressed"
     #: ICMP errors for earlier replies (the sender went away).
     UDP_SEND_ERRORS = "udp_send_errors"
     #: gauge: the UDP socket's receive buffer, as the kernel granted it.

@@ -18,6 +18,10 @@ The server's rules, in one place:
 * every request gets exactly one reply, except readings sent with ``ack: false`` (none
   unless it is an ``error``); replies to requests that take time (jobs, readings, reports)
   are sent as they complete, so they may overtake each other and later quick replies;
+* ``ping`` is answered ``pong`` at once, by the conversation (no request is handed out);
+* when the shell's clock says the client took too long (:meth:`ServerConnection.time_out`:
+  no first request, no frame for ``idle_timeout``, a frame left half-sent), the error
+  says which and the conversation ends like after a closing error;
 * after ``bye`` nothing more is read; the ``bye`` answer is sent once every earlier
   request is answered, and the conversation ends;
 * after the end of the stream, what is owed is still sent, then the conversation ends;
@@ -33,7 +37,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Final
 
-from forkwire.protocol.codes import CLOSING_CODES
+from forkwire.protocol.codes import CLOSING_CODES, ErrorCode
 from forkwire.protocol.errors import (
     LocalProtocolError,
     ProtocolError,
@@ -46,6 +50,8 @@ from forkwire.protocol.messages import (
     Bye,
     Error,
     Hello,
+    Ping,
+    Pong,
     Reply,
     Request,
     Welcome,
@@ -77,6 +83,8 @@ class RequestReceived:
 
     handle: int
     message: Request
+    #: The payload's size in bytes: what the request costs to hold until it is answered.
+    size: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +150,29 @@ class ServerConnection:
         """Requests received and not yet answered."""
         return len(self._owed)
 
+    @property
+    def in_frame(self) -> bool:
+        """Whether part of a frame has arrived and the rest has not (the shell's clock)."""
+        return self.state is State.OPEN and self._decoder.in_frame
+
+    @property
+    def frame_in_progress(self) -> int | None:
+        """The number of the frame partly received (0 is the first), or None: between
+        frames. A new number is a new frame, whose clock starts now."""
+        if not self.in_frame:
+            return None
+        return self._decoder.completed
+
+    @property
+    def bytes_buffered(self) -> int:
+        """Bytes of a frame partly received, held until the rest comes."""
+        return self._decoder.buffered
+
+    @property
+    def bytes_to_send(self) -> int:
+        """Bytes queued for :meth:`data_to_send`: the shell counts them as unsent."""
+        return len(self._out)
+
     def receive_data(self, data: bytes) -> None:
         """Add what the transport received; ``b""`` means the stream ended."""
         if self.state is not State.OPEN or self._eof or self._fatal is not None:
@@ -177,13 +208,16 @@ class ServerConnection:
                 self.version = welcome.version
                 self._queue(welcome)
                 return Greeted(message)
+            if isinstance(message, Ping):
+                self._queue(Pong(id=message.id))
+                continue
             if isinstance(message, Bye):
                 self._bye_owed = True
                 self._stop_reading("bye")
                 continue
             handle = next(self._handles)
             self._owed.add(handle)
-            return RequestReceived(handle, message)
+            return RequestReceived(handle, message, len(payload))
         return None
 
     def reply(self, handle: int, message: Reply | None) -> None:
@@ -202,6 +236,14 @@ class ServerConnection:
             if isinstance(message, Error) and message.code in CLOSING_CODES:
                 self._stop_reading(message.code)
         self._finish_if_done()
+
+    def time_out(self, code: ErrorCode, message: str) -> None:
+        """The client took too long (the shell keeps the clock): say why, read no more;
+        the replies owed are still sent, then the conversation ends."""
+        if self.state is not State.OPEN:
+            return
+        self._queue(Error(code=code, message=message))
+        self._stop_reading(code)
 
     def data_to_send(self) -> bytes:
         """The bytes to write now (and forget here)."""

@@ -69,6 +69,7 @@ class FrameDecoder:
         self._buffer = bytearray()
         self._need: int | None = None  # body length of the frame in progress
         self._error: ProtocolError | None = None
+        self._completed = 0
 
     @property
     def error(self) -> ProtocolError | None:
@@ -79,6 +80,16 @@ class FrameDecoder:
     def buffered(self) -> int:
         """Bytes received but not yet returned as a payload."""
         return len(self._buffer)
+
+    @property
+    def in_frame(self) -> bool:
+        """Whether part of a frame (a header or some of it) is waiting for the rest."""
+        return self._need is not None or bool(self._buffer)
+
+    @property
+    def completed(self) -> int:
+        """Frames completed so far (the frame in progress, if any, is the next one)."""
+        return self._completed
 
     def feed(self, data: bytes) -> list[bytes]:
         """Add received bytes; return every payload they complete, in order.
@@ -116,6 +127,7 @@ class FrameDecoder:
             if end - pos < need:
                 break
             frames.append(bytes(buffer[pos : pos + need]))
+            self._completed += 1
             pos += need
             self._need = None
         if pos:

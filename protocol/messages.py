@@ -21,6 +21,7 @@ from pydantic import (
     JsonValue,
     TypeAdapter,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -36,9 +37,10 @@ from forkwire.protocol.report import AnalyticsReport, FillMethod
 
 #: The version this code speaks. Version 2 added a producer to readings, the ``conflict``
 #: error and ``error.keys``; a server still greets a version 1 client (section 3 of
-#: PROTOCOL.md), whose readings belong to the anonymous producer.
-PROTOCOL_VERSION: Final = 2
-SUPPORTED_VERSIONS: Final = frozenset({1, 2})
+#: PROTOCOL.md), whose readings belong to the anonymous producer. Version 3 added
+#: ``ping``/``pong`` and the limits' codes (``busy``, ``idle_timeout``, ``frame_timeout``).
+PROTOCOL_VERSION: Final = 3
+SUPPORTED_VERSIONS: Final = frozenset({1, 2, 3})
 
 #: The port a server listens on, TCP and UDP, and a client asks, unless told otherwise.
 DEFAULT_PORT: Final = 7700
@@ -57,6 +59,19 @@ SensorName: TypeAlias = Annotated[str, Field(pattern=SENSOR_PATTERN)]
 #: the same alphabet as a sensor name; forkwire's clients use 32 random hex digits.
 ProducerId: TypeAlias = Annotated[str, Field(pattern=SENSOR_PATTERN)]
 FiniteFloat: TypeAlias = Annotated[float, Field(allow_inf_nan=False)]
+
+#: The latest ``ts`` a reading may carry: 9999-12-31T23:59:59Z. With the earliest, 0 (the
+#: epoch), it keeps every span and rate the analytics compute a finite, non-zero float.
+MAX_TS: Final = 253_402_300_799.0
+#: The largest magnitude of a float in a reading's value (scalar, vector component or a
+#: number in a record): far below float's 1.8e308, so sums and norms of many readings
+#: stay finite.
+MAX_VALUE: Final = 1e300
+#: Ints in a value keep to a signed 64-bit integer: a larger one has no exact float and
+#: no column type in the other consumers of a store.
+MAX_VALUE_INT: Final = MAX_INT64
+#: A reading's timestamp: finite UNIX seconds from 0 to :data:`MAX_TS`.
+Timestamp: TypeAlias = Annotated[float, Field(allow_inf_nan=False, ge=0.0, le=MAX_TS)]
 #: A reading's value: a scalar, a vector, or a record (a JSON object).
 Value: TypeAlias = int | FiniteFloat | list[FiniteFloat] | dict[str, JsonValue]
 Number: TypeAlias = int | float
@@ -102,10 +117,48 @@ class Reading(_Message):
     seq: Seq
     """The reading's number in its stream, 0 to 2**63-1, consecutive: a missing seq is a
     lost reading."""
-    ts: FiniteFloat
-    """When it was measured, UNIX seconds (a finite float)."""
+    ts: Timestamp
+    """When it was measured, UNIX seconds from 0 to 253402300799 (year 9999)."""
     value: Value
-    """An int, a finite float, a list of finite floats, or a JSON object (a record)."""
+    """An int, a finite float, a list of finite floats, or a JSON object (a record). Every
+    number in it, nested ones included: a float of magnitude at most 1e300, an int within
+    +-(2**63-1)."""
+
+    @field_validator("value")
+    @classmethod
+    def _bounded_numbers(cls, value: Value) -> Value:
+        problem = _out_of_range(value)
+        if problem is not None:
+            raise ValueError(
+                f"{problem} is out of range: a value's floats must be within +-1e300 and "
+                "its ints within +-(2**63-1)"
+            )
+        return value
+
+
+def _out_of_range(value: object) -> str | None:
+    """The first number in a reading's value beyond the limits, shortened, or None."""
+    # Iterative: a record nested as deep as the JSON parser allows must not hit Python's
+    # recursion limit here.
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, bool) or item is None or isinstance(item, str):
+            continue
+        if isinstance(item, int):
+            if abs(item) > MAX_VALUE_INT:
+                text = (
+                    str(item) if item.bit_length() < 200 else f"an int of {len(str(item))} digits"
+                )
+                return text if len(text) <= 40 else text[:37] + "..."
+        elif isinstance(item, float):
+            if not abs(item) <= MAX_VALUE:  # also catches NaN
+                return repr(item)
+        elif isinstance(item, dict):
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return None
 
 
 class ReadingMsg(Reading):
@@ -191,7 +244,24 @@ class Bye(_Message):
     type: Literal["bye"] = "bye"
 
 
+class Ping(_Message):
+    """Asks for a ``pong`` (version 3): a keepalive for a connection with nothing else to
+    say, which the server's ``idle_timeout`` would otherwise close."""
+
+    type: Literal["ping"] = "ping"
+    id: JobId | None = None
+    """Echoed in the ``pong``; optional."""
+
+
 # --- replies: server to client ----------------------------------------------------------
+
+
+class Pong(_Message):
+    """The answer to ``ping``, at once, before replies to earlier requests that take time."""
+
+    type: Literal["pong"] = "pong"
+    id: JobId | None = None
+    """The ``id`` of the ``ping``."""
 
 
 class Welcome(_Message):
@@ -302,14 +372,17 @@ class Error(_Message):
     keys: dict[str, list[tuple[int, int]]] | None = None
     """The readings the error is about, as in ``ack.acked`` (``conflict`` names the
     readings refused); null otherwise."""
+    retry_after: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
+    """Seconds the client should wait before it tries again (``storage_unavailable``: it
+    grows while the outage lasts); null: no advice."""
 
 
 Request: TypeAlias = Annotated[
-    Hello | Calc | ReadingMsg | ReadingsMsg | Stats | Report | Series | Bye,
+    Hello | Calc | ReadingMsg | ReadingsMsg | Stats | Report | Series | Bye | Ping,
     Field(discriminator="type"),
 ]
 Reply: TypeAlias = Annotated[
-    Welcome | CalcResult | Ack | StatsResult | ReportResult | SeriesResult | Bye | Error,
+    Welcome | CalcResult | Ack | StatsResult | ReportResult | SeriesResult | Bye | Error | Pong,
     Field(discriminator="type"),
 ]
 #: Any message of either direction.
@@ -329,16 +402,18 @@ Message: TypeAlias = (
     | ReportResult
     | SeriesResult
     | Error
+    | Ping
+    | Pong
 )
 
 _REQUESTS: Final[TypeAdapter[Request]] = TypeAdapter(Request)
 _REPLIES: Final[TypeAdapter[Reply]] = TypeAdapter(Reply)
 REQUEST_TYPES: Final = frozenset(
-    ("hello", "calc", "reading", "readings", "stats", "report", "series", "bye")
+    ("hello", "calc", "reading", "readings", "stats", "report", "series", "bye", "ping")
 )
 REPLY_TYPES: Final = frozenset(
     ("welcome", "calc_result", "ack", "stats_result", "report_result", "series_result", "bye")
-) | {"error"}
+) | {"error", "pong"}
 
 _TAG_ERRORS: Final = frozenset({"union_tag_invalid", "union_tag_not_found"})
 

@@ -8,7 +8,7 @@ readings per second, and every count is of readings.
 
 from __future__ import annotations
 
-from typing import Final, Literal, TypeAlias
+from typing import Final, Literal, NotRequired, TypeAlias
 
 from pydantic import ConfigDict, with_config
 from typing_extensions import TypedDict  # pydantic needs it, not typing's, before 3.12
@@ -20,6 +20,17 @@ FILL_METHODS: Final[tuple[FillMethod, ...]] = ("linear", "previous", "none")
 #: ``scalar``: every value a number; ``vector``: every value a list of K numbers (one K);
 #: ``record``: anything else (JSON objects, or a stream mixing kinds), never filled.
 ValueKind: TypeAlias = Literal["scalar", "vector", "record"]
+
+#: The most dropouts a sensor's report lists (the first, by producer then seq) and the
+#: most producers; ``dropouts_omitted`` and ``producers_omitted`` count the rest. They
+#: bound a report's size whatever is stored: a store with 700,000 dropouts once made a
+#: 68 MB report.
+MAX_REPORT_DROPOUTS: Final = 100
+MAX_REPORT_PRODUCERS: Final = 100
+#: The most sensors a report describes (the first, by name); ``sensors_omitted`` counts
+#: the rest, which a ``report`` naming them describes. Readings under a million sensor
+#: names would otherwise make every report hundreds of megabytes.
+MAX_REPORT_SENSORS: Final = 1000
 
 _FORBID: Final = ConfigDict(extra="forbid")
 
@@ -78,6 +89,11 @@ class SensorReport(TypedDict):
     is what the fill method would add (interior gaps within ``max_gap``). ``rate_hz`` is
     ``count - 1`` over the span of ``ts``, null with fewer than two readings or a zero
     span. ``stats`` is null for a record stream.
+
+    ``dropouts`` lists the first 100 dropouts and ``producers`` the first 100 producers
+    (by name); the counts, loss and extent cover all of them. The four counts at the end
+    are 0, or absent (servers before them), in the common case: data another writer (or an
+    older server) stored beyond the ingest limits is reported, never fatal.
     """
 
     kind: ValueKind
@@ -94,11 +110,25 @@ class SensorReport(TypedDict):
     producers: list[ProducerSummary]
     dropouts: list[Dropout]
     stats: ValueStats | None
+    dropouts_omitted: NotRequired[int]
+    """Dropouts beyond the ones listed."""
+    producers_omitted: NotRequired[int]
+    """Producers beyond the ones listed."""
+    values_skipped: NotRequired[int]
+    """Readings left out of ``stats``: a value that is no finite float (an int of hundreds
+    of digits, a vector whose norm overflows)."""
+    ts_clamped: NotRequired[int]
+    """Readings whose ``ts`` was not finite or beyond +-253402300799 (year 9999), counted
+    at that bound so that spans and rates stay finite."""
 
 
 @with_config(_FORBID)
 class AnalyticsReport(TypedDict):
-    """The whole report: when it was made and each sensor's analytics, by name."""
+    """The whole report: when it was made and each sensor's analytics, by name (at most
+    1,000 sensors; ``sensors_omitted`` counts the rest)."""
 
     generated_at: float
     sensors: dict[str, SensorReport]
+    sensors_omitted: NotRequired[int]
+    """Sensors beyond the first 1,000 by name, not described (0, or absent from servers
+    before it)."""

@@ -31,7 +31,9 @@ def serve(**options: Any) -> None:
     except ValidationError as exc:
         for error in exc.errors():
             name = ".".join(str(part) for part in error["loc"])
-            typer.echo(f"forkwire-server: --{name.replace('_', '-')}: {error['msg']}", err=True)
+            # A check across settings (max_reply against max_frame) has no one option.
+            where = f"--{name.replace('_', '-')}: " if name else ""
+            typer.echo(f"forkwire-server: {where}{error['msg']}", err=True)
         raise typer.Exit(2) from None
     configure_logging(settings.log_format, settings.log_level)
     try:

@@ -24,8 +24,11 @@ from typing import Final, NamedTuple, TypeAlias, TypedDict
 import numpy as np
 import numpy.typing as npt
 
+from forkwire.protocol.messages import MAX_TS
 from forkwire.protocol.report import (
     FILL_METHODS,
+    MAX_REPORT_DROPOUTS,
+    MAX_REPORT_PRODUCERS,
     Dropout,
     FillMethod,
     ProducerSummary,
@@ -43,6 +46,16 @@ BoolArray: TypeAlias = npt.NDArray[np.bool_]
 #: hint to set ``max_gap`` beats exhausting the server's memory. Ten million rows of a
 #: scalar stream is about 250 MB of arrays.
 MAX_FILL_ROWS: Final = 10_000_000
+
+#: Timestamps the analytics take as they are; beyond, a ts is counted at the bound (and
+#: the report says how many were). Ingest refuses anything outside ``[0, MAX_TS]``, but
+#: another writer or an older server may have stored +-1.7e308 or an infinity, whose
+#: spans would be inf and whose rates 0 or NaN.
+TS_BOUND: Final = MAX_TS
+
+#: Values beyond this magnitude are scaled down (by a power of two, so exactly) before
+#: sums and squares: ``std`` squares them, and 1e155 squared is already inf.
+_SCALE_ABOVE: Final = 2.0**500
 
 
 class Summary(TypedDict):
@@ -133,22 +146,26 @@ def rate_hz(ts: npt.ArrayLike) -> float | None:
     the point.
     """
     t = np.asarray(ts, dtype=np.float64)
+    t = t[np.isfinite(t)]
     if t.size < 2:
         return None
-    span = float(t.max() - t.min())
-    if span <= 0.0:
+    with np.errstate(over="ignore"):
+        span = float(t.max() - t.min())
+    if not 0.0 < span < float("inf"):
         return None
     return (t.size - 1) / span
 
 
-def dropouts(seq: npt.ArrayLike, ts: npt.ArrayLike, producer: str = "") -> list[Dropout]:
-    """List every run of missing seqs between the first and the last reading, in seq order."""
+def dropouts(
+    seq: npt.ArrayLike, ts: npt.ArrayLike, producer: str = "", *, limit: int | None = None
+) -> list[Dropout]:
+    """List the runs of missing seqs between the first and the last reading, in seq order:
+    every one, or the first ``limit``."""
     s, t = _as_stream(seq, ts)
     if s.size < 2:
         return []
-    gaps = np.diff(s)
-    at = np.flatnonzero(gaps > 1)
-    # The Python loop runs once per dropout, not per reading; .tolist() gives plain ints
+    at = np.flatnonzero(np.diff(s) > 1)[:limit]
+    # The Python loop runs once per listed dropout, not per reading; .tolist() gives plain ints
     # and floats so the dicts go straight into json.dumps.
     return [
         Dropout(
@@ -267,23 +284,60 @@ def stats(values: npt.ArrayLike | None) -> ValueStats | None:
     """
     if values is None:
         return None
-    v = np.asarray(values, dtype=np.float64)
-    if v.ndim == 2:
-        v = np.linalg.norm(v, axis=1)
-    elif v.ndim != 1:
-        raise ValueError(f"values must be (N,) or (N, K), got shape {v.shape}")
+    v = _magnitudes(np.asarray(values, dtype=np.float64))
+    v = v[np.isfinite(v)]
     if v.size == 0:
         return None
-    p50, p95, p99 = np.percentile(v, [50, 95, 99]).tolist()
+    # Sums and squares of values near float's limit overflow: work on values scaled by a
+    # power of two (exact), and scale the answers back; none of them exceeds max |v|.
+    top = float(np.abs(v).max())
+    shift = int(np.frexp(top)[1]) if top > _SCALE_ABOVE else 0
+    w = np.ldexp(v, -shift) if shift else v
+    p50, p95, p99 = np.ldexp(np.percentile(w, [50, 95, 99]), shift).tolist()
     return ValueStats(
         min=float(v.min()),
         max=float(v.max()),
-        mean=float(v.mean()),
-        std=float(v.std(ddof=0)),
+        mean=float(np.ldexp(w.mean(), shift)),
+        std=float(np.ldexp(w.std(ddof=0), shift)),
         p50=p50,
         p95=p95,
         p99=p99,
     )
+
+
+def _magnitudes(v: FloatArray) -> FloatArray:
+    """A scalar stream as it is, a vector stream as each reading's Euclidean norm (inf
+    where the norm itself exceeds float range)."""
+    if v.ndim == 1:
+        return v
+    if v.ndim != 2:
+        raise ValueError(f"values must be (N,) or (N, K), got shape {v.shape}")
+    if v.shape[1] == 0:
+        return np.zeros(v.shape[0])
+    # hypot scales as it goes: no overflow in the squares of components near 1e300.
+    with np.errstate(over="ignore"):
+        norms: FloatArray = np.hypot.reduce(v, axis=1)
+    return norms
+
+
+def skipped_values(values: npt.ArrayLike | None) -> int:
+    """How many readings :func:`stats` leaves out: a value (or a vector's norm) that is no
+    finite float."""
+    if values is None:
+        return 0
+    v = _magnitudes(np.asarray(values, dtype=np.float64))
+    return int(v.size - np.count_nonzero(np.isfinite(v)))
+
+
+def clamp_ts(ts: npt.ArrayLike) -> tuple[FloatArray, int]:
+    """The timestamps with each non-finite one or one beyond +-:data:`TS_BOUND` at that
+    bound (NaN at 0), and how many were moved."""
+    t = np.asarray(ts, dtype=np.float64)
+    bad = ~(np.abs(t) <= TS_BOUND)
+    moved = int(np.count_nonzero(bad))
+    if not moved:
+        return t, 0
+    return np.clip(np.nan_to_num(t, nan=0.0), -TS_BOUND, TS_BOUND), moved
 
 
 def _is_number(x: object) -> bool:
@@ -301,7 +355,7 @@ def split_values(raw_values: Sequence[object]) -> tuple[ValueKind, FloatArray | 
     with no readings.
     """
     if all(_is_number(x) for x in raw_values):
-        return "scalar", np.asarray(raw_values, dtype=np.float64).reshape(len(raw_values))
+        return "scalar", _floats(raw_values).reshape(len(raw_values))
     first = raw_values[0]
     if isinstance(first, list) and first:
         k = len(first)
@@ -309,8 +363,28 @@ def split_values(raw_values: Sequence[object]) -> tuple[ValueKind, FloatArray | 
             isinstance(x, list) and len(x) == k and all(_is_number(e) for e in x)
             for x in raw_values
         ):
-            return "vector", np.asarray(raw_values, dtype=np.float64)
+            return "vector", _floats(raw_values)
     return "record", None
+
+
+def _floats(raw: Sequence[object]) -> FloatArray:
+    """Numbers (or lists of them) as float64; an int beyond float range becomes +-inf,
+    which the statistics skip, instead of an OverflowError that ends the report."""
+    try:
+        return np.asarray(raw, dtype=np.float64)
+    except OverflowError:
+        pass
+    return np.asarray(
+        [[_float(e) for e in x] if isinstance(x, list) else _float(x) for x in raw],
+        dtype=np.float64,
+    )
+
+
+def _float(x: object) -> float:
+    try:
+        return float(x)  # type: ignore[arg-type]
+    except OverflowError:
+        return float("inf") if x > 0 else float("-inf")  # type: ignore[operator]
 
 
 def _kind_of(values: FloatArray | None) -> ValueKind:
@@ -355,11 +429,15 @@ def streams_report(
     if fill not in FILL_METHODS:
         raise ValueError(f"unknown fill method {fill!r}, expected one of {FILL_METHODS}")
     checked = []
+    clamped = 0
     for stream in streams:
         s, t = _as_stream(stream.seq, stream.ts)
+        t, moved = clamp_ts(t)
+        clamped += moved
         checked.append((stream.producer, s, t, _as_values(stream.values, s.size)))
     producers: list[ProducerSummary] = []
     found: list[Dropout] = []
+    omitted = 0
     filled = 0
     for producer, s, t, v in checked:
         summary = summarize(s, t)
@@ -377,7 +455,9 @@ def streams_report(
                 last_ts=float(t[-1]),
             )
         )
-        found += dropouts(s, t, producer)
+        listed = dropouts(s, t, producer, limit=max(MAX_REPORT_DROPOUTS - len(found), 0))
+        found += listed
+        omitted += int(np.count_nonzero(np.diff(s) > 1)) - len(listed)
         if v is not None and fill != "none":
             filled += int(_fillable_gaps(s, max_gap)[1].sum())
     all_ts = np.concatenate([t for _, _, t, _ in checked]) if checked else np.empty(0)
@@ -398,7 +478,11 @@ def streams_report(
         last_seq=max((p["last_seq"] for p in producers), default=None),
         first_ts=min((p["first_ts"] for p in producers), default=None),
         last_ts=max((p["last_ts"] for p in producers), default=None),
-        producers=producers,
+        producers=producers[:MAX_REPORT_PRODUCERS],
         dropouts=found,
         stats=stats(all_values),
+        dropouts_omitted=omitted,
+        producers_omitted=max(len(producers) - MAX_REPORT_PRODUCERS, 0),
+        values_skipped=skipped_values(all_values),
+        ts_clamped=clamped,
     )

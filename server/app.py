@@ -1,18 +1,30 @@
 """Start, serve, and shut down in order.
 
-Shutdown follows uvicorn's order: stop accepting, ask every connection to stop reading,
-give running jobs ``grace`` seconds to answer, kill the children that are left, cancel
-what remains, then close resources.
+Shutdown is one path for TCP and UDP, in uvicorn's order: stop accepting connections and
+datagrams, ask every connection to stop reading, give the requests in flight (TCP and UDP
+together) ``grace`` seconds to be answered, kill the children that are left and cancel
+what remains (a bounded number of tasks: UDP's are capped by ``udp_max_inflight``), then
+flush and close storage, which gets the rest of the grace period and a small margin. The
+log says what was abandoned. Whatever hangs, the process is gone ``grace`` plus a few
+seconds after the first signal; a second SIGINT/SIGTERM exits at once (``run``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import re
 import signal
+import sys
+import threading
+from collections.abc import Awaitable, Callable
+from urllib.parse import unquote_plus
 
 import structlog
 
+from forkwire.protocol import Stat
+from forkwire.server.admission import Admission
 from forkwire.server.config import Settings
 from forkwire.server.dispatch import Dispatcher
 from forkwire.server.ingest import Writer
@@ -20,10 +32,17 @@ from forkwire.server.jobs import JobRunner
 from forkwire.server.sinks import Sinks
 from forkwire.server.storage import Repository, open_repository, open_sink
 from forkwire.server.storage.base import SCHEMA_VERSION
-from forkwire.server.tcp import TcpConnection
-from forkwire.server.udp import kernel_udp_stats, open_udp
+from forkwire.server.tcp import Budget, Door, TcpConnection
+from forkwire.server.udp import UdpEndpoint, kernel_udp_stats, open_udp
 
 log = structlog.get_logger("forkwire.server")
+
+#: Seconds the cancelled tasks get to unwind after the grace period.
+CANCEL_WAIT = 0.5
+#: Seconds storage gets to flush and close beyond what is left of the grace period.
+STORAGE_MARGIN = 1.0
+#: Past grace plus this, the watchdog ends the process whatever still runs (exit 1).
+WATCHDOG_MARGIN = 3.0
 
 
 class App:
@@ -42,17 +61,61 @@ class App:
             workers=settings.workers,
             job_timeout=settings.job_timeout,
             limits=settings.limits,
+            max_reply=settings.max_reply,
         )
         self.dispatcher = Dispatcher(settings, self.runner)
+        self.admission = Admission(settings.workers, settings.max_queued_jobs)
+        self._door: Door | None = None
+        self._partial = Budget(settings.max_partial)
+        self.dispatcher.stats_sources.append(
+            lambda: {
+                Stat.JOBS_QUEUED: self.admission.queued,
+                Stat.PARTIAL_BYTES: self._partial.held,
+            }
+        )
         self.repository: Repository | None = None
         self._connections: dict[asyncio.Task[None], TcpConnection] = {}
         self._stopping = False
+        #: loop.time() by which storage must be closed; set when shutdown starts.
+        self._storage_deadline: float | None = None
+        #: What storage could not close in time (``run`` then exits without waiting).
+        self.abandoned: list[str] = []
+        # Kept referenced: a task the loop forgets is collected with a "destroyed but
+        # pending" line on stderr, which is not JSON.
+        self._left_behind: set[asyncio.Future[None]] = set()
 
     async def serve(self, stop: asyncio.Event) -> None:
         """Serve until ``stop`` is set, then shut down gracefully."""
         async with contextlib.AsyncExitStack() as resources:
             await self._open_storage(resources)
             await self._serve(stop)
+        log.info("shutdown_complete")
+
+    def _closing(
+        self, what: str, close: Callable[[], Awaitable[None]]
+    ) -> Callable[[], Awaitable[None]]:
+        """``close``, bounded by the storage deadline: a store that does not answer (a
+        silent PostgreSQL) is left behind, logged, instead of holding the exit forever."""
+
+        async def bounded() -> None:
+            loop = asyncio.get_running_loop()
+            deadline = self._storage_deadline
+            if deadline is None:  # never served: startup failed half-way
+                deadline = loop.time() + self.settings.grace + STORAGE_MARGIN
+            budget = max(deadline - loop.time(), 0.1)
+            task = asyncio.ensure_future(close())
+            done, _ = await asyncio.wait({task}, timeout=budget)
+            if task in done:
+                task.result()  # a failure to close is raised as before
+                return
+            task.cancel()
+            # Not awaited past a moment: a close stuck in the driver may ignore the cancel.
+            await asyncio.wait({task}, timeout=0.1)
+            self._left_behind.add(task)
+            self.abandoned.append(what)
+            log.error("storage_close_abandoned", what=what, waited=round(budget, 3))
+
+        return bounded
 
     async def _open_storage(self, resources: contextlib.AsyncExitStack) -> None:
         store_url, *sink_urls = self.settings.db
@@ -60,14 +123,23 @@ class App:
         if sink_urls:
             sinks = Sinks(
                 [
-                    (_redact(url), await open_sink(url, self.settings.durability))
+                    (
+                        _redact(url),
+                        await open_sink(
+                            url,
+                            self.settings.durability,
+                            storage_timeout=self.settings.storage_timeout,
+                        ),
+                    )
                     for url in sink_urls
                 ]
             )
             sinks.start()
-            resources.push_async_callback(sinks.close)
-        repo = await open_repository(store_url, self.settings.durability)
-        resources.push_async_callback(repo.close)
+            resources.push_async_callback(self._closing("sinks", sinks.close))
+        repo = await open_repository(
+            store_url, self.settings.durability, storage_timeout=self.settings.storage_timeout
+        )
+        resources.push_async_callback(self._closing("store", repo.close))
         migrated_from = getattr(repo, "migrated_from", None)
         if migrated_from is not None:
             log.warning(
@@ -84,7 +156,7 @@ class App:
         )
         await writer.start()
         # Registered after the store and the sinks, so it runs first: flush, then close.
-        resources.push_async_callback(writer.close)
+        resources.push_async_callback(self._closing("writer", writer.close))
         self.repository = repo
         self.dispatcher.writer = writer
         self.dispatcher.sinks = sinks
@@ -101,7 +173,8 @@ class App:
             self._on_connect, settings.host, settings.port, reuse_address=True
         )
         self.port = server.sockets[0].getsockname()[1]
-        udp = None
+        self._door = Door(settings.max_connections, settings.workers)
+        udp = udp_transport = None
         if settings.udp:
             udp_port = self.port if settings.udp_port is None else settings.udp_port
             udp_transport, udp = await open_udp(
@@ -122,18 +195,18 @@ class App:
         try:
             await stop.wait()
         finally:
-            if udp is not None:
-                udp.stop_accepting()
-            await self._shutdown(server)
-            if udp is not None:
-                await udp.drain(self.settings.grace)
-                udp_transport.close()
+            await self._shutdown(server, udp, udp_transport)
 
     async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self._stopping:
             writer.close()
             return
-        connection = TcpConnection(reader, writer, self.dispatcher)
+        assert self._door is not None
+        refusal = self._door.refusal(len(self._connections))
+        if refusal is not None:
+            self._door.refuse(writer, refusal, self.dispatcher.counters)
+            return
+        connection = TcpConnection(reader, writer, self.dispatcher, self.admission, self._partial)
         task = asyncio.current_task()
         assert task is not None
         self._connections[task] = connection
@@ -142,46 +215,145 @@ class App:
         finally:
             self._connections.pop(task, None)
 
-    async def _shutdown(self, server: asyncio.Server) -> None:
+    async def _shutdown(
+        self,
+        server: asyncio.Server,
+        udp: UdpEndpoint | None,
+        udp_transport: asyncio.DatagramTransport | None,
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        deadline = started + self.settings.grace
+        self._storage_deadline = deadline + STORAGE_MARGIN
         self._stopping = True
         server.close()
-        running = self.runner.counters.running
-        log.info("server_stopping", connections=len(self._connections), jobs_running=running)
+        if udp is not None:
+            udp.stop_accepting()
+        udp_tasks = set(udp.tasks) if udp is not None else set()
+        log.info(
+            "server_stopping",
+            connections=len(self._connections),
+            jobs_running=self.runner.counters.running,
+            udp_requests=len(udp_tasks),
+            grace=self.settings.grace,
+        )
         for connection in self._connections.values():
             connection.stop_reading()
-        tasks = set(self._connections)
-        if tasks:
-            _, late = await asyncio.wait(tasks, timeout=self.settings.grace)
-            if late:
-                killed = self.runner.kill_all()
-                log.warning("grace_expired", connections=len(late), children_killed=killed)
-                for task in late:
-                    task.cancel()
-                await asyncio.wait(late, timeout=5.0)
+        work = set(self._connections) | udp_tasks
+        late: set[asyncio.Task[None]] = set()
+        if work:
+            _, late = await asyncio.wait(work, timeout=self.settings.grace)
+        abandoned = {"connections_cut": 0, "udp_requests_dropped": 0, "jobs_cancelled": 0}
+        if late:
+            # Counted before the kill: a killed child's job ends (worker_crashed) at once.
+            abandoned["jobs_cancelled"] = self.runner.counters.running
+            self.runner.kill_all()
+            abandoned["connections_cut"] = sum(1 for task in late if task in self._connections)
+            abandoned["udp_requests_dropped"] = sum(1 for task in late if task in udp_tasks)
+            for task in late:
+                task.cancel()
+            await asyncio.wait(late, timeout=CANCEL_WAIT)
+            log.warning("grace_expired", grace=self.settings.grace, **abandoned)
+        if udp_transport is not None:
+            udp_transport.close()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(server.wait_closed(), timeout=5.0)
-        log.info("server_stopped", **self.dispatcher.stats().counters)
+            await asyncio.wait_for(server.wait_closed(), timeout=CANCEL_WAIT)
+        # The counters say the rest: udp_datagrams_refused_stopping, jobs_crashed, ...
+        log.info(
+            "server_stopped",
+            seconds=round(loop.time() - started, 3),
+            **abandoned,
+            **self.dispatcher.stats().counters,
+        )
 
 
 async def run(settings: Settings) -> None:
     """Run the daemon until SIGINT or SIGTERM."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, _on_signal, stop, signum)
     app = App(settings)
+    signals = _Signals(stop, app)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, signals.received, signum)
     await app.serve(stop)
+    if app.abandoned:
+        # A close stuck in a driver would hold the loop's own cleanup (it waits for every
+        # task) as long as it held the close: exit now, saying so.
+        signals.exit(1, "exit_with_storage_abandoned", abandoned=app.abandoned)
 
 
-def _on_signal(stop: asyncio.Event, signum: int) -> None:
-    stop.set()  # first: nothing after this may keep the server from stopping
-    log.info("signal_received", signal=signal.Signals(signum).name)
+class _Signals:
+    """The first SIGINT/SIGTERM stops the server gracefully; the second exits at once.
+
+    The first also starts a watchdog thread: if the graceful path has not ended the
+    process ``grace`` plus ``WATCHDOG_MARGIN`` seconds later (a close stuck in a driver, a
+    thread that does not end), the watchdog does, so shutdown is bounded whatever hangs.
+    """
+
+    def __init__(self, stop: asyncio.Event, app: App) -> None:
+        self.stop = stop
+        self.app = app
+
+    def received(self, signum: int) -> None:
+        name = signal.Signals(signum).name
+        if not self.stop.is_set():
+            self.stop.set()  # first: nothing after this may keep the server from stopping
+            log.info("signal_received", signal=name)
+            watchdog = threading.Timer(
+                self.app.settings.grace + WATCHDOG_MARGIN, self._overran, args=(name,)
+            )
+            watchdog.daemon = True
+            watchdog.start()
+            return
+        # 128 + the signal, as a shell reports a process killed by it (130, 143).
+        self.exit(128 + signum, "forced_exit", signal=name)
+
+    def _overran(self, name: str) -> None:
+        self.exit(1, "shutdown_overran", signal=name)
+
+    def exit(self, status: int, event: str, **details: object) -> None:
+        """Log ``event``, kill the job children, and end the process now, no cleanup."""
+        runner = self.app.runner
+        jobs = runner.counters.running
+        killed = runner.kill_all()  # the forkserver's children would outlive us otherwise
+        log.error(event, status=status, jobs_abandoned=jobs, children_killed=killed, **details)
+        with contextlib.suppress(OSError, ValueError):
+            sys.stderr.flush()
+        os._exit(status)
+
+
+#: Query parameters whose value is a secret, by a part of their name (``password``,
+#: ``sslpassword``, ``passfile``'s neighbours, ``token``, ``secret``, ``api_key``...).
+_SECRET_KEY = re.compile(r"pass|pwd|token|secret|key|auth|credential", re.IGNORECASE)
 
 
 def _redact(url: str) -> str:
-    # A PostgreSQL URL may carry a password; the log gets everything but that.
+    """The URL for the log: a password in the userinfo, and the value of any query
+    parameter that looks like a secret, replaced by ``***``; the rest kept for the reader.
+
+    Done on the text, not by a URL parser, so that a malformed URL (which a parser may
+    refuse, or read differently from asyncpg) is still redacted, erring on the safe side.
+    """
     scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    # The userinfo ends at the last "@": an unescaped password may hold "@", "/", "?" or
+    # "#", a user name none of them. An "@" further on (an e-mail in the query) makes this
+    # redact more, not less.
     credentials, at, location = rest.rpartition("@")
-    if at and ":" in credentials:
-        credentials = credentials.split(":", 1)[0] + ":***"
-    return f"{scheme}{sep}{credentials}{at}{location}"
+    user, colon, _ = credentials.partition(":")
+    if at and colon and not re.search(r"[/?#]", user):
+        return f"{scheme}{sep}{user}:***@{_PARAMETER.sub(_redact_parameter, location)}"
+    # Every "name=value" after a "?", "&", ";" or "#": a parameter that looks like a
+    # secret is redacted wherever the query seems to start.
+    return f"{scheme}{sep}{_PARAMETER.sub(_redact_parameter, rest)}"
+
+
+_PARAMETER = re.compile(r"([?&;#])([^=?&;#]*)=([^&;#]*)")
+
+
+def _redact_parameter(match: re.Match[str]) -> str:
+    separator, name, value = match.groups()
+    if value and _SECRET_KEY.search(unquote_plus(name)):
+        return f"{separator}{name}=***"
+    return match.group(0)

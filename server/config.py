@@ -10,12 +10,12 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from forkwire.protocol import DEFAULT_MAX_FRAME, DEFAULT_PORT
 from forkwire.server.interpreter import Limits
-from forkwire.server.jobs import default_workers
+from forkwire.server.jobs import DEFAULT_MAX_REPLY, default_workers
 
 DEFAULT_DB = "sqlite:///forkwire.sqlite"
 _LIMITS = Limits()
@@ -49,6 +49,21 @@ class Settings(BaseSettings):
         "(net.core.rmem_max), which is logged.",
         json_schema_extra=_shown("the OS default"),
     )
+    udp_max_inflight: int = Field(
+        default=64,
+        ge=1,
+        le=100_000,
+        description="UDP requests answered at once; datagrams past it are dropped unread "
+        "and counted (udp_datagrams_dropped_busy).",
+    )
+    udp_max_reply: int = Field(
+        default=1400,
+        ge=0,
+        le=65_507,
+        description="Largest UDP reply in bytes, unless the request was larger: a bigger "
+        "one becomes a short reply_too_large (bounds what a forged source address gets). "
+        "0: no reply larger than its request, ever (clients must pad their requests).",
+    )
     workers: int = Field(
         default_factory=default_workers,
         ge=1,
@@ -65,10 +80,71 @@ class Settings(BaseSettings):
     job_timeout: float = Field(
         default=10.0, gt=0, description="Seconds before a job's child is killed."
     )
+    max_reply: int = Field(
+        default=DEFAULT_MAX_REPLY,
+        ge=1024,
+        le=2**31,
+        description="Largest calc reply in bytes (at least --max-frame): a result that would "
+        "pass it is answered too_large, a job whose errors alone would, reply_too_large.",
+    )
     grace: float = Field(
         default=10.0,
         ge=0,
         description="Seconds running jobs get to answer after SIGINT/SIGTERM.",
+    )
+    max_connections: int = Field(
+        default=1024,
+        ge=1,
+        le=1_000_000,
+        description="TCP connections served at once; past it (or when the file descriptors "
+        "left are too few) a new connection is answered busy and closed.",
+    )
+    hello_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds a new connection has to send its first frame (hello or a "
+        "request); then it is closed with idle_timeout.",
+    )
+    idle_timeout: float = Field(
+        default=300.0,
+        gt=0,
+        description="Seconds a connection may send nothing while nothing of it is in flight "
+        "before it is closed (error idle_timeout); clients that stay connected send ping. "
+        "Also how long a client may read none of its replies.",
+    )
+    frame_timeout: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds a frame has, once its first bytes arrived, to arrive whole; "
+        "else the connection is closed (error frame_timeout).",
+    )
+    max_queued_jobs: int = Field(
+        default=1024,
+        ge=0,
+        le=10_000_000,
+        description="Calc jobs waiting for a worker, server-wide (TCP); past it a calc is "
+        "answered error busy (that request only) so its client backs off.",
+    )
+    max_partial: int = Field(
+        default=64 * 1024 * 1024,
+        ge=1024,
+        description="Bytes of partly received frames held server-wide; past it a "
+        "connection in the middle of a frame is not read until others complete theirs (or "
+        "frame_timeout ends it).",
+    )
+    max_unsent: int = Field(
+        default=8 * 1024 * 1024,
+        ge=64 * 1024,
+        description="Bytes of replies a connection may leave unread (and of requests it "
+        "may have unanswered) before the server stops reading its requests and starting its "
+        "jobs (backpressure).",
+    )
+    max_pipeline: int = Field(
+        default=64,
+        ge=1,
+        le=100_000,
+        description="Requests one connection may have unanswered; past it the server "
+        "reads no more from it until some are answered.",
     )
     max_length: int = Field(
         default=_LIMITS.max_length, ge=1, description="Characters per expression."
@@ -103,6 +179,14 @@ class Settings(BaseSettings):
         le=1_000_000,
         description="Group commit: the most readings in one commit.",
     )
+    storage_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="Seconds a storage call may take: connecting to PostgreSQL, each of its "
+        "statements (a commit that runs over fails its batch: storage_unavailable, nothing "
+        "acked), and SQLite's wait for another process's lock.",
+    )
     log_format: Literal["auto", "console", "json"] = Field(
         default="auto", description="Log lines: console on a terminal, JSON otherwise (auto)."
     )
@@ -119,6 +203,14 @@ class Settings(BaseSettings):
         if not value:
             raise ValueError("at least one storage URL is needed")
         return value
+
+    @model_validator(mode="after")
+    def _reply_holds_a_frame(self) -> Settings:
+        if self.max_reply < self.max_frame:
+            raise ValueError(
+                f"max_reply ({self.max_reply}) must be at least max_frame ({self.max_frame})"
+            )
+        return self
 
     @property
     def limits(self) -> Limits:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import structlog
+from pydantic import PrivateAttr
 
 import forkwire
 from forkwire.protocol import (
@@ -24,6 +26,8 @@ from forkwire.protocol import (
     CalcResult,
     Error,
     ErrorCode,
+    Ping,
+    Pong,
     Reading,
     ReadingMsg,
     ReadingsMsg,
@@ -40,12 +44,20 @@ from forkwire.protocol import (
 from forkwire.server.config import Settings
 from forkwire.server.ingest import Writer
 from forkwire.server.jobs import JobRunner
+from forkwire.server.logs import RateLimitedLog
 from forkwire.server.report import build_report, build_series
 from forkwire.server.sinks import Sinks
 from forkwire.server.storage import Entry, Key
 from forkwire.server.storage.base import encode_value
 
 log = structlog.get_logger("forkwire.server")
+
+#: During a storage outage, one ``storage_failed`` line per this many seconds at most.
+STORAGE_LOG_EVERY = 10.0
+#: The ``retry_after`` of ``storage_unavailable``: the outage's age so far, within these
+#: bounds (seconds), so clients back off further the longer it lasts.
+MIN_RETRY_AFTER = 1.0
+MAX_RETRY_AFTER = 30.0
 
 
 class Dispatcher:
@@ -71,6 +83,9 @@ class Dispatcher:
         self.counters: Counter[str] = Counter()
         #: More counters read when stats are asked for (the kernel's UDP drops, ...).
         self.stats_sources: list[Callable[[], dict[str, int]]] = []
+        # A storage outage: when it began (monotonic), and its rate-limited log.
+        self._outage_since: float | None = None
+        self._storage_log = RateLimitedLog(log, every=STORAGE_LOG_EVERY)
 
     def welcome(self) -> Welcome:
         """The answer to ``hello``: version, frame limit, and the interpreter's limits."""
@@ -85,6 +100,16 @@ class Dispatcher:
                 "max_digits": limits.max_digits,
                 "workers": self.runner.workers,
                 "job_timeout": self.runner.job_timeout,
+                "max_reply": self.runner.max_reply,
+                "udp_max_inflight": self.settings.udp_max_inflight,
+                "udp_max_reply": self.settings.udp_max_reply,
+                "max_unsent": self.settings.max_unsent,
+                "max_pipeline": self.settings.max_pipeline,
+                "max_connections": self.settings.max_connections,
+                "hello_timeout": self.settings.hello_timeout,
+                "idle_timeout": self.settings.idle_timeout,
+                "frame_timeout": self.settings.frame_timeout,
+                "max_queued_jobs": self.settings.max_queued_jobs,
             },
         )
 
@@ -109,8 +134,12 @@ class Dispatcher:
                 return await self.report(request)
             if isinstance(request, Series):
                 return await self.series(request)
+            if isinstance(request, Ping):  # over TCP the conversation answers it
+                return Pong(id=request.id)
         except StorageUnavailable as exc:
-            return Error(code=ErrorCode.STORAGE_UNAVAILABLE, message=str(exc))
+            return Error(
+                code=ErrorCode.STORAGE_UNAVAILABLE, message=str(exc), retry_after=exc.retry_after
+            )
         except Conflict as exc:
             return Error(code=ErrorCode.CONFLICT, message=str(exc), keys=exc.keys)
         except RequestRefused as exc:
@@ -124,26 +153,57 @@ class Dispatcher:
             )
         return None  # hello and bye: the protocol answers them
 
-    async def calc(self, request: Calc) -> CalcResult:
-        """Run one job in its own child and answer every expression, in order."""
+    async def calc(self, request: Calc) -> CalcResult | Error:
+        """Run one job in its own child and answer every expression, in order.
+
+        The child sends the reply's arrays as JSON, within ``max_reply``; they are spliced
+        into the frame unparsed (see :class:`EncodedCalcResult`). A job whose errors alone
+        would pass ``max_reply`` is answered ``reply_too_large`` as a whole.
+        """
         outcome = await self.runner.run(request.ops)
-        self.counters[Stat.CALC_ERRORS] += len(outcome.errors)
+        self.counters[Stat.CALC_ERRORS] += outcome.error_count
         log.info(
             "job_done",
             id=request.id,
             pid=outcome.pid,
             size=len(request.ops),
-            errors=len(outcome.errors),
+            errors=outcome.error_count,
             ms=outcome.ms,
         )
-        # The child's output is ours and already well-formed: skip re-validating it.
-        errors = [
-            CalcError.model_construct(index=index, code=code, message=message)
-            for index, code, message in outcome.errors
-        ]
-        return CalcResult.model_construct(
-            type="calc_result", id=request.id, results=outcome.results, errors=errors
+        if outcome.oversize:
+            return Error(
+                code=ErrorCode.REPLY_TOO_LARGE,
+                message=f"the answer would take {outcome.oversize} bytes in errors alone, "
+                f"over max_reply ({self.runner.max_reply}); send smaller jobs",
+                ref=request.id,
+            )
+        answer = outcome.answer
+        payload = b"".join(
+            (
+                b'{"type":"calc_result","id":',
+                str(request.id).encode(),
+                b',"results":',
+                answer.results,
+                b',"errors":',
+                answer.errors,
+                b"}",
+            )
         )
+        if len(request.ops) <= SMALL_JOB:
+            results, errors = outcome.results, outcome.errors
+        else:
+            results, errors = [], []  # not decoded: the payload is the reply
+        reply = EncodedCalcResult.model_construct(
+            type="calc_result",
+            id=request.id,
+            results=results,
+            errors=[
+                CalcError.model_construct(index=index, code=code, message=message)
+                for index, code, message in errors
+            ],
+        )
+        reply._payload = payload
+        return reply
 
     async def ingest(self, readings: Sequence[Reading], producer: str | None = None) -> Ack:
         """Store readings; the ack names them once the store committed them.
@@ -162,9 +222,8 @@ class Dispatcher:
         try:
             result = await writer.submit(entries)
         except Exception as exc:
-            self.counters[Stat.STORAGE_FAILURES] += 1
-            log.error("storage_failed", error=str(exc), readings=len(readings))
-            raise StorageUnavailable(f"storage failed: {type(exc).__name__}") from exc
+            raise self._storage_failed("storage failed", exc, readings=len(readings)) from exc
+        self._storage_ok()
         self.counters[Stat.READINGS_STORED] += result.stored
         self.counters[Stat.READINGS_DUPLICATE] += result.duplicates
         if result.conflict_keys:
@@ -248,13 +307,62 @@ class Dispatcher:
     async def _query(self, sensors: Sequence[str] | None, since: float | None, **page: Any) -> Any:
         repo = self._writer().repo
         try:
-            return await repo.query(sensors, since, **page)
+            rows = await repo.query(sensors, since, **page)
         except Exception as exc:
-            raise StorageUnavailable(f"reading the store failed: {type(exc).__name__}") from exc
+            raise self._storage_failed("reading the store failed", exc) from exc
+        self._storage_ok()
+        return rows
+
+    def _storage_failed(self, what: str, exc: Exception, **fields: Any) -> StorageUnavailable:
+        """Count and log a storage failure (once, then every ``STORAGE_LOG_EVERY`` seconds
+        with the count since: every batch of every client fails during an outage), and the
+        error for the client, advising a wait that grows with the outage."""
+        self.counters[Stat.STORAGE_FAILURES] += 1
+        now = time.monotonic()
+        if self._outage_since is None:
+            self._outage_since = now
+        outage = now - self._outage_since
+        # TimeoutError's text is empty; its name is the news.
+        reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        self._storage_log.error("storage_failed", error=reason, outage_s=round(outage, 3), **fields)
+        retry_after = round(min(MAX_RETRY_AFTER, max(MIN_RETRY_AFTER, outage)), 1)
+        return StorageUnavailable(f"{what}: {type(exc).__name__}", retry_after=retry_after)
+
+    def _storage_ok(self) -> None:
+        if self._outage_since is None:
+            return
+        outage = time.monotonic() - self._outage_since
+        self._outage_since = None
+        unlogged = self._storage_log.forget("storage_failed")
+        log.warning("storage_recovered", outage_s=round(outage, 3), failures_not_logged=unlogged)
+
+
+#: Jobs up to this many expressions also get their reply's fields decoded (cheap), for
+#: whoever reads the reply object rather than its encoding.
+SMALL_JOB = 1024
+
+
+class EncodedCalcResult(CalcResult):
+    """A ``calc_result`` whose JSON the job's child wrote: encoding it is a copy.
+
+    A large job's ``results`` and ``errors`` fields are left empty: the payload is the
+    reply, and building a quarter of a million objects to re-encode them is what stalled
+    the event loop.
+    """
+
+    _payload: bytes = PrivateAttr(default=b"")
+
+    def model_dump_json(self, **_: Any) -> str:
+        return self._payload.decode()
 
 
 class StorageUnavailable(Exception):
-    """A batch could not be committed, or the store read; the client keeps it and resends."""
+    """A batch could not be committed, or the store read; the client keeps it and resends,
+    after ``retry_after`` seconds if given."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class Conflict(Exception):

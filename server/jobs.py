@@ -1,29 +1,35 @@
 """The job runner: one child process and one pipe per job.
 
 The parent creates a ``multiprocessing.Pipe`` and a ``Process`` for each job, sends the
-batch, waits for the answer with ``loop.add_reader`` (the event loop keeps serving), and
-kills and joins the child in ``finally``. No threads and no ``Pool``: a job that hangs or
-crashes takes down only its own child, which is the point of the design.
+batch and reads the answer through the event loop (non-blocking, in the pipe's own wire
+format, all of it under ``job_timeout``), and kills and joins the child in ``finally``.
+No threads and no ``Pool``: a job that hangs or crashes takes down only its own child,
+which is the point of the design.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import multiprocessing
 import os
+import pickle
+import socket
+import struct
 import sys
 import time
 import types
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
+from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
 import structlog
 
 from forkwire.server.interpreter import DEFAULT_LIMITS, Limits, Number
-from forkwire.server.worker import run_job
+from forkwire.server.worker import Answer, encode_answer, run_job
 
 log = structlog.get_logger("forkwire.jobs")
 
@@ -31,17 +37,46 @@ log = structlog.get_logger("forkwire.jobs")
 #: a running event loop (unlike fork) and a few milliseconds per job (spawn costs tens).
 DEFAULT_START_METHOD = "forkserver"
 
-ChildTarget = Callable[[Connection, Limits], None]
+#: The largest calc reply by default; ``max_reply`` bounds every job's answer.
+DEFAULT_MAX_REPLY = 16 * 1024 * 1024
+#: Jobs of more expressions than this have their failure answer encoded in a thread.
+_LARGE_JOB = 4096
+#: What the pickle around an :class:`Answer` may add to its JSON.
+_PICKLE_SLACK = 4096
+
+#: A child's entry: the pipe, the interpreter's limits, and ``max_reply``.
+ChildTarget = Callable[[Connection, Limits, int], None]
 
 
 @dataclass(slots=True)
 class JobOutcome:
-    """What one job produced: a value or ``None`` per expression, and why for each ``None``."""
+    """What one job produced: the reply's ``results`` and ``errors`` arrays, as JSON.
 
-    results: list[Number | None]
-    errors: list[tuple[int, str, str]]
+    ``oversize`` (bytes) is not 0 when the errors alone would not fit ``max_reply``: the
+    arrays are then empty and the job is answered as a whole. ``results`` and ``errors``
+    decode the arrays (for tests and small jobs; the server splices the bytes).
+    """
+
+    answer: Answer
     pid: int | None
     ms: float
+
+    @property
+    def oversize(self) -> int:
+        return self.answer.oversize
+
+    @property
+    def error_count(self) -> int:
+        return self.answer.error_count
+
+    @property
+    def results(self) -> list[Number | None]:
+        values: list[Number | None] = json.loads(self.answer.results)
+        return values
+
+    @property
+    def errors(self) -> list[tuple[int, str, str]]:
+        return [(e["index"], e["code"], e["message"]) for e in json.loads(self.answer.errors)]
 
 
 @dataclass(slots=True)
@@ -62,6 +97,7 @@ class JobRunner:
         workers: children alive at the same time; further jobs wait for a slot.
         job_timeout: seconds a child may take before it is killed.
         limits: the interpreter's limits, handed to every child.
+        max_reply: the most bytes a job's answer may take (see ``worker.encode_answer``).
         start_method: the multiprocessing start method, named explicitly.
         target: the child's entry point; tests swap in one that sleeps or crashes.
     """
@@ -72,6 +108,7 @@ class JobRunner:
         workers: int,
         job_timeout: float,
         limits: Limits = DEFAULT_LIMITS,
+        max_reply: int = DEFAULT_MAX_REPLY,
         start_method: str = DEFAULT_START_METHOD,
         target: ChildTarget = run_job,
     ) -> None:
@@ -82,6 +119,7 @@ class JobRunner:
         self.workers = workers
         self.job_timeout = job_timeout
         self.limits = limits
+        self.max_reply = max_reply
         # Typed loosely: typeshed's BaseContext lacks the Process and Pipe that every
         # concrete context has.
         self._ctx: Any = multiprocessing.get_context(start_method)
@@ -90,7 +128,8 @@ class JobRunner:
             self._ctx.set_forkserver_preload(
                 ["forkwire.server.worker", "multiprocessing.popen_forkserver"]
             )
-        self._target = target
+        #: The child's entry point (public so a test can swap in a misbehaving one).
+        self.target = target
         self._slots = asyncio.Semaphore(workers)
         self._children: set[Any] = set()
         self.counters = JobCounters()
@@ -114,9 +153,13 @@ class JobRunner:
         counters.expressions += len(ops)
         parent_end, child_end = self._ctx.Pipe(duplex=True)
         proc = self._ctx.Process(
-            target=self._target, args=(child_end, self.limits), name="forkwire-job", daemon=True
+            target=self.target,
+            args=(child_end, self.limits, self.max_reply),
+            name="forkwire-job",
+            daemon=True,
         )
         pid: int | None = None
+        sock: socket.socket | None = None
         try:
             with _main_module_hidden():
                 proc.start()
@@ -124,39 +167,56 @@ class JobRunner:
             self._children.add(proc)
             # Our copy of the child's end must go, or a dead child would never read as EOF.
             child_end.close()
+            # The parent speaks the pipe's wire format itself, on a non-blocking socket, so
+            # that a child stopped halfway through reading or writing (SIGSTOP, a full
+            # pipe) stalls only its own job: Connection.send/recv would block the loop.
+            sock = socket.socket(
+                socket.AF_UNIX, socket.SOCK_STREAM, fileno=os.dup(parent_end.fileno())
+            )
+            sock.setblocking(False)
+            parent_end.close()
             try:
-                # Bounded by max_frame, and the child reads it first thing; the socketpair
-                # behind a duplex Pipe buffers a typical batch whole, so this returns at once.
-                parent_end.send(ops)
-                reply = await asyncio.wait_for(_recv(loop, parent_end), timeout=self.job_timeout)
+                # job_timeout covers the whole exchange: sending the batch, the work and
+                # reading the answer, however slowly the child writes it.
+                async with asyncio.timeout(self.job_timeout):
+                    await loop.sock_sendall(sock, _frame(ForkingPickler.dumps(ops)))
+                    limit = self.max_reply + _PICKLE_SLACK
+                    reply = pickle.loads(await _recv_frame(loop, sock, limit))
             except TimeoutError:
                 counters.timeouts += 1
-                return self._fail(
-                    ops, "timeout", f"job exceeded {self.job_timeout:g} s", pid, started
-                )
-            except (EOFError, OSError) as exc:
+                message = f"job exceeded {self.job_timeout:g} s"
+                return await self._fail(ops, "timeout", message, pid, started)
+            except _Oversize as exc:
+                counters.crashes += 1
+                message = f"child {pid} answered {exc} bytes, over max_reply"
+                return await self._fail(ops, "worker_crashed", message, pid, started)
+            except (EOFError, OSError, pickle.UnpicklingError) as exc:
                 counters.crashes += 1
                 reason = _describe_death(proc, exc)
-                return self._fail(ops, "worker_crashed", reason, pid, started)
+                return await self._fail(ops, "worker_crashed", reason, pid, started)
             if not _is_answer(reply, len(ops)):
                 counters.crashes += 1
                 message = f"child {pid} answered something that is not a result"
-                return self._fail(ops, "worker_crashed", message, pid, started)
-            results, errors = reply
-            return JobOutcome(results, errors, pid, _ms(started))
+                return await self._fail(ops, "worker_crashed", message, pid, started)
+            return JobOutcome(Answer(*reply), pid, _ms(started))
         finally:
             counters.running -= 1
             counters.finished += 1
+            if sock is not None:
+                sock.close()
             parent_end.close()
             child_end.close()
             await self._reap(proc)
 
-    def _fail(
+    async def _fail(
         self, ops: list[str], code: str, message: str, pid: int | None, started: float
     ) -> JobOutcome:
-        return JobOutcome(
-            [None] * len(ops), [(i, code, message) for i in range(len(ops))], pid, _ms(started)
-        )
+        """Every expression answered ``code``; a large job's answer is built off the loop."""
+        if len(ops) > _LARGE_JOB:
+            answer = await asyncio.to_thread(_failed, len(ops), code, message, self.max_reply)
+        else:
+            answer = _failed(len(ops), code, message, self.max_reply)
+        return JobOutcome(answer, pid, _ms(started))
 
     async def _reap(self, proc: Any) -> None:
         # The answer is in hand (or never coming): kill rather than wait for the child's
@@ -204,13 +264,51 @@ def _main_module_hidden() -> Iterator[None]:
         sys.modules["__main__"] = real_main
 
 
-async def _recv(loop: asyncio.AbstractEventLoop, conn: Connection) -> Any:
-    await _readable(loop, conn.fileno())
-    # Readable means the whole reply is on its way (the child sends it in one write) or
-    # the child is gone, in which case recv() raises EOFError. uvloop's add_reader leaves
-    # the descriptor non-blocking, and Connection.recv() cannot resume a partial read.
-    os.set_blocking(conn.fileno(), True)
-    return conn.recv()
+def _frame(payload: bytes | memoryview) -> bytes:
+    """``payload`` as ``Connection.recv_bytes`` reads it: a signed 32-bit big-endian size,
+    or -1 and an unsigned 64-bit one for 2 GiB and more."""
+    if len(payload) > 0x7FFFFFFF:
+        return struct.pack("!iQ", -1, len(payload)) + payload
+    return struct.pack("!i", len(payload)) + payload
+
+
+async def _recv_frame(
+    loop: asyncio.AbstractEventLoop, sock: socket.socket, limit: int
+) -> bytearray:
+    """One message as ``Connection.send_bytes`` writes it, read as it arrives.
+
+    Raises:
+        _Oversize: it declares more than ``limit`` bytes (nothing more is read).
+    """
+    (size,) = struct.unpack("!i", await _recv_exactly(loop, sock, 4))
+    if size == -1:
+        (size,) = struct.unpack("!Q", await _recv_exactly(loop, sock, 8))
+    if size > limit:
+        raise _Oversize(size)
+    return await _recv_exactly(loop, sock, size)
+
+
+class _Oversize(Exception):
+    """A child announced an answer larger than ``max_reply`` allows."""
+
+
+def _failed(count: int, code: str, message: str, max_reply: int) -> Answer:
+    errors = [(index, code, message) for index in range(count)]
+    return encode_answer([None] * count, errors, max_reply=max_reply)
+
+
+async def _recv_exactly(
+    loop: asyncio.AbstractEventLoop, sock: socket.socket, size: int
+) -> bytearray:
+    buffer = bytearray(size)
+    view = memoryview(buffer)
+    got = 0
+    while got < size:
+        n = await loop.sock_recv_into(sock, view[got:])
+        if n == 0:
+            raise EOFError(f"the pipe closed after {got} of {size} bytes")
+        got += n
+    return buffer
 
 
 async def _readable(loop: asyncio.AbstractEventLoop, fd: int) -> None:
@@ -229,13 +327,16 @@ async def _readable(loop: asyncio.AbstractEventLoop, fd: int) -> None:
 
 def _is_answer(reply: Any, size: int) -> bool:
     # The pipe carries pickles from our own child, but a child that went wrong must not
-    # be able to break the parent: check the shape before trusting it.
+    # be able to break the parent: check the shape before trusting it. The arrays are
+    # spliced into the reply unparsed, so they must at least be arrays.
     return (
         isinstance(reply, tuple)
-        and len(reply) == 2
-        and isinstance(reply[0], list)
-        and isinstance(reply[1], list)
-        and len(reply[0]) == size
+        and len(reply) == len(Answer._fields)
+        and reply[0] == size
+        and all(isinstance(part, bytes) for part in reply[1:3])
+        and all(type(part) is int for part in reply[3:])
+        and reply[1][:1] == b"[" == reply[2][:1]
+        and reply[1][-1:] == b"]" == reply[2][-1:]
     )
 
 

@@ -12,8 +12,15 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from forkwire.protocol import AnalyticsReport, FillMethod, SeriesResult
-from forkwire.server.analytics import Stream, fill_gaps, split_values, streams_report
+from forkwire.protocol import MAX_REPORT_SENSORS, AnalyticsReport, FillMethod, SeriesResult
+from forkwire.server.analytics import (
+    FilledStream,
+    Stream,
+    clamp_ts,
+    fill_gaps,
+    split_values,
+    streams_report,
+)
 
 #: The most filled points one series page adds: a gap of a million seqs is a hint to set
 #: max_gap, not something to draw.
@@ -55,9 +62,12 @@ def build_report(
         # (sensor, producer, seq) is the idempotency key, so a repeated seq is the same
         # reading stored twice by a backend without a unique index; the last copy wins.
         by_producer = by_sensor.setdefault(row.sensor, {})
-        by_producer.setdefault(row.producer, {})[int(row.seq)] = (float(row.ts), row.value)
+        # A NULL ts (another writer) is NaN, which the analytics count and clamp.
+        when = float("nan") if row.ts is None else float(row.ts)
+        by_producer.setdefault(row.producer, {})[int(row.seq)] = (when, row.value)
     sensors = {}
-    for name in sorted(by_sensor):
+    names = sorted(by_sensor)
+    for name in names[:MAX_REPORT_SENSORS]:
         streams = [
             (producer, sorted(items.items())) for producer, items in sorted(by_sensor[name].items())
         ]
@@ -72,7 +82,25 @@ def build_report(
             parts.append(Stream(producer, seq, ts, part))
             offset += len(items)
         sensors[name] = streams_report(parts, fill=fill, max_gap=max_gap)
-    return AnalyticsReport(generated_at=time.time() if now is None else float(now), sensors=sensors)
+    return AnalyticsReport(
+        generated_at=time.time() if now is None else float(now),
+        sensors=sensors,
+        sensors_omitted=max(len(names) - MAX_REPORT_SENSORS, 0),
+    )
+
+
+def _finite_fills(stream: FilledStream) -> FilledStream:
+    """The stream without the filled points whose estimate is no finite float: between
+    values near float's limit (or beyond it: another writer's), the line overflows, and
+    JSON has no inf."""
+    assert stream.values is not None
+    with np.errstate(invalid="ignore"):
+        finite = np.isfinite(stream.values)
+    ok = finite if finite.ndim == 1 else finite.all(axis=1)
+    keep = ~stream.filled | ok
+    if bool(keep.all()):
+        return stream
+    return FilledStream(stream.seq[keep], stream.ts[keep], stream.values[keep], stream.filled[keep])
 
 
 class StoredRow(ReadingRow, Protocol):
@@ -113,12 +141,21 @@ def build_series(
     raw = [row.value for row in base]
     kind, values = split_values(raw) if base else ("record", None)
     seq = np.fromiter((r.seq for r in base), dtype=np.int64, count=len(base))
-    ts = np.fromiter((r.ts for r in base), dtype=np.float64, count=len(base))
+    ts, _ = clamp_ts(
+        np.fromiter(
+            (np.nan if r.ts is None else r.ts for r in base), dtype=np.float64, count=len(base)
+        )
+    )
     # Each gap is filled between its own two neighbours only, so a page fills exactly as
     # the whole stream would; a record or mixed page (values None) is never filled.
-    filled = fill_gaps(
-        seq, ts, values if kind != "record" else None, fill, max_gap, limit=MAX_PAGE_FILL
-    )
+    # Between values near float's limit the line overflows: those points are dropped
+    # below, without a RuntimeWarning in the log for each.
+    with np.errstate(over="ignore", invalid="ignore"):
+        filled = fill_gaps(
+            seq, ts, values if kind != "record" else None, fill, max_gap, limit=MAX_PAGE_FILL
+        )
+    if filled.values is not None:
+        filled = _finite_fills(filled)
     received = iter(row.received_at for row in base)
     observed_values = iter(raw)
     points_value: list[Any] = []

@@ -3,6 +3,11 @@
 Like aioquic's protocols, ``datagram_received`` never raises. What a datagram means, and
 which get an answer, is the protocol's (``forkwire.protocol.datagram``); requests go to
 the same ``Dispatcher`` as TCP's.
+
+UDP has no flow control to push back with, so the endpoint bounds its own work: at most
+``udp_max_inflight`` requests are being answered at once, and a datagram arriving past
+that is dropped unread and counted (``udp_datagrams_dropped_busy``), before any parsing,
+so a flood costs a counter increment per datagram rather than a task and a queued job.
 """
 
 from __future__ import annotations
@@ -36,10 +41,15 @@ class UdpEndpoint(asyncio.DatagramProtocol):
     def __init__(self, dispatcher: Dispatcher) -> None:
         self.dispatcher = dispatcher
         self.counters = dispatcher.counters
-        self.rules = ServerDatagrams(dispatcher.welcome(), max_frame=dispatcher.settings.max_frame)
+        settings = dispatcher.settings
+        self.rules = ServerDatagrams(
+            dispatcher.welcome(), max_frame=settings.max_frame, max_reply=settings.udp_max_reply
+        )
+        self.max_inflight = settings.udp_max_inflight
         self.transport: asyncio.DatagramTransport | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._accepting = True
+        dispatcher.stats_sources.append(self._gauges)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's UDP transport is not a subclass of asyncio's, though it acts like one.
@@ -50,26 +60,40 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         if not self._accepting:
             self.counters[Stat.UDP_DATAGRAMS_REFUSED_STOPPING] += 1
             return
+        if len(self._tasks) >= self.max_inflight:
+            self.counters[Stat.UDP_DATAGRAMS_DROPPED_BUSY] += 1
+            return
         event, reply = self.rules.receive(data)
         if isinstance(event, Dropped):
             self.counters[Stat.UDP_DATAGRAMS_MALFORMED] += 1
         elif isinstance(event, Rejected):
             self.counters[Stat.UDP_DATAGRAMS_REJECTED] += 1
-        elif isinstance(event, DatagramRequest) and reply is None:
-            task = asyncio.create_task(self._answer(event.message, addr))
+        elif isinstance(event, DatagramRequest):
+            task = asyncio.create_task(self._answer(event.message, addr, len(data)))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+            return
         if reply is not None:
             self._send(reply, addr)
+        elif not isinstance(event, Dropped):
+            self.counters[Stat.UDP_REPLIES_SUPPRESSED] += 1
 
     def error_received(self, exc: Exception) -> None:
         # ICMP port unreachable for an earlier reply: the sender went away. Count it.
         self.counters[Stat.UDP_SEND_ERRORS] += 1
 
-    async def _answer(self, request: Request, addr: Address) -> None:
+    async def _answer(self, request: Request, addr: Address, size: int) -> None:
         reply = await self.dispatcher.answer(request)
         if reply is not None:
-            self._send(self.rules.reply(reply, ref=getattr(request, "id", None)), addr)
+            ref = getattr(request, "id", None)
+            datagram = self.rules.reply(reply, ref=ref, request_size=size)
+            if datagram is None:
+                self.counters[Stat.UDP_REPLIES_SUPPRESSED] += 1
+            else:
+                self._send(datagram, addr)
+
+    def _gauges(self) -> dict[str, int]:
+        return {Stat.UDP_REQUESTS_INFLIGHT: len(self._tasks)}
 
     def _send(self, datagram: bytes, addr: Address) -> None:
         if self.transport is None or self.transport.is_closing():
@@ -77,14 +101,14 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         self.transport.sendto(datagram, addr)
         self.counters[Stat.UDP_DATAGRAMS_SENT] += 1
 
+    @property
+    def tasks(self) -> set[asyncio.Task[None]]:
+        """The requests being answered now (at most ``max_inflight``)."""
+        return self._tasks
+
     def stop_accepting(self) -> None:
         """Shutdown: drop new datagrams (counted) but keep the socket to answer the old."""
         self._accepting = False
-
-    async def drain(self, grace: float) -> None:
-        """Wait, at most ``grace`` seconds, for the requests being answered."""
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=grace)
 
 
 async def open_udp(

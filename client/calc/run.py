@@ -2,38 +2,33 @@
 
 The file is read lazily in batches (one batch is one job), a window of jobs is kept in
 flight, and answers, which may come back in any order, are written strictly in input
-order. Memory is bounded by ``window * batch`` lines whatever the size of the file.
+order (:mod:`~forkwire.client.calc.window`). Memory is bounded by ``window * batch``
+lines whatever the size of the file. Over TCP the jobs go over one or more connections
+(:mod:`~forkwire.client.calc.tcp`); over UDP (here) each job is one datagram.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import TextIO
 
-from forkwire.client.calc.batches import Batch, format_answers, read_batches
+from forkwire.client.calc.batches import read_batches
+from forkwire.client.calc.tcp import FRAME_OVERHEAD, run_calc
+from forkwire.client.calc.window import CalcFailed, CalcSummary, Window, both, until
 from forkwire.client.connection import DEFAULT_HOST, Connection
-from forkwire.client.errors import ClientError, ConnectionLost
 from forkwire.client.transport import Transport
 from forkwire.client.udp import DEFAULT_DATAGRAM, UdpConnection
-from forkwire.protocol import DEFAULT_PORT, HEADER_SIZE, Bye, Calc, CalcError, CalcResult, Error
+from forkwire.protocol import DEFAULT_PORT, HEADER_SIZE, Calc, CalcResult, Error
+
+__all__ = ["DEFAULT_BATCH", "CalcFailed", "CalcOptions", "CalcSummary", "calc_file", "run_calc"]
 
 #: Lines per job. Every job costs a child process (about 7 ms on a 2-core machine); at
 #: 1,000 lines that overhead makes the real 300,003-line workload take as long end to end
 #: as CPython's eval alone, at 2,000 the whole run is 1.3-1.4x faster (bench.calc).
 DEFAULT_BATCH = 2000
-
-#: Bytes a calc frame spends outside the expressions themselves (type, id, brackets).
-_FRAME_OVERHEAD = 64
-
-
-class CalcFailed(ClientError):
-    """The run could not complete; the results file holds the lines before the failure."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(f"calc failed: {reason}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,82 +42,8 @@ class CalcOptions:
     transport: Transport = Transport.tcp
     #: UDP only: the largest datagram.
     datagram: int = DEFAULT_DATAGRAM
-
-
-@dataclass(slots=True)
-class CalcSummary:
-    """What a run did, for the summary line."""
-
-    lines: int = 0
-    errors: int = 0
-    jobs: int = 0
-    seconds: float = 0.0
-    #: UDP only: jobs sent again after a silence, and jobs given up after every try.
-    retries: int = 0
-    given_up: int = 0
-
-    @property
-    def rate(self) -> float:
-        """Lines per second over the whole run."""
-        return self.lines / self.seconds if self.seconds > 0 else 0.0
-
-
-class _Window:
-    """Jobs in flight and the in-order writing of their answers, whatever the transport."""
-
-    def __init__(
-        self,
-        out: TextIO,
-        window: int,
-        summary: CalcSummary,
-        on_written: Callable[[int, int], None] | None,
-    ) -> None:
-        self.out = out
-        self.summary = summary
-        self.on_written = on_written
-        self.inflight: dict[int, Batch] = {}
-        self.slots = asyncio.Semaphore(window)
-        self._answered: dict[int, tuple[list[str], int]] = {}
-        self._next_to_write = 0
-
-    async def admit(self, job_id: int, job: Batch) -> None:
-        """Wait for room in the window, then count the job as in flight."""
-        await self.slots.acquire()
-        self.inflight[job_id] = job
-        self.summary.jobs += 1
-        self.summary.errors += len(job.local)
-        if len(job.local) == len(job.texts):  # every line was answered locally
-            self.settle(job_id, [job.local[i] for i in range(len(job.texts))])
-
-    def answer(self, job_id: int, results: Sequence[object], errors: Sequence[CalcError]) -> None:
-        """Settle a job with the server's answer."""
-        lines = {e.index: _error_line(e.code, e.message) for e in errors}
-        self.summary.errors += len(lines)
-        self.settle(job_id, format_answers(self.inflight[job_id], results, lines))
-
-    def fail(self, job_id: int, code: str, message: str) -> None:
-        """Settle a job whose every line gets the same error."""
-        job = self.inflight[job_id]
-        line = _error_line(code, message)
-        self.summary.errors += len(job.texts) - len(job.local)
-        self.settle(job_id, [job.local.get(i, line) for i in range(len(job.texts))])
-
-    def settle(self, job_id: int, answer_lines: list[str]) -> None:
-        """Record a job's lines and write every job that is now next in input order."""
-        self._answered[job_id] = (answer_lines, self.inflight.pop(job_id).chars)
-        self.slots.release()
-        while self._next_to_write in self._answered:
-            chunk, chars = self._answered.pop(self._next_to_write)
-            self.out.write("\n".join(chunk))
-            self.out.write("\n")
-            self.summary.lines += len(chunk)
-            if self.on_written is not None:
-                self.on_written(len(chunk), chars)
-            self._next_to_write += 1
-
-
-def _error_line(code: str, message: str) -> str:
-    return f"error: {code}: {message}".replace("\n", " ")
+    #: TCP only: connections the jobs are spread over.
+    connections: int = 1
 
 
 async def calc_file(
@@ -154,77 +75,19 @@ async def calc_file(
             )
         finally:
             udp.close()
-    connection = await Connection.open(options.host, options.port, client="forkwire-calc")
-    async with connection:
-        return await run_calc(
-            lines,
-            out,
-            connection,
-            batch=options.batch,
-            window=options.window,
-            on_written=on_written,
-        )
 
+    def connect() -> Awaitable[Connection]:
+        return Connection.open(options.host, options.port, client="forkwire-calc")
 
-async def run_calc(
-    lines: Iterable[str],
-    out: TextIO,
-    connection: Connection,
-    *,
-    batch: int = DEFAULT_BATCH,
-    window: int = 8,
-    on_written: Callable[[int, int], None] | None = None,
-) -> CalcSummary:
-    """Send every line as part of a job over TCP and write one answer line per input line.
-
-    Args:
-        lines: the input, read lazily.
-        out: where answer lines go, in input order.
-        connection: a greeted connection; it is told ``bye`` at the end.
-        batch: lines per job.
-        window: jobs in flight at once.
-        on_written: called with (lines, characters) each time answers are written.
-
-    Raises:
-        CalcFailed: the server went away or refused a job as a whole.
-    """
-    if batch < 1 or window < 1:
-        raise ValueError("batch and window must be at least 1")
-    summary = CalcSummary()
-    started = time.perf_counter()
-    jobs = _Window(out, window, summary, on_written)
-    budget = connection.welcome.max_frame - _FRAME_OVERHEAD
-
-    async def receive() -> None:
-        while True:
-            try:
-                message = await connection.recv()
-            except ConnectionLost as exc:
-                raise CalcFailed(f"{exc} with {len(jobs.inflight)} jobs unanswered") from None
-            if isinstance(message, CalcResult) and message.id in jobs.inflight:
-                jobs.answer(message.id, message.results, message.errors)
-            elif isinstance(message, Error) and message.ref in jobs.inflight:
-                assert isinstance(message.ref, int)
-                jobs.fail(message.ref, message.code, message.message)
-            elif isinstance(message, Bye):
-                return
-            elif isinstance(message, Error):
-                raise CalcFailed(f"server error {message.code}: {message.message}")
-
-    async def send() -> None:
-        for job_id, job in enumerate(read_batches(lines, batch=batch, budget=budget)):
-            await jobs.admit(job_id, job)
-            if job_id in jobs.inflight:
-                connection.send_nowait(Calc.model_construct(type="calc", id=job_id, ops=job.ops()))
-                await connection.drain()
-        await connection.send(Bye())
-
-    try:
-        await _both(receive(), send())
-    except (ConnectionError, OSError) as exc:
-        raise CalcFailed(f"connection failed: {exc}") from None
-    summary.seconds = time.perf_counter() - started
-    return summary
+    return await run_calc(
+        lines,
+        out,
+        connect,
+        connections=options.connections,
+        batch=options.batch,
+        window=options.window,
+        on_written=on_written,
+    )
 
 
 async def run_calc_udp(
@@ -249,7 +112,7 @@ async def run_calc_udp(
         raise ValueError("batch, window and tries must be at least 1 and wait positive")
     summary = CalcSummary()
     started = time.perf_counter()
-    jobs = _Window(out, window, summary, on_written)
+    jobs = Window(out, window, summary, on_written)
     loop = asyncio.get_running_loop()
     timers: dict[int, asyncio.TimerHandle] = {}
     sent: dict[int, int] = {}
@@ -289,7 +152,7 @@ async def run_calc_udp(
             check_done()
 
     async def send() -> None:
-        budget = datagram - HEADER_SIZE - _FRAME_OVERHEAD
+        budget = datagram - HEADER_SIZE - FRAME_OVERHEAD
         for job_id, job in enumerate(read_batches(lines, batch=batch, budget=budget)):
             await jobs.admit(job_id, job)
             transmit(job_id)
@@ -299,7 +162,7 @@ async def run_calc_udp(
     receiver = asyncio.create_task(receive())
     try:
         # Done when every job is answered or given up; the receiver is then cancelled.
-        await _both(_until(finished), send())
+        await both(until(finished), send())
     finally:
         for timer in timers.values():
             timer.cancel()
@@ -307,19 +170,3 @@ async def run_calc_udp(
         await asyncio.gather(receiver, return_exceptions=True)
     summary.seconds = time.perf_counter() - started
     return summary
-
-
-async def _until(event: asyncio.Event) -> None:
-    await event.wait()
-
-
-async def _both(receiver: Coroutine[None, None, None], sender: Coroutine[None, None, None]) -> None:
-    """Run both halves; the first failure cancels the other and is raised as is."""
-    tasks = [asyncio.create_task(receiver), asyncio.create_task(sender)]
-    try:
-        for finished in asyncio.as_completed(tasks):
-            await finished
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)

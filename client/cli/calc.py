@@ -34,6 +34,15 @@ def calc(
     server: Server,
     batch: Annotated[int, typer.Option(min=1, help="Lines per job (at most).")] = DEFAULT_BATCH,
     window: Annotated[int, typer.Option(min=1, help="Jobs in flight at once.")] = 8,
+    connections: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=64,
+            help="TCP: connections to spread the jobs over (behind a balancer, over "
+            "servers); a job whose connection is lost is sent again on another.",
+        ),
+    ] = 1,
     transport: Annotated[
         Transport, transport_option("jobs sized to one datagram, retried")
     ] = Transport.tcp,
@@ -45,7 +54,7 @@ def calc(
     ] = None,
 ) -> None:
     """Evaluate every line of FILE on the server; write the results in input order."""
-    options = CalcOptions(server.host, server.port, batch, window, transport, datagram)
+    options = CalcOptions(server.host, server.port, batch, window, transport, datagram, connections)
     show = sys.stderr.isatty() if progress is None else progress
     written = 0
 

@@ -142,7 +142,8 @@ class _Sender:
                 await self._disconnect()
                 self.failures += 1
                 self.retried.update(entry["seq"] for entry in batch)
-                delay = self._backoff.next_delay()
+                advice = exc.retry_after if isinstance(exc, ConnectionLost) else None
+                delay = self._backoff.next_delay(at_least=advice)
                 log.warning(
                     "send failed, will retry",
                     reason=str(exc),
@@ -190,7 +191,10 @@ class _Sender:
                 if isinstance(reply, Error) and reply.code == ErrorCode.CONFLICT and reply.keys:
                     return set(), _seqs(reply.keys.get(SENSOR, []))
                 if isinstance(reply, Error):
-                    raise ConnectionLost(f"server error {reply.code}: {reply.message}")
+                    raise ConnectionLost(
+                        f"server error {reply.code}: {reply.message}",
+                        retry_after=reply.retry_after,
+                    )
 
     async def _disconnect(self) -> None:
         if self._connection is not None:

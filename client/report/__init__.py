@@ -92,6 +92,9 @@ def write_report(
             files.append(out_dir / "report.png")
         except MissingExtra as exc:
             notes.append(f"report.png not drawn: {exc}")
+        except (ValueError, ArithmeticError) as exc:
+            # The numbers are in report.json and filled.csv whatever the plot makes of them.
+            notes.append(f"report.png not drawn: {type(exc).__name__}: {exc}")
     except OSError as exc:
         raise InputError(f"cannot write {exc.filename or out_dir}: {exc.strerror or exc}") from None
     return ReportOutcome(report, files, notes)

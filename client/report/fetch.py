@@ -59,12 +59,32 @@ class SensorSeries:
         """The values as numbers ((N,) or (N, K)); None for a record stream."""
         if self.kind == "record":
             return None
-        return np.asarray(self.raw, dtype=np.float64)
+        return _floats(self.raw)
 
     @property
     def observed(self) -> npt.NDArray[np.bool_]:
         """True for the points that were stored, False for the filled ones."""
         return ~self.filled
+
+
+def _floats(raw: Sequence[Any]) -> npt.NDArray[np.float64]:
+    """Numbers (or lists of them) as float64; an int beyond float range (stored by another
+    writer: this server refuses it) is NaN, a hole in the plot, not an OverflowError."""
+    try:
+        return np.asarray(raw, dtype=np.float64)
+    except OverflowError:
+        pass
+    return np.asarray(
+        [[_float(e) for e in x] if isinstance(x, list) else _float(x) for x in raw],
+        dtype=np.float64,
+    )
+
+
+def _float(x: Any) -> float:
+    try:
+        return float(x)
+    except (OverflowError, TypeError, ValueError):
+        return float("nan")
 
 
 async def fetch_report(connection: Connection, query: ReportQuery) -> AnalyticsReport:

@@ -28,6 +28,12 @@ MAX_PLOTTED_COMPONENTS: Final = 6
 
 #: Observed readings get a dot only when there are few enough to tell apart.
 MAX_MARKED_READINGS: Final = 400
+#: Values of larger magnitude are left out of the plot (ingest refuses them; another
+#: writer may have stored them): the axis arithmetic of matplotlib overflows near 1.8e308.
+MAX_DRAWN_VALUE: Final = 1e300
+
+#: Filled points get a circle only when there are at most this many.
+MAX_MARKED_FILLED: Final = 2000
 
 #: A dropout of one reading in an hour-long stream is narrower than a pixel; shading is
 #: widened to this fraction of the time axis (about 4 px) so that every dropout shows.
@@ -64,9 +70,46 @@ def windowed_rate(
 
 def _rate_window(ts: FloatArray, rate: float | None) -> float | None:
     span = float(np.ptp(ts)) if ts.size else 0.0
-    if rate is None or span <= 0:
+    if rate is None or not rate > 0 or not 0 < span < float("inf"):
         return None
     return min(span, max(span / 40, 10 / rate))
+
+
+def _utc(ts: float) -> str:
+    # A stored ts may lie before year 1 or after 9999 (another writer): say so, not crash.
+    try:
+        return f"{dt.datetime.fromtimestamp(ts, dt.UTC):%Y-%m-%d %H:%M:%S}"
+    except (OverflowError, OSError, ValueError):
+        return f"{ts:.6g} s"
+
+
+def dropout_spans(series: SensorSeries, t0: float, min_width: float) -> list[tuple[float, float]]:
+    """The time spans to shade, relative to ``t0``: one per run of missing seqs of the
+    observed readings, each at least ``min_width`` wide, overlapping ones merged.
+
+    From the series rather than the report, which lists only the first dropouts; merged,
+    because a span per dropout made 700,000 patches, minutes of drawing, for a panel a
+    thousand pixels wide.
+    """
+    seq = series.seq[series.observed]
+    ts = series.ts[series.observed] - t0
+    at = np.flatnonzero(np.diff(seq) > 1)
+    if at.size == 0:
+        return []
+    lo, hi = ts[at], ts[at + 1]
+    # A stepped clock can put the reading after a gap before the one before it.
+    lo, hi = np.minimum(lo, hi), np.maximum(lo, hi)
+    narrow = hi - lo < min_width
+    mid = (lo + hi) / 2
+    lo = np.where(narrow, mid - min_width / 2, lo)
+    hi = np.where(narrow, mid + min_width / 2, hi)
+    order = np.argsort(lo, kind="stable")
+    lo, hi = lo[order], hi[order]
+    # A span starts a new group where it begins after every earlier one has ended.
+    reach = np.maximum.accumulate(hi)
+    starts = np.flatnonzero(np.r_[True, lo[1:] > reach[:-1]])
+    ends = np.r_[starts[1:], lo.size] - 1
+    return list(zip(lo[starts].tolist(), reach[ends].tolist(), strict=True))
 
 
 def _with_breaks(
@@ -95,14 +138,21 @@ def _plot_values(ax: Axes, series: SensorSeries, t0: float, fill: str) -> None:
         lines = [("|v|", np.linalg.norm(values, axis=1))]
     observed, new = series.observed, series.filled
     marker = "o" if int(observed.sum()) <= MAX_MARKED_READINGS else ""
-    for k, (label, y) in enumerate(lines):
+    # Past a few thousand, circles are a solid smear that takes seconds to draw; the line
+    # through the filled points still shows them.
+    filled_marker = int(new.sum()) <= MAX_MARKED_FILLED
+    for k, (label, raw_y) in enumerate(lines):
         colour = f"C{k}"
+        # A value beyond float range (another writer's) is a hole, not an axis to infinity.
+        # matplotlib's margins and ticks overflow on values near float's limit too.
+        y = np.where(np.abs(raw_y) <= MAX_DRAWN_VALUE, raw_y, np.nan)
         bx, by = _with_breaks(x, y, series.seq)
         ax.plot(bx, by, "-", lw=1.1, color=colour, label=label)
         if marker:
             ax.plot(x[observed], y[observed], marker, ms=2.5, color=colour, ls="none")
-        ax.plot(x[new], y[new], "o", ms=6, mfc="white", mec=colour, mew=1.4, ls="none")
-    if new.any():
+        if filled_marker:
+            ax.plot(x[new], y[new], "o", ms=6, mfc="white", mec=colour, mew=1.4, ls="none")
+    if new.any() and filled_marker:
         # One neutral legend entry for the filled markers of every component.
         ax.plot([], [], "o", ms=6, mfc="white", mec="0.3", mew=1.4, label=f"filled ({fill})")
     ax.set_ylabel("value" if values.ndim == 1 else "components")
@@ -129,8 +179,7 @@ def plot_report(
     panels = max(1, len(series))
     fig = figure_module.Figure(figsize=(12, 1.2 + 3.2 * panels), layout="constrained", dpi=100)
     axes = fig.subplots(panels, 1, sharex=True, squeeze=False)[:, 0]
-    when = dt.datetime.fromtimestamp(report["generated_at"], dt.UTC)
-    fig.suptitle(f"forkwire sensor report ({when:%Y-%m-%d %H:%M:%S} UTC)", fontsize=14)
+    fig.suptitle(f"forkwire sensor report ({_utc(report['generated_at'])} UTC)", fontsize=14)
     drawn = [s for s in series if s.ts.size]
     if not drawn:
         axes[0].text(0.5, 0.5, "no readings", ha="center", va="center", fontsize=14)
@@ -143,11 +192,7 @@ def plot_report(
     min_shade = MIN_SHADE_FRACTION * max(t_end - t0, 1e-9)
     for ax, stream in zip(axes, series, strict=False):
         rep = report["sensors"][stream.sensor]
-        for i, d in enumerate(rep["dropouts"]):
-            lo, hi = d["start_ts"] - t0, d["end_ts"] - t0
-            if hi - lo < min_shade:
-                mid = (lo + hi) / 2
-                lo, hi = mid - min_shade / 2, mid + min_shade / 2
+        for i, (lo, hi) in enumerate(dropout_spans(stream, t0, min_shade)):
             ax.axvspan(
                 lo, hi, color="tab:red", alpha=0.18, lw=0, label="dropout" if i == 0 else None
             )
@@ -176,7 +221,8 @@ def plot_report(
 
         ax.set_title(
             f"{stream.sensor}: {rep['kind']}, {rep['count']:,} readings, "
-            f"{rep['lost']:,} lost ({rep['loss_pct']:.1f}%), {len(rep['dropouts'])} dropouts, "
+            f"{rep['lost']:,} lost ({rep['loss_pct']:.1f}%), "
+            f"{len(rep['dropouts']) + rep.get('dropouts_omitted', 0):,} dropouts, "
             f"{rep['filled']:,} filled",
             loc="left",
             fontsize=11,
@@ -193,7 +239,5 @@ def plot_report(
             fontsize="small",
             frameon=False,
         )
-    axes[-1].set_xlabel(
-        f"time since {dt.datetime.fromtimestamp(t0, dt.UTC):%Y-%m-%d %H:%M:%S} UTC [s]"
-    )
+    axes[-1].set_xlabel(f"time since {_utc(t0)} UTC [s]")
     fig.savefig(path)

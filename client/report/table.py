@@ -29,9 +29,13 @@ def render_table(report: Mapping[str, Any]) -> Table:
             f"{rep['lost']:,}",
             f"{rep['loss_pct']:.2f}",
             _fmt(rep["rate_hz"], ".2f"),
-            f"{len(rep['dropouts']):,}",
+            # The report lists the first dropouts and counts the rest.
+            f"{len(rep['dropouts']) + rep.get('dropouts_omitted', 0):,}",
             _fmt(st and st["mean"], "#.4g"),
             _fmt(st and st["p95"], "#.4g"),
             style="red" if rep["lost"] else None,
         )
+    omitted = report.get("sensors_omitted", 0)
+    if omitted:
+        table.caption = f"and {omitted:,} more sensors (ask for them with --sensor)"
     return table

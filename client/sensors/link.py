@@ -30,7 +30,7 @@ from forkwire.client.sensors.network import Network
 from forkwire.client.sensors.outbox import Outbox
 from forkwire.client.transport import Transport
 from forkwire.client.udp import DEFAULT_DATAGRAM, UdpLink
-from forkwire.protocol import Ack, Error, ErrorCode, Reading, ReadingsMsg
+from forkwire.protocol import Ack, Error, ErrorCode, Ping, Reading, ReadingsMsg
 
 log = structlog.get_logger("forkwire.sensors")
 
@@ -109,14 +109,19 @@ class Link:
                 self._on_change()
                 await self._back_off(str(exc))
                 continue
-            self._backoff.reset()
+            # The backoff starts over at the first ack, not here: a server that accepts
+            # the connection and then refuses every frame (its store is down) must not be
+            # reconnected to many times a second.
             self.connected = True
             log.info("connected", server=self.server, welcome=connection.welcome.server)
             self._on_change()
+            advice = None
             try:
                 await self._converse(connection)
             except* (ConnectionLost, OSError) as group:
                 reason = str(group.exceptions[0])
+                first = group.exceptions[0]
+                advice = first.retry_after if isinstance(first, ConnectionLost) else None
             else:
                 return  # said bye while closing
             finally:
@@ -130,15 +135,15 @@ class Link:
                 return  # lost while draining: the rest stays in the outbox
             self.reconnects += 1
             self._on_change()
-            await self._back_off(reason)
+            await self._back_off(reason, advice)
 
     async def _connect(self) -> Connection | UdpLink:
         if self.config.transport is Transport.udp:
             return await UdpLink.open(self.config.host, self.config.port)
         return await Connection.open(self.config.host, self.config.port, client="forkwire-sensors")
 
-    async def _back_off(self, reason: str) -> None:
-        delay = self._backoff.next_delay()
+    async def _back_off(self, reason: str, advice: float | None = None) -> None:
+        delay = self._backoff.next_delay(at_least=advice)
         log.warning(
             f"server away, retrying in {delay:.2f} s",
             server=self.server,
@@ -165,7 +170,7 @@ class Link:
         while not self._closing:
             if not self._resend and not self._ahead and not self.outbox.has_after(cursor):
                 self._wake.clear()
-                await self._wake.wait()
+                await self._idle(connection)
                 continue
             await self.network.acquire()  # one slot, one frame
             rows, cursor = self._next_frame(cursor)
@@ -180,6 +185,7 @@ class Link:
                 self.sent.update(r.sensor for r in items)
                 self.outbox.ack_rows(row_id for row_id, _ in rows)
                 self.network.release()
+                self._backoff.reset()  # no acks over UDP: a send is the progress
                 continue
             if not self.in_flight:
                 self._progress_at = loop.time()
@@ -188,6 +194,19 @@ class Link:
             await connection.send(ReadingsMsg(producer=producer, items=items))
         await self.network.wait_idle()
         raise _Drained
+
+    async def _idle(self, connection: Connection | UdpLink) -> None:
+        """Wait for new rows; over TCP, say ``ping`` before the server's ``idle_timeout``
+        would close a connection that has had nothing to send."""
+        limit = connection.welcome.limits.get("idle_timeout")
+        if isinstance(connection, UdpLink) or not limit:
+            await self._wake.wait()
+            return
+        try:
+            async with asyncio.timeout(limit / 3):
+                await self._wake.wait()
+        except TimeoutError:
+            await connection.send(Ping())
 
     def _next_frame(self, cursor: int) -> tuple[list[_Row], int]:
         """The next frame's rows and the cursor after them: the rest of a refused frame
@@ -230,8 +249,16 @@ class Link:
                 # Any other error (a failed commit refuses its whole batch) names no
                 # readings we can settle. Reconnecting resends everything unacked, which
                 # the idempotency key makes safe.
-                log.warning("server refused readings", code=message.code, error=message.message)
-                raise ConnectionLost(f"server error {message.code}: {message.message}")
+                log.warning(
+                    "server refused readings",
+                    code=message.code,
+                    error=message.message,
+                    retry_after=message.retry_after,
+                )
+                raise ConnectionLost(
+                    f"server error {message.code}: {message.message}",
+                    retry_after=message.retry_after,
+                )
             else:
                 log.debug("ignored message", type=message.type)
 
@@ -244,6 +271,7 @@ class Link:
             return
         self.outbox.ack_rows(frame.ids)  # deleted with the next flush, which says so
         self.network.release()
+        self._backoff.reset()
 
     def _on_conflict(self, error: Error) -> None:
         assert error.keys is not None

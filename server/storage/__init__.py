@@ -46,7 +46,13 @@ SCHEMES: Final = {
 _EXTRAS: Final = {"postgres": "postgres"}
 
 
-async def open_repository(url: str, durability: Durability = "normal") -> Repository:
+#: Seconds a storage call may take, unless told otherwise (``--storage-timeout``).
+DEFAULT_TIMEOUT: Final = 10.0
+
+
+async def open_repository(
+    url: str, durability: Durability = "normal", *, storage_timeout: float = DEFAULT_TIMEOUT
+) -> Repository:
     """Open the store a URL names.
 
     ``memory://``, ``sqlite:///relative.sqlite`` / ``sqlite:////absolute.sqlite``,
@@ -57,6 +63,8 @@ async def open_repository(url: str, durability: Durability = "normal") -> Reposi
         ValueError: the scheme is unknown, names a sink, the URL is malformed for its
             backend, or the backend's driver is not installed.
         SchemaError: the store was written by a newer forkwire.
+        TimeoutError: the database did not answer within ``storage_timeout`` seconds (which also
+            bounds each statement of PostgreSQL and SQLite's wait for a lock).
     """
     scheme, sep, _ = url.partition("://")
     module_name = SCHEMES.get(scheme.lower()) if sep else None
@@ -80,12 +88,16 @@ async def open_repository(url: str, durability: Durability = "normal") -> Reposi
         ) from None
     if module_name == "memory":
         repo: Repository = await module.connect(url)
+    elif module_name in ("sqlite", "postgres"):
+        repo = await module.connect(url, durability, storage_timeout=storage_timeout)
     else:
         repo = await module.connect(url, durability)
     return repo
 
 
-async def open_sink(url: str, durability: Durability = "normal") -> Sink:
+async def open_sink(
+    url: str, durability: Durability = "normal", *, storage_timeout: float = DEFAULT_TIMEOUT
+) -> Sink:
     """Open a sink: ``screen://``, or any store URL (a mirror).
 
     Raises:
@@ -95,4 +107,4 @@ async def open_sink(url: str, durability: Durability = "normal") -> Sink:
         from forkwire.server.storage.screen import ScreenSink
 
         return ScreenSink()
-    return await open_repository(url, durability)
+    return await open_repository(url, durability, storage_timeout=storage_timeout)

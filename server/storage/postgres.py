@@ -11,6 +11,7 @@ passes unknown ones to the server as settings.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Sequence
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -25,9 +26,15 @@ from forkwire.server.storage.base import (
     SchemaError,
     StoredReading,
     classify,
-    decode_value,
+    decode_values,
     result_of,
 )
+
+#: Seconds a connection or a statement may take, unless told otherwise.
+_TIMEOUT = 10.0
+
+#: Query answers of up to this many rows are decoded on the event loop.
+_INLINE_ROWS = 64
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -88,14 +95,23 @@ _DDL_LOCK = 0x666F726B77697265  # "forkwire"
 class PostgresRepository:
     """Readings in a PostgreSQL table, one statement (one transaction) per ``add_many``."""
 
-    def __init__(self, pool: asyncpg.Pool, migrated_from: int | None) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, migrated_from: int | None, timeout: float = _TIMEOUT
+    ) -> None:
         self._pool = pool
+        self._timeout = timeout
         #: The schema version the store had when opened, if it was migrated.
         self.migrated_from = migrated_from
 
     @classmethod
     async def open(
-        cls, dsn: str, schema: str | None = None, durability: Durability = "normal"
+        cls,
+        dsn: str,
+        schema: str | None = None,
+        durability: Durability = "normal",
+        *,
+        storage_timeout: float = _TIMEOUT,
+        where: str = "PostgreSQL",
     ) -> PostgresRepository:
         """Connect a small pool; create the schema and table, or migrate an older table.
 
@@ -103,24 +119,44 @@ class PostgresRepository:
         this server, and a crash of PostgreSQL may take back the last fraction of a second
         of commits (never corrupting anything); ``full`` waits for the WAL flush.
 
+        ``storage_timeout`` bounds the connection (each of the pool's) and every statement
+        (``command_timeout``): a database that stops answering fails a commit after it,
+        instead of holding the writer, the acks and the shutdown forever.
+
         Raises:
             SchemaError: the store was written by a newer forkwire.
+            TimeoutError: ``where`` did not answer within ``storage_timeout`` seconds.
         """
         settings = {"synchronous_commit": "on" if durability == "full" else "off"}
         if schema:
             settings["search_path"] = schema
-        # Small: there is one writer per server; the rest is the odd analytics query.
-        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4, server_settings=settings)
         try:
-            async with pool.acquire() as conn, conn.transaction():
-                await conn.execute("SELECT pg_advisory_xact_lock($1)", _DDL_LOCK)
-                if schema:
-                    await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
-                migrated_from = await _bring_up_to_date(conn)
-        except BaseException:
-            await pool.close()
-            raise
-        return cls(pool, migrated_from)
+            # The whole opening too: asyncpg's connect timeout does not cover every step
+            # (a server that accepts TCP and then says nothing, or a DDL lock held).
+            async with asyncio.timeout(storage_timeout):
+                # Small: there is one writer per server; the rest is the odd analytics query.
+                pool = await asyncpg.create_pool(
+                    dsn,
+                    min_size=1,
+                    max_size=4,
+                    server_settings=settings,
+                    timeout=storage_timeout,
+                    command_timeout=storage_timeout,
+                )
+                try:
+                    async with pool.acquire() as conn, conn.transaction():
+                        await conn.execute("SELECT pg_advisory_xact_lock($1)", _DDL_LOCK)
+                        if schema:
+                            await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+                        migrated_from = await _bring_up_to_date(conn)
+                except BaseException:
+                    pool.terminate()
+                    raise
+        except TimeoutError:
+            raise TimeoutError(
+                f"{where} did not answer within {storage_timeout:g} s (--storage-timeout)"
+            ) from None
+        return cls(pool, migrated_from, storage_timeout)
 
     async def add_many(self, entries: Sequence[Entry], received_at: float) -> AddResult:
         """Insert the new keys in one statement; count duplicates and conflicts."""
@@ -179,21 +215,28 @@ class PostgresRepository:
             + ("" if limit is None else f" LIMIT ${len(params)}::int8")
         )
         rows = await self._pool.fetch(sql, *params)
-        return [
-            StoredReading(
-                row["sensor"],
-                row["seq"],
-                row["ts"],
-                decode_value(row["value"]),
-                row["received_at"],
-                row["producer"],
-            )
-            for row in rows
-        ]
+        if len(rows) <= _INLINE_ROWS:
+            return _decode(rows)
+        # Decoding a whole store's JSON takes seconds: off the event loop.
+        return await asyncio.to_thread(_decode, rows)
 
     async def close(self) -> None:
-        """Close the pool, letting a running statement finish."""
-        await self._pool.close()
+        """Close the pool, letting a running statement finish within the timeout; a
+        database that does not answer is cut off after it (a shutdown must end)."""
+        try:
+            await asyncio.wait_for(self._pool.close(), self._timeout)
+        except TimeoutError:
+            self._pool.terminate()
+
+
+def _decode(rows: Sequence[asyncpg.Record]) -> list[StoredReading]:
+    values = decode_values([row["value"] for row in rows])
+    return [
+        StoredReading(
+            row["sensor"], row["seq"], row["ts"], value, row["received_at"], row["producer"]
+        )
+        for row, value in zip(rows, values, strict=True)
+    ]
 
 
 async def _bring_up_to_date(conn: asyncpg.Connection) -> int | None:
@@ -221,7 +264,9 @@ async def _bring_up_to_date(conn: asyncpg.Connection) -> int | None:
     return migrated_from
 
 
-async def connect(url: str, durability: Durability = "normal") -> PostgresRepository:
+async def connect(
+    url: str, durability: Durability = "normal", *, storage_timeout: float = _TIMEOUT
+) -> PostgresRepository:
     """Open a ``postgresql://`` or ``postgres://`` URL; ``?schema=NAME`` picks the schema."""
     parts = urlsplit(url)
     options = parse_qsl(parts.query, keep_blank_values=True)
@@ -232,4 +277,8 @@ async def connect(url: str, durability: Durability = "normal") -> PostgresReposi
         # It is spliced into DDL, so it keeps to plain lower-case identifiers.
         raise ValueError(f"schema must match {_SCHEMA_NAME.pattern}, got {schema!r}")
     dsn = urlunsplit(parts._replace(query=urlencode(rest)))
-    return await PostgresRepository.open(dsn, schema, durability)
+    # Named by host and port only: the URL may hold a password.
+    where = f"PostgreSQL at {parts.hostname or 'localhost'}:{parts.port or 5432}"
+    return await PostgresRepository.open(
+        dsn, schema, durability, storage_timeout=storage_timeout, where=where
+    )

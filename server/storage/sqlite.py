@@ -13,6 +13,7 @@ import json
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiosqlite
@@ -27,7 +28,7 @@ from forkwire.server.storage.base import (
     SchemaError,
     StoredReading,
     classify,
-    decode_value,
+    decode_values,
     result_of,
 )
 
@@ -72,8 +73,9 @@ _ROWS_PER_STATEMENT = 5000
 #: Commits of up to this many readings run on the event loop (about 60 µs for five).
 _INLINE_ROWS = 64
 
-#: How long a write waits for another process holding the lock before it fails.
-_BUSY_TIMEOUT_MS = 5000
+#: How long a write waits for another process holding the lock before it fails, unless
+#: told otherwise (``--storage-timeout``): then the batch fails, storage_unavailable.
+_BUSY_TIMEOUT = 10.0
 
 #: Commits between two checkpoints of the write-ahead log (a few pages each: about what
 #: SQLite's own 1,000-page trigger would do).
@@ -117,7 +119,9 @@ class SQLiteRepository:
         self._lock = asyncio.Lock()
 
     @classmethod
-    async def open(cls, path: str, durability: Durability = "normal") -> SQLiteRepository:
+    async def open(
+        cls, path: str, durability: Durability = "normal", *, storage_timeout: float = _BUSY_TIMEOUT
+    ) -> SQLiteRepository:
         """Open (creating if missing) the database file at ``path``, migrating an older one.
 
         ``normal`` durability is ``synchronous=NORMAL``, which SQLite recommends with WAL:
@@ -128,18 +132,19 @@ class SQLiteRepository:
             SchemaError: the file was written by a newer forkwire.
         """
         Path(path).parent.mkdir(parents=True, exist_ok=True)
+        busy_ms = max(1, round(storage_timeout * 1000))
         # isolation_level=None: the sqlite3 module must not open transactions behind our
         # back; a statement is its own transaction unless we open one with BEGIN.
         reader = await aiosqlite.connect(path, isolation_level=None)
         try:
             await reader.execute("PRAGMA journal_mode=WAL")
-            await reader.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+            await reader.execute(f"PRAGMA busy_timeout={busy_ms}")
             migrated_from = await _bring_up_to_date(reader, path)
             # check_same_thread=False: used from the loop and from a worker thread, never
             # at once (the repository's lock).
             writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             writer.execute(f"PRAGMA synchronous={durability.upper()}")
-            writer.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+            writer.execute(f"PRAGMA busy_timeout={busy_ms}")
             writer.execute("PRAGMA wal_autocheckpoint=0")
         except BaseException:
             await reader.close()
@@ -240,11 +245,12 @@ class SQLiteRepository:
             sql += " LIMIT ?"
             params.append(limit)
         async with self._lock:
-            rows = await self._db.execute_fetchall(sql, params)
-        return [
-            StoredReading(sensor, seq, ts, decode_value(value), received_at, producer)
-            for sensor, producer, seq, ts, value, received_at in rows
-        ]
+            rows = list(await self._db.execute_fetchall(sql, params))
+        if len(rows) <= _INLINE_ROWS:
+            return _decode(rows)
+        # Decoding a whole store's JSON takes seconds: off the loop, and outside the lock
+        # so that commits go on meanwhile.
+        return await asyncio.to_thread(_decode, rows)
 
     async def _checkpoint_wal(self) -> None:
         # The first pass copies the log into the file while commits go on; the second,
@@ -270,6 +276,14 @@ class SQLiteRepository:
         async with self._lock:
             self._writer.close()
         await self._db.close()
+
+
+def _decode(rows: Sequence[Any]) -> list[StoredReading]:
+    values = decode_values([row[4] for row in rows])
+    return [
+        StoredReading(sensor, seq, ts, value, received_at, producer)
+        for (sensor, producer, seq, ts, _, received_at), value in zip(rows, values, strict=True)
+    ]
 
 
 async def _bring_up_to_date(db: aiosqlite.Connection, path: str) -> int | None:
@@ -299,7 +313,9 @@ async def _bring_up_to_date(db: aiosqlite.Connection, path: str) -> int | None:
     return 1 if columns and "producer" not in columns else None
 
 
-async def connect(url: str, durability: Durability = "normal") -> SQLiteRepository:
+async def connect(
+    url: str, durability: Durability = "normal", *, storage_timeout: float = _BUSY_TIMEOUT
+) -> SQLiteRepository:
     """Open a ``sqlite://`` URL, SQLAlchemy-style: three slashes relative, four absolute."""
     parts = urlsplit(url)
     if parts.netloc:
@@ -312,4 +328,4 @@ async def connect(url: str, durability: Durability = "normal") -> SQLiteReposito
             f"sqlite URL needs a file path: {url!r} (sqlite:///rel.sqlite, "
             "sqlite:////abs.sqlite; memory:// for a store that lives in memory)"
         )
-    return await SQLiteRepository.open(path, durability)
+    return await SQLiteRepository.open(path, durability, storage_timeout=storage_timeout)

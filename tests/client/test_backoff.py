@@ -49,3 +49,13 @@ def test_bounds_must_make_sense(initial: float, maximum: float) -> None:
     """A zero or negative start, or a start above the maximum, is refused."""
     with pytest.raises(ValueError, match="initial <= maximum"):
         Backoff(initial, maximum)
+
+
+def test_the_servers_advice_sets_a_floor_with_jitter_above_it() -> None:
+    """retry_after wins over a shorter delay, beyond the maximum too, spread by a quarter."""
+    backoff = Backoff(0.05, 0.1, rng=random.Random(7))
+    delays = [backoff.next_delay(at_least=2.0) for _ in range(200)]
+    assert min(delays) >= 2.0
+    assert max(delays) <= 2.5
+    assert len({round(d, 3) for d in delays}) > 50  # not one burst
+    assert backoff.next_delay(at_least=None) <= 0.1

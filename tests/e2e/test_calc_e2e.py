@@ -234,6 +234,68 @@ async def test_7z_archive_is_accepted(server: LocalServer, tmp_path: Path) -> No
     assert out.read_text(encoding="utf-8").splitlines() == ["3", "12", "2.5"]
 
 
+class CuttingProxy:
+    """Forwards TCP connections to a server; cuts the first one once the client has sent
+    ``cut_after`` bytes on it (mid-job), as a server dying behind a balancer would."""
+
+    def __init__(self, upstream: int, cut_after: int) -> None:
+        self.upstream = upstream
+        self.cut_after = cut_after
+        self.connections = 0
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        doomed = self.connections == 1
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream)
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, cut: bool) -> None:
+            sent = 0
+            while data := await src.read(65536):
+                dst.write(data)
+                await dst.drain()
+                sent += len(data)
+                if cut and sent > self.cut_after:
+                    return
+
+        try:
+            await asyncio.wait(
+                [
+                    asyncio.create_task(pipe(reader, up_writer, doomed)),
+                    asyncio.create_task(pipe(up_reader, writer, False)),
+                ],
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            writer.close()
+            up_writer.close()
+
+
+async def test_jobs_spread_over_connections_and_survive_losing_one(
+    server: LocalServer, tmp_path: Path
+) -> None:
+    """--connections 3: the jobs go over three connections; one is cut mid-run, its jobs
+    are sent again on the others (and a new connection), and the results are exact."""
+    lines = [f"{i} * 3 - {i % 7} / 2" for i in range(3000)]
+    source = tmp_path / "ops.txt"
+    source.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    proxy = CuttingProxy(server.port, cut_after=2000)
+    listener = await asyncio.start_server(proxy.serve, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    out = tmp_path / "out.txt"
+    try:
+        done = await in_thread(
+            run_cli, "calc", str(source), "-o", str(out), "--port", str(port),
+            "--connections", "3", "--batch", "100",
+        )  # fmt: skip
+    finally:
+        listener.close()
+    assert done.returncode == 0, done.stderr
+    assert "connection lost" in done.stderr
+    assert proxy.connections == 4  # three, and one in place of the one cut
+    expected = [repr(eval(line, {"__builtins__": {}})) for line in lines]  # the reference
+    assert out.read_text(encoding="utf-8").splitlines() == expected
+
+
 async def test_standard_input_and_a_pipe_are_read_once(server: LocalServer, tmp_path: Path) -> None:
     """``calc -`` reads stdin, and a FIFO (what ``<(cmd)`` gives) is read once, not twice:
     every line is answered."""

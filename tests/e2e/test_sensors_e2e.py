@@ -161,3 +161,34 @@ async def test_sigterm_stops_the_sensors_cli_gracefully(tmp_path: Path) -> None:
             unsent = [r.seq for r in left.pending(sensor)]
             assert kept == list(range(len(kept)))
             assert unsent == list(range(len(kept), len(kept) + len(unsent)))
+
+
+async def test_a_quiet_fleet_pings_and_keeps_its_connection(tmp_path: Path) -> None:
+    """Readings rarer than the server's idle_timeout: the fleet's pings keep its one
+    connection open (no idle_timeout close, no reconnect), and every reading is stored."""
+    store = tmp_path / "readings.sqlite"
+    server = await LocalServer.start("--db", f"sqlite:///{store}", "--idle-timeout", "0.3")
+    watch = Watch()
+    stop = asyncio.Event()
+    config = FleetConfig(
+        port=server.port,
+        count=1,
+        period=1.0,  # over three idle timeouts between readings
+        batch=1,
+        outbox=tmp_path / "outbox.sqlite",
+        status_interval=0.05,
+        on_status=watch,
+    )
+    fleet = asyncio.create_task(run_fleet(config, stop=stop))
+    try:
+        await watch.until(lambda s: s.acked >= 3)
+        stop.set()
+        summary = await asyncio.wait_for(fleet, 30)
+    finally:
+        stop.set()
+        if not fleet.done():
+            fleet.cancel()
+        await server.stop()
+    assert summary.reconnects == 0
+    assert not server.named("connection_timed_out")
+    assert len(server.named("connection_opened")) == 1

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 import pytest
-from hypothesis import settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -28,6 +28,8 @@ from forkwire.protocol import (
     Greeted,
     Hello,
     LocalProtocolError,
+    Ping,
+    Pong,
     Reading,
     ReadingsMsg,
     Rejected,
@@ -320,7 +322,7 @@ class Conversation(RuleBasedStateMachine):
             self.read.append(message.type)
 
     @precondition(lambda self: not self.bye_sent)
-    @rule(kind=st.sampled_from(["calc", "readings", "readings_no_ack", "stats", "hello"]))
+    @rule(kind=st.sampled_from(["calc", "readings", "readings_no_ack", "stats", "hello", "ping"]))
     def client_sends(self, kind: str) -> None:
         self.next_id += 1
         item = Reading(sensor="s", seq=self.next_id, ts=1.0, value=1)
@@ -330,6 +332,7 @@ class Conversation(RuleBasedStateMachine):
             "readings_no_ack": ReadingsMsg(items=[item], ack=False),
             "stats": Stats(),
             "hello": Hello(),
+            "ping": Ping(id=self.next_id),
         }[kind]
         self.to_server += self.client.send(message)
         reply = {"calc": "calc_result", "readings": "ack", "stats": "stats_result"}
@@ -337,6 +340,8 @@ class Conversation(RuleBasedStateMachine):
             self.expected.append(reply[kind])
         elif kind == "hello":
             self.expected.append("welcome")
+        elif kind == "ping":
+            self.expected.append("pong")
 
     @precondition(lambda self: not self.bye_sent)
     @rule(payload=st.sampled_from([b"{", b"null", b'{"type": "ack", "acked": {}}', b"{}"]))
@@ -433,3 +438,100 @@ def test_every_split_of_a_stream_gives_the_same_replies() -> None:
     assert run([bytes([b]) for b in stream]) == whole
     for cut in range(len(stream) + 1):
         assert run([stream[:cut], stream[cut:]]) == whole
+
+
+# --- ping, and what the shell's clock needs -------------------------------------------------
+
+
+def test_ping_is_answered_pong_at_once_and_hands_out_nothing() -> None:
+    conversation = server()
+    calc = events(conversation, pack(Calc(id=1, ops=["1"])) + pack(Ping(id=9)) + pack(Ping()))
+    assert [type(e) for e in calc] == [RequestReceived]
+    # The pongs leave before the calc's answer, which is still owed.
+    assert replies(conversation.data_to_send()) == [Pong(id=9), Pong()]
+    assert conversation.owed == 1
+
+
+def test_the_frame_in_progress_is_numbered_for_the_shells_clock() -> None:
+    conversation = server()
+    frame = pack(Stats())
+    assert conversation.frame_in_progress is None
+    events(conversation, frame[:2])  # half a header is a frame begun
+    assert conversation.in_frame
+    assert conversation.frame_in_progress == 0
+    events(conversation, frame[2:] + frame[:5])  # the first whole, the second begun
+    assert conversation.frame_in_progress == 1
+    events(conversation, frame[5:])
+    assert conversation.frame_in_progress is None
+    assert not conversation.in_frame
+
+
+@pytest.mark.parametrize("code", [ErrorCode.IDLE_TIMEOUT, ErrorCode.FRAME_TIMEOUT])
+def test_a_timeout_says_why_and_ends_once_the_rest_is_answered(code: ErrorCode) -> None:
+    conversation = server()
+    (request,) = events(conversation, pack(Calc(id=1, ops=["1"])) + pack(Stats())[:3])
+    conversation.time_out(code, "too slow")
+    assert conversation.state is State.CLOSING
+    assert events(conversation, pack(Stats())) == []  # nothing more is read
+    conversation.reply(request.handle, CalcResult(id=1, results=[1]))
+    assert conversation.state is State.CLOSED
+    assert [m.type for m in replies(conversation.data_to_send())] == ["error", "calc_result"]
+    assert conversation.end_reason == code
+
+
+def test_the_bytes_to_send_are_counted_until_taken() -> None:
+    conversation = server()
+    events(conversation, pack(Ping()))
+    assert conversation.bytes_to_send == len(pack(Pong()))
+    conversation.data_to_send()
+    assert conversation.bytes_to_send == 0
+
+
+_STREAM_PARTS = [
+    pack(Hello()),
+    pack(Calc(id=1, ops=["2", "3"])),
+    pack(Ping(id=4)),
+    encode_frame(b"{broken"),
+    encode_frame(b'{"type": "welcome"}'),
+    pack(Stats()),
+    pack(ReadingsMsg(items=[Reading(sensor="s", seq=1, ts=1.0, value=1)], ack=False)),
+    pack(Bye()),
+    encode_frame(b"x" * 5000),  # over max_frame: ends the conversation
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    parts=st.lists(st.sampled_from(_STREAM_PARTS), max_size=8),
+    cuts=st.lists(st.integers(0, 2000), max_size=12),
+    eof=st.booleans(),
+)
+def test_any_split_of_any_stream_gives_the_same_events(
+    parts: list[bytes], cuts: list[int], eof: bool
+) -> None:
+    """Property: however the transport splits a byte stream, the conversation hands out
+    the same events, sends the same bytes, and ends in the same state."""
+    stream = b"".join(parts)
+
+    def run(chunks: list[bytes]) -> tuple[list[Any], bytes, State, int | None]:
+        conversation = server()
+        seen: list[Any] = []
+        out = b""
+        for chunk in [*filter(None, chunks), *([b""] if eof else [])]:
+            conversation.receive_data(chunk)
+            while (event := conversation.next_event()) is not None:
+                # A Rejected holds an exception, which compares by identity: its code and
+                # message are what the conversation said.
+                seen.append(
+                    (event.error.code, event.error.message)
+                    if isinstance(event, Rejected)
+                    else event
+                )
+                if isinstance(event, RequestReceived):
+                    conversation.reply(event.handle, _reply_for(event.message))
+            out += conversation.data_to_send()
+        return seen, out, conversation.state, conversation.frame_in_progress
+
+    offsets = sorted({min(cut, len(stream)) for cut in cuts})
+    chunks = [stream[a:b] for a, b in zip([0, *offsets], [*offsets, len(stream)], strict=True)]
+    assert run(chunks) == run([stream])

@@ -28,6 +28,8 @@ from forkwire.protocol.messages import (
     CalcResult,
     Error,
     Hello,
+    Ping,
+    Pong,
     ReadingMsg,
     ReadingsMsg,
     Report,
@@ -72,6 +74,9 @@ EVERY_MESSAGE: list[Any] = [
     Ack(acked={}),
     Ack(acked={"a": [(1, 3), (5, 5)], "b": [(0, 0)]}, duplicates=2),
     Stats(),
+    Ping(),
+    Ping(id=5),
+    Pong(id=5),
     StatsResult(counters={"jobs": 3, "load": 0.5}),
     Report(),
     Report(sensors=["a", "b"], since=10.5, fill="previous", max_gap=3),
@@ -202,6 +207,8 @@ def test_every_message_type_is_covered() -> None:
         "series",
         "series_result",
         "bye",
+        "ping",
+        "pong",
         "error",
     }
     assert tags == REQUEST_TYPES | REPLY_TYPES

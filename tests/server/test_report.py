@@ -92,7 +92,7 @@ def test_build_report_keeps_one_copy_of_a_repeated_seq() -> None:
 
 def test_build_report_of_nothing() -> None:
     """No rows give a report with no sensors."""
-    assert build_report([], now=NOW) == {"generated_at": NOW, "sensors": {}}
+    assert build_report([], now=NOW) == {"generated_at": NOW, "sensors": {}, "sensors_omitted": 0}
 
 
 def test_producers_are_judged_each_on_its_own_seqs() -> None:

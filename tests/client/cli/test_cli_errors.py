@@ -252,12 +252,17 @@ async def test_connection_lost_is_status_1(tmp_path: Path) -> None:
 
 
 async def test_calc_failed_is_status_1(tmp_path: Path) -> None:
-    """CalcFailed: the server goes away with the job unanswered; said as 'calc failed'."""
+    """CalcFailed: the server goes away with the job unanswered, every time the job is
+    sent again (on a new connection, each loss logged); said as 'calc failed'."""
     async with one_trick("close") as (_, port):
         done = await cli(
             "calc", str(ops_file(tmp_path)), "-o", str(tmp_path / "r.txt"), "--port", str(port)
         )
-    assert_one_line(done, 1, "calc failed: ")
+    assert done.returncode == 1, done.stderr
+    *logged, last = done.stderr.splitlines()
+    assert last.startswith("forkwire: calc failed: job 0 was sent 6 times"), done.stderr
+    assert len(logged) == 6
+    assert all("connection lost" in line for line in logged)
 
 
 async def test_report_failed_is_status_1(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ conversation, :mod:`~forkwire.protocol.datagram` those of UDP, and ``PROTOCOL.md
 top of the repository describes the wire for implementers in any language.
 """
 
+from forkwire.protocol.auth import REPLAY_WINDOW, TokenCheck
 from forkwire.protocol.codes import CLOSING_CODES, ErrorCode, ExpressionCode, Stat
 from forkwire.protocol.connection import (
     CLIENT_MAX_FRAME,
@@ -23,6 +24,7 @@ from forkwire.protocol.datagram import (
     DatagramRequest,
     Dropped,
     ServerDatagrams,
+    Unauthenticated,
 )
 from forkwire.protocol.errors import (
     BadJSON,
@@ -31,6 +33,7 @@ from forkwire.protocol.errors import (
     LocalProtocolError,
     ProtocolError,
     TruncatedFrame,
+    Unauthorized,
     UnexpectedMessage,
     UnknownType,
     UnsupportedVersion,
@@ -68,6 +71,7 @@ from forkwire.protocol.messages import (
     Report,
     ReportResult,
     Request,
+    Sealed,
     Series,
     SeriesResult,
     Stats,
@@ -109,6 +113,7 @@ __all__ = [
     "MAX_VALUE",
     "MAX_VALUE_INT",
     "PROTOCOL_VERSION",
+    "REPLAY_WINDOW",
     "SENSOR_PATTERN",
     "SUPPORTED_VERSIONS",
     "Ack",
@@ -148,6 +153,7 @@ __all__ = [
     "ReportResult",
     "Request",
     "RequestReceived",
+    "Sealed",
     "SensorReport",
     "Series",
     "SeriesResult",
@@ -157,7 +163,10 @@ __all__ = [
     "State",
     "Stats",
     "StatsResult",
+    "TokenCheck",
     "TruncatedFrame",
+    "Unauthenticated",
+    "Unauthorized",
     "UnexpectedMessage",
     "UnknownType",
     "UnsupportedVersion",

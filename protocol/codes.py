@@ -49,6 +49,9 @@ class ErrorCode(StrEnum):
     #: A frame's header arrived but not the rest of it within ``frame_timeout``; it is
     #: closed.
     FRAME_TIMEOUT = "frame_timeout"
+    #: The server requires a token: a request before a ``hello`` with it, or a ``hello``
+    #: with a wrong or missing one; the connection is closed.
+    UNAUTHORIZED = "unauthorized"
 
 
 #: Codes after which the server closes the connection: a stream whose position is lost
@@ -60,6 +63,7 @@ CLOSING_CODES: frozenset[ErrorCode] = frozenset(
         ErrorCode.STORAGE_UNAVAILABLE,
         ErrorCode.IDLE_TIMEOUT,
         ErrorCode.FRAME_TIMEOUT,
+        ErrorCode.UNAUTHORIZED,
     }
 )
 
@@ -142,6 +146,13 @@ class Stat(StrEnum):
     #: Not one frame (dropped unanswered), or one frame that failed validation (answered).
     UDP_DATAGRAMS_MALFORMED = "udp_datagrams_malformed"
     UDP_DATAGRAMS_REJECTED = "udp_datagrams_rejected"
+    #: Dropped unanswered: no valid proof of the server's token (not sealed, a wrong MAC,
+    #: outside the replay window, or a nonce seen already).
+    UDP_DATAGRAMS_UNAUTHENTICATED = "udp_datagrams_unauthenticated"
+    #: TCP connections closed ``unauthorized`` (no valid token in their ``hello``).
+    CONNECTIONS_UNAUTHORIZED = "connections_unauthorized"
+    #: TLS handshakes that failed (a plain client on a TLS port, a bad certificate).
+    TLS_HANDSHAKE_FAILURES = "tls_handshake_failures"
     #: Dropped because the server was shutting down.
     UDP_DATAGRAMS_REFUSED_STOPPING = "udp_datagrams_refused_stopping"
     #: Dropped unread because ``udp_max_inflight`` requests were being answered already.

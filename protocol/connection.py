@@ -18,6 +18,10 @@ The server's rules, in one place:
 * every request gets exactly one reply, except readings sent with ``ack: false`` (none
   unless it is an ``error``); replies to requests that take time (jobs, readings, reports)
   are sent as they complete, so they may overtake each other and later quick replies;
+* with a token (``token=``), nothing but a ``hello`` carrying it is answered until one
+  came: any other frame before it, or a ``hello`` with a wrong or missing token, is
+  answered ``unauthorized`` and ends the conversation (a client that cannot prove the
+  token learns nothing else, not even how its frame was malformed);
 * ``ping`` is answered ``pong`` at once, by the conversation (no request is handed out);
 * when the shell's clock says the client took too long (:meth:`ServerConnection.time_out`:
   no first request, no frame for ``idle_timeout``, a frame left half-sent), the error
@@ -37,11 +41,13 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Final
 
+from forkwire.protocol.auth import TokenCheck
 from forkwire.protocol.codes import CLOSING_CODES, ErrorCode
 from forkwire.protocol.errors import (
     LocalProtocolError,
     ProtocolError,
     TruncatedFrame,
+    Unauthorized,
     UnsupportedVersion,
 )
 from forkwire.protocol.framing import DEFAULT_MAX_FRAME, FrameDecoder
@@ -124,10 +130,20 @@ class ServerConnection:
     Args:
         welcome: the answer to every ``hello``.
         max_frame: the largest request frame read; a larger header ends the conversation.
+        token: the token a ``hello`` must carry before anything is answered; None: none.
     """
 
-    def __init__(self, welcome: Welcome, *, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+    def __init__(
+        self,
+        welcome: Welcome,
+        *,
+        max_frame: int = DEFAULT_MAX_FRAME,
+        token: TokenCheck | None = None,
+    ) -> None:
         self.welcome = welcome
+        self._token = token
+        #: Whether requests are served: no token is required, or a hello carried it.
+        self.authenticated = token is None
         self.state = State.OPEN
         #: The version of this conversation: 1 until a hello asks for another.
         self.version = 1
@@ -199,7 +215,17 @@ class ServerConnection:
             try:
                 message = decode_request(payload)
             except ProtocolError as exc:
+                if not self.authenticated:
+                    return self._refuse("a valid hello with the token must come first")
                 return self._reject(exc)
+            if not self.authenticated:
+                if not isinstance(message, Hello):
+                    return self._refuse(f"{message.type} before a hello with the token")
+                assert self._token is not None
+                if not self._token.check(message.token):
+                    missing = message.token is None
+                    return self._refuse("hello without a token" if missing else "wrong token")
+                self.authenticated = True
             if isinstance(message, Hello):
                 try:
                     welcome = negotiate(message, self.welcome)
@@ -271,6 +297,11 @@ class ServerConnection:
         self.frames_rejected += 1
         self._queue(Error(code=error.code, message=error.message, ref=error.ref))
         return Rejected(error)
+
+    def _refuse(self, why: str) -> Rejected:
+        event = self._reject(Unauthorized(f"this server requires a token: {why}"))
+        self._stop_reading(ErrorCode.UNAUTHORIZED)
+        return event
 
     def _stop_reading(self, reason: str) -> None:
         if self.state is State.OPEN:

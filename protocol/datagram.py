@@ -10,16 +10,27 @@ and ``series`` are TCP-only: each is a full read of the store for a datagram of 
 ``max_reply``, whichever is larger, is replaced by a short ``reply_too_large``: a forged
 source address gets back no more than a bounded reflection. With ``max_reply`` 0 no reply
 is ever larger than its request: one that would be, even as that error, is not sent.
+
+With a token, every datagram must be a :class:`~forkwire.protocol.messages.Sealed`
+envelope that proves it (:mod:`forkwire.protocol.auth`): one that does not, ``hello`` and
+``bye`` included, is dropped unanswered (:class:`Unauthenticated`), since an answer, even
+an error, would let a forged source address aim the server at a third party. Without a
+token, a sealed datagram is opened unchecked, as a ``hello`` token is ignored over TCP.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
+from pydantic import ValidationError
+
+from forkwire.protocol.auth import Opener, TokenCheck, Unsealed, seal
 from forkwire.protocol.codes import ErrorCode
 from forkwire.protocol.connection import Rejected, negotiate
-from forkwire.protocol.errors import BadMessage, ProtocolError, UnsupportedVersion
+from forkwire.protocol.errors import BadMessage, ProtocolError, UnknownType, UnsupportedVersion
 from forkwire.protocol.framing import DEFAULT_MAX_FRAME, decode_datagram
 from forkwire.protocol.messages import (
     Bye,
@@ -32,6 +43,8 @@ from forkwire.protocol.messages import (
     Welcome,
     decode_reply,
     decode_request,
+    decode_sealed,
+    encode_message,
     pack,
 )
 
@@ -49,6 +62,16 @@ class Dropped:
 
 
 @dataclass(frozen=True, slots=True)
+class Unauthenticated:
+    """The server has a token and the datagram did not prove it: nothing is answered.
+
+    ``reason``: ``not_sealed``, ``bad_mac``, ``outside_window`` or ``replayed``.
+    """
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Answered:
     """A ``hello`` or ``bye``, answered by the rules (welcome, bye)."""
 
@@ -62,7 +85,7 @@ class DatagramRequest:
     message: Request
 
 
-DatagramEvent = DatagramRequest | Answered | Rejected | Dropped
+DatagramEvent = DatagramRequest | Answered | Rejected | Dropped | Unauthenticated
 
 
 class ServerDatagrams:
@@ -73,6 +96,8 @@ class ServerDatagrams:
         max_frame: the largest frame accepted.
         max_reply: the largest reply datagram sent to a smaller request (a reply may be as
             large as its request, up to ``MAX_DATAGRAM``); 0: none larger than its request.
+        token: the token each datagram must prove; None: none required.
+        clock: UNIX time now, for the replay window.
     """
 
     def __init__(
@@ -81,10 +106,14 @@ class ServerDatagrams:
         *,
         max_frame: int = DEFAULT_MAX_FRAME,
         max_reply: int = MAX_DATAGRAM,
+        token: TokenCheck | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.welcome = welcome
         self.max_frame = max_frame
         self.max_reply = max_reply
+        self.clock = clock
+        self._opener = Opener(token) if token is not None else None
 
     def receive(self, datagram: bytes) -> tuple[DatagramEvent, bytes | None]:
         """What one datagram means, and the reply the rules give it: None for a dropped
@@ -95,8 +124,21 @@ class ServerDatagrams:
             payload = decode_datagram(datagram, max_frame=self.max_frame)
         except ProtocolError as exc:
             return Dropped(exc), None
+        if self._opener is not None:
+            try:
+                payload = self._opener.open(payload, self.clock())
+            except Unsealed as refused:
+                return Unauthenticated(refused.reason), None
         try:
             message = decode_request(payload)
+        except UnknownType as exc:
+            opened = _open_unchecked(payload) if self._opener is None else None
+            if opened is None:
+                return Rejected(exc), self._error(exc, size)
+            try:
+                message = decode_request(opened)
+            except ProtocolError as inner:
+                return Rejected(inner), self._error(inner, size)
         except ProtocolError as exc:
             return Rejected(exc), self._error(exc, size)
         if isinstance(message, Hello):
@@ -138,15 +180,37 @@ class ServerDatagrams:
         return self.reply(error, request_size=request_size)
 
 
-class ClientDatagrams:
-    """The client's side: requests to datagrams, datagrams to replies."""
+def _open_unchecked(payload: bytes) -> bytes | None:
+    try:
+        return decode_sealed(payload).body.encode()
+    except (ValidationError, ValueError):
+        return None
 
-    def __init__(self, *, max_frame: int = MAX_DATAGRAM) -> None:
+
+class ClientDatagrams:
+    """The client's side: requests to datagrams, datagrams to replies.
+
+    Args:
+        token: seal every request with it (a server with a token reads nothing else).
+        clock: UNIX time now, for the seal's ``ts``.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_frame: int = MAX_DATAGRAM,
+        token: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.max_frame = max_frame
+        self.token = token or None
+        self.clock = clock
 
     def send(self, message: Request) -> bytes:
-        """The datagram of one request."""
-        return pack(message)
+        """The datagram of one request, sealed when there is a token."""
+        if self.token is None:
+            return pack(message)
+        return seal(encode_message(message), self.token, self.clock())
 
     def receive(self, datagram: bytes) -> Reply:
         """The reply one datagram holds.

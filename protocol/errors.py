@@ -69,5 +69,11 @@ class UnsupportedVersion(ProtocolError):
     code = ErrorCode.UNSUPPORTED_VERSION
 
 
+class Unauthorized(ProtocolError):
+    """The server requires a token, and this conversation has not shown it."""
+
+    code = ErrorCode.UNAUTHORIZED
+
+
 class LocalProtocolError(RuntimeError):
     """This side used the conversation object wrongly (a bug in the caller)."""

@@ -96,7 +96,8 @@ class Hello(_Message):
     client: str = Field(default="", max_length=200)
     """Free text naming the client program, for the server's log."""
     token: str | None = None
-    """Reserved for authentication (a later version); ignored by v1 servers."""
+    """The server's shared token, when it requires one (its ``--token``); a server without
+    one ignores it. Send it over TLS only: it is a password."""
 
 
 class Calc(_Message):
@@ -405,6 +406,34 @@ Message: TypeAlias = (
     | Ping
     | Pong
 )
+
+
+class Sealed(_Message):
+    """A UDP datagram's proof of the token (a server with a token reads no other): the
+    request's JSON in ``body``, and an HMAC-SHA256 over it keyed by the token. Never sent
+    over TCP, where ``hello`` carries the token once."""
+
+    type: Literal["sealed"] = "sealed"
+    ts: Annotated[int, Field(ge=0, le=MAX_INT64)]
+    """When it was sealed, UNIX milliseconds: the server refuses one more than 30 s from
+    its clock (the replay window)."""
+    nonce: str = Field(pattern=r"^[0-9a-f]{16,64}$")
+    """16 to 64 hex digits, random per datagram: the server refuses a nonce it has seen
+    within the window (a replay)."""
+    mac: str = Field(pattern=r"^[0-9a-f]{64}$")
+    """Hex HMAC-SHA256, keyed by the token's UTF-8 bytes, of ``forkwire-udp-v1\n``, the
+    decimal ``ts``, ``\n``, the ``nonce``, ``\n``, and the ``body``'s UTF-8 bytes."""
+    body: str
+    """The request, one JSON object as it would be a frame's payload."""
+
+
+_SEALED: Final[TypeAdapter[Sealed]] = TypeAdapter(Sealed)
+
+
+def decode_sealed(payload: bytes) -> Sealed:
+    """Parse a sealed datagram's payload; raises pydantic's ValidationError."""
+    return _SEALED.validate_json(payload)
+
 
 _REQUESTS: Final[TypeAdapter[Request]] = TypeAdapter(Request)
 _REPLIES: Final[TypeAdapter[Reply]] = TypeAdapter(Reply)

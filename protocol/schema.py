@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import TypeAdapter
 
 from forkwire.protocol.codes import ErrorCode, ExpressionCode, Stat
-from forkwire.protocol.messages import PROTOCOL_VERSION, Reply, Request
+from forkwire.protocol.messages import PROTOCOL_VERSION, Reply, Request, Sealed
 
 
 def protocol_schema() -> dict[str, Any]:
@@ -22,6 +22,7 @@ def protocol_schema() -> dict[str, Any]:
         [
             ("Request", "validation", TypeAdapter(Request)),
             ("Reply", "validation", TypeAdapter(Reply)),
+            ("Sealed", "validation", TypeAdapter(Sealed)),
         ],
         title=f"forkwire wire protocol v{PROTOCOL_VERSION}",
         description=(
@@ -33,6 +34,8 @@ def protocol_schema() -> dict[str, Any]:
     definitions = schema["$defs"]
     definitions["Request"] = by_key[("Request", "validation")]
     definitions["Reply"] = by_key[("Reply", "validation")]
+    # Only a UDP datagram to a server with a token carries it, around a Request's JSON.
+    definitions["Sealed"] = by_key[("Sealed", "validation")]
     definitions["ErrorCode"] = {"enum": [code.value for code in ErrorCode]}
     definitions["ExpressionCode"] = {"enum": [code.value for code in ExpressionCode]}
     definitions["Stat"] = {"enum": [name.value for name in Stat]}

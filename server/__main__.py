@@ -12,10 +12,11 @@ import inspect
 import types
 import typing
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 from pydantic.fields import FieldInfo
 
 from forkwire.server.app import run
@@ -74,6 +75,10 @@ def _cli_type(annotation: Any) -> tuple[Any, str | None]:
         annotation = typing.get_args(annotation)[0]
     if typing.get_origin(annotation) is tuple:  # repeatable: --db A --db B
         return list[str], "URL"
+    if annotation is SecretStr:  # the model wraps it: never printed, never logged
+        return str, "TEXT"
+    if annotation is Path:
+        return str, "PATH"
     return annotation, {int: "N", float: "SECONDS", str: "TEXT"}.get(annotation)
 
 

@@ -33,6 +33,7 @@ from forkwire.server.sinks import Sinks
 from forkwire.server.storage import Repository, open_repository, open_sink
 from forkwire.server.storage.base import SCHEMA_VERSION
 from forkwire.server.tcp import Budget, Door, TcpConnection
+from forkwire.server.tls import Handshakes, tls_context
 from forkwire.server.udp import UdpEndpoint, kernel_udp_stats, open_udp
 
 log = structlog.get_logger("forkwire.server")
@@ -68,6 +69,8 @@ class App:
             settings.workers, settings.max_queued_jobs, settings.jobs_per_connection
         )
         self._door: Door | None = None
+        self._handshakes: Handshakes | None = None
+        self._handshaking = 0  # connections in their TLS handshake: counted as open
         self._partial = Budget(settings.max_partial)
         self.dispatcher.stats_sources.append(
             lambda: {
@@ -171,6 +174,9 @@ class App:
 
     async def _serve(self, stop: asyncio.Event) -> None:
         settings = self.settings
+        context = tls_context(settings)
+        if context is not None:
+            self._handshakes = Handshakes(context, settings.hello_timeout)
         server = await asyncio.start_server(
             self._on_connect, settings.host, settings.port, reuse_address=True
         )
@@ -192,6 +198,9 @@ class App:
             workers=settings.workers,
             max_frame=settings.max_frame,
             job_timeout=settings.job_timeout,
+            tls=context is not None,
+            tls_client_certificates=settings.tls_client_ca is not None,
+            token_required=self.dispatcher.token is not None,
         )
         self.started.set()
         try:
@@ -204,7 +213,17 @@ class App:
             writer.close()
             return
         assert self._door is not None
-        refusal = self._door.refusal(len(self._connections))
+        # Counted before the handshake: connections in it hold a descriptor too.
+        refusal = self._door.refusal(len(self._connections) + self._handshaking)
+        if self._handshakes is not None:
+            self._handshaking += 1
+            try:
+                failed = await self._handshakes.secure(writer)
+            finally:
+                self._handshaking -= 1
+            if failed is not None:
+                self.dispatcher.counters[Stat.TLS_HANDSHAKE_FAILURES] += 1
+                return
         if refusal is not None:
             self._door.refuse(writer, refusal, self.dispatcher.counters)
             return

@@ -8,9 +8,10 @@ default needs words (``None`` meaning "the TCP port number"), is how help shows 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from forkwire.protocol import DEFAULT_MAX_FRAME, DEFAULT_PORT
@@ -195,6 +196,34 @@ class Settings(BaseSettings):
         "statements (a commit that runs over fails its batch: storage_unavailable, nothing "
         "acked), and SQLite's wait for another process's lock.",
     )
+    token: SecretStr | None = Field(
+        default=None,
+        description="A shared secret every client must show (TCP: in hello; UDP: an HMAC "
+        "of each datagram); without it nothing is served. Prefer --token-file or the "
+        "environment: a command line is visible to other users.",
+        json_schema_extra=_shown("none: anyone who reaches the port is served"),
+    )
+    token_file: Path | None = Field(
+        default=None,
+        description="Read the token from this file (its first line).",
+        json_schema_extra=_shown("none"),
+    )
+    tls_cert: Path | None = Field(
+        default=None,
+        description="PEM certificate chain: TCP is served over TLS 1.2+ (UDP is not "
+        "encrypted; with a token it is authenticated).",
+        json_schema_extra=_shown("none: plain TCP"),
+    )
+    tls_key: Path | None = Field(
+        default=None,
+        description="PEM private key of --tls-cert (if not in the same file).",
+        json_schema_extra=_shown("in --tls-cert"),
+    )
+    tls_client_ca: Path | None = Field(
+        default=None,
+        description="PEM CA certificates: clients must present a certificate they signed.",
+        json_schema_extra=_shown("none: no client certificates"),
+    )
     log_format: Literal["auto", "console", "json"] = Field(
         default="auto", description="Log lines: console on a terminal, JSON otherwise (auto)."
     )
@@ -219,6 +248,37 @@ class Settings(BaseSettings):
                 f"max_reply ({self.max_reply}) must be at least max_frame ({self.max_frame})"
             )
         return self
+
+    @model_validator(mode="after")
+    def _one_token(self) -> Settings:
+        if self.token is not None and self.token_file is not None:
+            raise ValueError("give --token or --token-file, not both")
+        if self.token is not None and not self.token.get_secret_value():
+            raise ValueError("the token must not be empty")
+        if (self.tls_key is not None or self.tls_client_ca is not None) and self.tls_cert is None:
+            raise ValueError("--tls-key and --tls-client-ca need --tls-cert")
+        return self
+
+    def secret(self) -> str | None:
+        """The token, from --token or the first line of --token-file; None: none.
+
+        Raises:
+            ValueError: the file cannot be read, or holds an empty first line.
+        """
+        if self.token is not None:
+            return self.token.get_secret_value()
+        if self.token_file is None:
+            return None
+        try:
+            lines = self.token_file.read_text().splitlines()
+        except OSError as exc:
+            raise ValueError(
+                f"cannot read --token-file {self.token_file}: {exc.strerror}"
+            ) from None
+        token = lines[0].strip() if lines else ""
+        if not token:
+            raise ValueError(f"--token-file {self.token_file} holds no token on its first line")
+        return token
 
     @property
     def jobs_per_connection(self) -> int:

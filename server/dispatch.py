@@ -40,6 +40,7 @@ from forkwire.protocol import (
     Stat,
     Stats,
     StatsResult,
+    TokenCheck,
     Welcome,
 )
 from forkwire.server.config import Settings
@@ -87,6 +88,9 @@ class Dispatcher:
         # A storage outage: when it began (monotonic), and its rate-limited log.
         self._outage_since: float | None = None
         self._storage_log = RateLimitedLog(log, every=STORAGE_LOG_EVERY)
+        secret = settings.secret()
+        #: The token every client must prove, over TCP and UDP; None: none is required.
+        self.token = TokenCheck(secret) if secret is not None else None
 
     def welcome(self) -> Welcome:
         """The answer to ``hello``: version, frame limit, and the interpreter's limits."""

@@ -63,7 +63,9 @@ class TcpConnection:
         self.partial = partial or Budget(settings.max_partial)
         self._partial_held = 0  # this connection's share of it
         self.id = next(_conn_ids)
-        self.conversation = ServerConnection(dispatcher.welcome(), max_frame=settings.max_frame)
+        self.conversation = ServerConnection(
+            dispatcher.welcome(), max_frame=settings.max_frame, token=dispatcher.token
+        )
         self._counted = (0, 0, 0)  # the conversation's frame counts already in counters
         self._pending: set[asyncio.Task[None]] = set()
         # Requests handed out and not answered, and their bytes: at either bound the reader
@@ -150,6 +152,9 @@ class TcpConnection:
                     self._pending.add(task)
                     task.add_done_callback(self._pending.discard)
                 elif isinstance(event, Rejected):
+                    if event.error.code == ErrorCode.UNAUTHORIZED:
+                        self.counters[Stat.CONNECTIONS_UNAUTHORIZED] += 1
+                    # The message is the server's own words, never the client's token.
                     log.info("bad_frame", code=event.error.code, detail=event.error.message[:200])
                 elif isinstance(event, Greeted):
                     log.debug("hello", client=event.hello.client[:80])

@@ -31,8 +31,10 @@ from forkwire.protocol import (
     Request,
     ServerDatagrams,
     Stat,
+    Unauthenticated,
 )
 from forkwire.server.dispatch import Dispatcher
+from forkwire.server.logs import RateLimitedLog
 
 log = structlog.get_logger("forkwire.udp")
 
@@ -47,13 +49,17 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         self.counters = dispatcher.counters
         settings = dispatcher.settings
         self.rules = ServerDatagrams(
-            dispatcher.welcome(), max_frame=settings.max_frame, max_reply=settings.udp_max_reply
+            dispatcher.welcome(),
+            max_frame=settings.max_frame,
+            max_reply=settings.udp_max_reply,
+            token=dispatcher.token,
         )
         self.max_inflight = settings.udp_max_inflight
         self._job_slots = asyncio.Semaphore(max(1, dispatcher.runner.workers // 2))
         self.transport: asyncio.DatagramTransport | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._accepting = True
+        self._unauthenticated_log = RateLimitedLog(log, every=10.0)
         dispatcher.stats_sources.append(self._gauges)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -69,6 +75,13 @@ class UdpEndpoint(asyncio.DatagramProtocol):
             self.counters[Stat.UDP_DATAGRAMS_DROPPED_BUSY] += 1
             return
         event, reply = self.rules.receive(data)
+        if isinstance(event, Unauthenticated):
+            # Never answered: a reply to a forged source would make us a reflector.
+            self.counters[Stat.UDP_DATAGRAMS_UNAUTHENTICATED] += 1
+            self._unauthenticated_log.info(
+                "udp_unauthenticated", key=event.reason, reason=event.reason, peer=_peer(addr)
+            )
+            return
         if isinstance(event, Dropped):
             self.counters[Stat.UDP_DATAGRAMS_MALFORMED] += 1
         elif isinstance(event, Rejected):
@@ -118,6 +131,12 @@ class UdpEndpoint(asyncio.DatagramProtocol):
     def stop_accepting(self) -> None:
         """Shutdown: drop new datagrams (counted) but keep the socket to answer the old."""
         self._accepting = False
+
+
+def _peer(addr: Address) -> str:
+    if isinstance(addr, tuple) and len(addr) >= 2:
+        return f"{addr[0]}:{addr[1]}"
+    return str(addr)
 
 
 async def open_udp(

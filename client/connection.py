@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import ssl
+from pathlib import Path
 from types import TracebackType
 from typing import Final
 
@@ -17,6 +20,7 @@ from forkwire.protocol import (
     Bye,
     ClientConnection,
     Error,
+    ErrorCode,
     Hello,
     LocalProtocolError,
     ProtocolError,
@@ -37,11 +41,55 @@ _READ_SIZE: Final = 256 * 1024
 HELLO_TIMEOUT: Final = 5.0
 
 
+#: The first bytes of a TLS alert record (content type 21, version 3.x): what a TLS server
+#: answers to a client that speaks in the clear.
+_TLS_ALERT: Final = b"\x15\x03"
+
+
+@dataclasses.dataclass(frozen=True)
+class Credentials:
+    """What a client shows a server that wants it: the token, and whether to speak TLS.
+
+    Args:
+        token: sent in ``hello`` (TCP) and sealing each datagram (UDP); None: none.
+        tls: speak TLS on TCP, checking the server's certificate and host name.
+        cafile: PEM CA certificates to check it with; None: the system's store.
+    """
+
+    token: str | None = None
+    tls: bool = False
+    cafile: Path | None = None
+
+    def __repr__(self) -> str:
+        shown = "***" if self.token else None
+        return f"Credentials(token={shown}, tls={self.tls}, cafile={self.cafile})"
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The client's TLS context (TLS 1.2+), or None without ``tls``.
+
+        Raises:
+            ConnectError: the CA file cannot be read.
+        """
+        if not self.tls and self.cafile is None:
+            return None
+        try:
+            context = ssl.create_default_context(cafile=self.cafile)
+        except (OSError, ValueError) as exc:
+            raise ConnectError(f"cannot use the CA file {self.cafile}: {exc}") from None
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        return context
+
+
+#: No token, no TLS.
+PLAIN: Final = Credentials()
+
+
 class BadFrame(ConnectionLost):
     """The server sent bytes that are not a forkwire frame."""
 
     def __init__(self, problem: str, sent: bytes = b"") -> None:
         super().__init__(f"bad frame from the server: {problem}")
+        self.sent = sent
         #: For a first answer: what the peer sent, which says what it is (HTTP, SSH...).
         self.detail = (
             f"it answered with {sent!r}..., not a forkwire frame"
@@ -76,23 +124,35 @@ class Connection:
         client: str = "forkwire",
         connect_timeout: float = 10.0,
         hello_timeout: float = HELLO_TIMEOUT,
+        credentials: Credentials = PLAIN,
     ) -> Connection:
-        """Connect and exchange ``hello``/``welcome``.
+        """Connect (over TLS if the credentials say so) and exchange ``hello``/``welcome``.
 
         Raises:
-            ConnectError: unreachable, refused, timed out, or not a forkwire server.
+            ConnectError: unreachable, refused, timed out, not a forkwire server, TLS on
+                one side only, or the token refused.
         """
         address = f"{host}:{port}"
+        context = credentials.ssl_context()
         try:
             reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(host, port), timeout=connect_timeout
+                asyncio.open_connection(host, port, ssl=context), timeout=connect_timeout
             )
+        except ssl.SSLCertVerificationError as exc:
+            raise ConnectError(
+                f"{address}'s TLS certificate was refused: {exc.verify_message} "
+                "(give its CA with --cafile)"
+            ) from None
+        except ssl.SSLError as exc:
+            raise ConnectError(
+                f"{address} does not speak TLS ({exc.reason or exc}): drop --tls, or check the port"
+            ) from None
         except (OSError, TimeoutError) as exc:
             reason = "timed out" if isinstance(exc, TimeoutError) else exc.strerror or str(exc)
             raise ConnectError(f"cannot connect to {address}: {reason}") from None
         connection = cls(reader, writer, address)
         try:
-            await connection.send(Hello(client=client))
+            await connection.send(Hello(client=client, token=credentials.token))
             reply = await asyncio.wait_for(connection.recv(), timeout=hello_timeout)
         except TimeoutError:
             await connection.close()
@@ -101,10 +161,23 @@ class Connection:
             ) from None
         except BadFrame as exc:
             await connection.close()
+            if exc.sent.startswith(_TLS_ALERT) and context is None:
+                raise ConnectError(f"{address}: the server speaks TLS: use --tls") from None
             raise ConnectError(f"{address} is not a forkwire server: {exc.detail}") from None
         except (ConnectionLost, OSError) as exc:
             await connection.close()
+            # A TLS server aborts a handshake it cannot read without a word (asyncio's sends
+            # no alert): ask it for one to say so, rather than "closed the connection".
+            if context is None and await _speaks_tls(host, port, hello_timeout):
+                raise ConnectError(f"{address}: the server speaks TLS: use --tls") from None
             raise ConnectError(f"{address} did not answer hello: {exc}") from None
+        if isinstance(reply, Error) and reply.code == ErrorCode.UNAUTHORIZED:
+            await connection.close()
+            if credentials.token is None:
+                raise ConnectError(
+                    f"{address} requires a token: give it with --token or FORKWIRE_TOKEN"
+                )
+            raise ConnectError(f"{address} refused the token: it is not the server's")
         if not isinstance(reply, Welcome):
             await connection.close()
             detail = describe_error(reply) if isinstance(reply, Error) else repr(reply.type)
@@ -175,6 +248,22 @@ class Connection:
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+
+async def _speaks_tls(host: str, port: int, wait: float) -> bool:
+    """Whether a TLS handshake with ``host:port`` succeeds (its certificate unchecked:
+    this only tells what the port speaks, and nothing is sent over it)."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        async with asyncio.timeout(wait):
+            _, writer = await asyncio.open_connection(host, port, ssl=context)
+    except (OSError, TimeoutError):
+        return False
+    with contextlib.suppress(OSError):
+        writer.close()
+    return True
 
 
 def describe_error(error: Error) -> str:

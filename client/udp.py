@@ -20,8 +20,8 @@ DEFAULT_DATAGRAM = 1400
 
 
 class _Receiver(asyncio.DatagramProtocol):
-    def __init__(self) -> None:
-        self.rules = ClientDatagrams()
+    def __init__(self, token: str | None = None) -> None:
+        self.rules = ClientDatagrams(token=token)
         self.queue: asyncio.Queue[Reply] = asyncio.Queue()
         self.malformed = 0
         self.errors = 0
@@ -46,8 +46,11 @@ class UdpConnection:
         self.sent = 0
 
     @classmethod
-    async def open(cls, host: str, port: int) -> UdpConnection:
+    async def open(cls, host: str, port: int, *, token: str | None = None) -> UdpConnection:
         """Create the socket (UDP has no handshake: nothing is checked here).
+
+        Args:
+            token: seal every datagram with it (a server with a token reads no other).
 
         Raises:
             ConnectError: the address cannot be used.
@@ -55,11 +58,16 @@ class UdpConnection:
         loop = asyncio.get_running_loop()
         try:
             transport, receiver = await loop.create_datagram_endpoint(
-                _Receiver, remote_addr=(host, port)
+                lambda: _Receiver(token), remote_addr=(host, port)
             )
         except OSError as exc:
             raise ConnectError(f"cannot open UDP to {host}:{port}: {exc}") from None
         return cls(transport, receiver)
+
+    @property
+    def sealed(self) -> bool:
+        """Whether each datagram is sealed with a token (which makes it larger)."""
+        return self._receiver.rules.token is not None
 
     @property
     def malformed(self) -> int:
@@ -89,7 +97,13 @@ class UdpConnection:
                         reply = await self.recv()
                         if isinstance(reply, Welcome):
                             return reply
-        raise ConnectError(f"no answer to hello over UDP after {tries} tries")
+        hint = (
+            " (a server with a token drops datagrams without valid proof of it unanswered: "
+            "check --token, and that both clocks are within 30 s)"
+            if self.sealed
+            else " (a server with a token answers nothing without it: --token)"
+        )
+        raise ConnectError(f"no answer to hello over UDP after {tries} tries{hint}")
 
     def close(self) -> None:
         """Close the socket."""
@@ -109,13 +123,13 @@ class UdpLink:
         self.welcome = welcome
 
     @classmethod
-    async def open(cls, host: str, port: int) -> UdpLink:
+    async def open(cls, host: str, port: int, *, token: str | None = None) -> UdpLink:
         """Open the socket and wait for the server's welcome.
 
         Raises:
             ConnectError: no welcome came back.
         """
-        udp = await UdpConnection.open(host, port)
+        udp = await UdpConnection.open(host, port, token=token)
         try:
             welcome = await udp.hello(wait=1.0, tries=2)
         except ConnectError:

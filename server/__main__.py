@@ -38,7 +38,10 @@ def serve(**options: Any) -> None:
         raise typer.Exit(2) from None
     configure_logging(settings.log_format, settings.log_level)
     try:
-        with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        # uvloop's start_tls on an accepted stream stalls the handshake; asyncio's works,
+        # and a TLS server's cost is in the cipher anyway.
+        factory = asyncio.new_event_loop if settings.tls_cert is not None else loop_factory()
+        with asyncio.Runner(loop_factory=factory) as runner:
             runner.run(run(settings))
     except OSError as exc:
         typer.echo(f"forkwire-server: cannot start: {exc}", err=True)

@@ -178,7 +178,7 @@ class App:
         if context is not None:
             self._handshakes = Handshakes(context, settings.hello_timeout)
         server = await asyncio.start_server(
-            self._on_connect, settings.host, settings.port, reuse_address=True
+            self._accept, settings.host, settings.port, reuse_address=True
         )
         self.port = server.sockets[0].getsockname()[1]
         self._door = Door(settings.max_connections, settings.workers)
@@ -207,6 +207,15 @@ class App:
             await stop.wait()
         finally:
             await self._shutdown(server, udp, udp_transport)
+
+    def _accept(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> Awaitable[None]:
+        # Called as the connection is made, before a byte is read: over TLS, what the client
+        # sends first (its handshake) must reach the TLS layer, not the stream's buffer.
+        if self._handshakes is not None:
+            writer.transport.pause_reading()  # type: ignore[attr-defined]
+        return self._on_connect(reader, writer)
 
     async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self._stopping:

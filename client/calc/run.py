@@ -13,12 +13,12 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import TextIO
+from typing import Final, TextIO
 
 from forkwire.client.calc.batches import read_batches
 from forkwire.client.calc.tcp import FRAME_OVERHEAD, run_calc
 from forkwire.client.calc.window import CalcFailed, CalcSummary, Window, both, until
-from forkwire.client.connection import DEFAULT_HOST, Connection
+from forkwire.client.connection import DEFAULT_HOST, PLAIN, Connection, Credentials
 from forkwire.client.transport import Transport
 from forkwire.client.udp import DEFAULT_DATAGRAM, UdpConnection
 from forkwire.protocol import DEFAULT_PORT, HEADER_SIZE, Calc, CalcResult, Error
@@ -44,6 +44,8 @@ class CalcOptions:
     datagram: int = DEFAULT_DATAGRAM
     #: TCP only: connections the jobs are spread over.
     connections: int = 1
+    #: The token and TLS the server asks for.
+    credentials: Credentials = PLAIN
 
 
 async def calc_file(
@@ -61,7 +63,7 @@ async def calc_file(
         CalcFailed: the run could not complete.
     """
     if options.transport is Transport.udp:
-        udp = await UdpConnection.open(options.host, options.port)
+        udp = await UdpConnection.open(options.host, options.port, token=options.credentials.token)
         try:
             await udp.hello()
             return await run_calc_udp(
@@ -77,7 +79,9 @@ async def calc_file(
             udp.close()
 
     def connect() -> Awaitable[Connection]:
-        return Connection.open(options.host, options.port, client="forkwire-calc")
+        return Connection.open(
+            options.host, options.port, client="forkwire-calc", credentials=options.credentials
+        )
 
     return await run_calc(
         lines,
@@ -88,6 +92,10 @@ async def calc_file(
         window=options.window,
         on_written=on_written,
     )
+
+
+#: Bytes a sealed datagram adds around its request, beyond the escaping of the request.
+SEAL_OVERHEAD: Final = 200
 
 
 async def run_calc_udp(
@@ -153,6 +161,10 @@ async def run_calc_udp(
 
     async def send() -> None:
         budget = datagram - HEADER_SIZE - FRAME_OVERHEAD
+        if udp.sealed:
+            # The job travels as a JSON string in the seal (each quote escaped, at most
+            # doubling it) beside the seal's fields.
+            budget = (budget - SEAL_OVERHEAD) // 2
         for job_id, job in enumerate(read_batches(lines, batch=batch, budget=budget)):
             await jobs.admit(job_id, job)
             transmit(job_id)

@@ -22,12 +22,13 @@ import inspect
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
 from typing import Annotated, Any, TypeVar, get_type_hints
 
 import typer
 from rich.console import Console
 
-from forkwire.client.connection import DEFAULT_HOST
+from forkwire.client.connection import DEFAULT_HOST, Credentials
 from forkwire.client.errors import ClientError, ConnectError, UsageError
 from forkwire.client.logs import configure_logging
 from forkwire.protocol import DEFAULT_PORT
@@ -69,11 +70,43 @@ class Server:
     port: Annotated[
         int, typer.Option(envvar="FORKWIRE_PORT", min=1, max=65535, help="Server TCP port.")
     ] = DEFAULT_PORT
+    token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="FORKWIRE_TOKEN",
+            show_default=False,
+            help="The server's token (TCP: sent in hello, use --tls; UDP: each datagram is "
+            "sealed with it). Prefer the environment: a command line is visible to others.",
+        ),
+    ] = None
+    tls: Annotated[
+        bool,
+        typer.Option(
+            "--tls", envvar="FORKWIRE_TLS", help="Speak TLS to the server (its TCP port)."
+        ),
+    ] = False
+    cafile: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="FORKWIRE_CAFILE",
+            show_default=False,
+            help="PEM CA certificates to check the server's with (implies --tls); default: "
+            "the system's.",
+        ),
+    ] = None
+
+    def __repr__(self) -> str:  # never the token, in a traceback or a log
+        return f"Server(host={self.host!r}, port={self.port}, tls={self.tls})"
+
+    @property
+    def credentials(self) -> Credentials:
+        """What the connections to this server show it."""
+        return Credentials(token=self.token or None, tls=self.tls, cafile=self.cafile)
 
 
 #: How help shows an option's value: as a user writes it, not as a Python type.
 _PLACEHOLDERS = {"int": "N", "float": "NUMBER", "str": "TEXT", "path": "PATH", "bool": "BOOL"}
-_NAMED_PLACEHOLDERS = {"host": "HOST", "db": "URL", "out": "PATH"}
+_NAMED_PLACEHOLDERS = {"host": "HOST", "db": "URL", "out": "PATH", "cafile": "PATH"}
 
 
 def command_line() -> Any:

@@ -54,7 +54,16 @@ def calc(
     ] = None,
 ) -> None:
     """Evaluate every line of FILE on the server; write the results in input order."""
-    options = CalcOptions(server.host, server.port, batch, window, transport, datagram, connections)
+    options = CalcOptions(
+        server.host,
+        server.port,
+        batch,
+        window,
+        transport,
+        datagram,
+        connections,
+        credentials=server.credentials,
+    )
     show = sys.stderr.isatty() if progress is None else progress
     written = 0
 

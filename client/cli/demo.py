@@ -18,6 +18,17 @@ def demo(
         str | None, typer.Option(help="Measure this server instead of starting one.")
     ] = None,
     port: Annotated[int | None, typer.Option(help="Its TCP (and UDP) port.")] = None,
+    token: Annotated[
+        str | None,
+        # No FORKWIRE_TOKEN here: the demo's own server has none, and the environment
+        # never picks the demo's server (see --host).
+        typer.Option(show_default=False, help="Its token."),
+    ] = None,
+    tls: Annotated[bool, typer.Option("--tls", help="Speak TLS to it.")] = False,
+    cafile: Annotated[
+        Path | None,
+        typer.Option(show_default=False, help="PEM CA certificates to check its with."),
+    ] = None,
     rates: Annotated[
         str | None,
         typer.Option(
@@ -45,6 +56,7 @@ def demo(
 ) -> None:
     """Send the same readings over TCP and UDP at several rates and account for every loss."""
     # Imported here: numpy and the demo's modules are for this command only.
+    from forkwire.client.connection import Credentials
     from forkwire.client.demo import DemoConfig, parse_rates, print_table, run_demo_sync
 
     console = stdout()
@@ -52,6 +64,7 @@ def demo(
         config = DemoConfig(
             host=host,
             port=port,
+            credentials=Credentials(token=token or None, tls=tls, cafile=cafile),
             rates=parse_rates(rates) if rates else None,
             count=count,
             quick=quick,

@@ -78,6 +78,7 @@ def profiles(
             seed=seed,
             host=server.host,
             port=server.port,
+            credentials=server.credentials,
             log_level=str(log_level),
         )
     summary = run_profiles(config)

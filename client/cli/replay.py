@@ -65,6 +65,7 @@ def replay(
             out=out,
             host=server.host,
             port=server.port,
+            credentials=server.credentials,
             transport=transport,
             udp_ack=udp_ack,
             outbox=outbox,

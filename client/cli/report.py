@@ -57,7 +57,7 @@ def report(
     if db is not None:
         outcome = run(report_from_store(db, out, query))
     else:
-        outcome = run(report_from_server(server.host, server.port, out, query))
+        outcome = run(report_from_server(server.host, server.port, out, query, server.credentials))
     stdout().print(render_table(outcome.report))
     for note in outcome.notes:
         typer.echo(note, err=True)

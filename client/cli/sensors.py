@@ -119,6 +119,7 @@ def sensors(
         config = FleetConfig(
             host=server.host,
             port=server.port,
+            credentials=server.credentials,
             count=count,
             kinds=[kind.strip() for kind in kinds.split(",") if kind.strip()],
             period=period,

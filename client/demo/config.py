@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
+from forkwire.client.connection import PLAIN, Credentials
 from forkwire.client.demo.metrics import Rate, _normalise_rate
 from forkwire.client.errors import ClientError
 from forkwire.client.sensors.noise import parse_noise
@@ -49,6 +50,7 @@ class DemoConfig:
             demo starts its own server subprocess on 127.0.0.1 with a SQLite store. ``host``
             defaults to 127.0.0.1 when only ``port`` is given.
         udp_port: the external server's UDP port (default: ``port``).
+        credentials: the external server's token and TLS.
         rates: offered rates, readings/s or ``"max"`` (default: 1k, 5k, 20k, 50k, 100k, max;
             quick: 1k, 20k, max).
         count: readings per run (default 20,000; quick 5,000).
@@ -72,6 +74,8 @@ class DemoConfig:
     host: str | None = None
     port: int | None = None
     udp_port: int | None = None
+    #: What an external server asks for: its token, TLS (the demo's own server wants none).
+    credentials: Credentials = PLAIN
     rates: Sequence[Rate] | None = None
     count: int | None = None
     quick: bool = False

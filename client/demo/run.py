@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
-from forkwire.client.connection import Connection
+from forkwire.client.connection import PLAIN, Connection, Credentials
 from forkwire.client.demo.config import DemoConfig, DemoError
 from forkwire.client.demo.iperf import _iperf_reference
 from forkwire.client.demo.metrics import (
@@ -82,12 +82,13 @@ async def run_demo(config: DemoConfig) -> DemoResult:
             port = config.port
             udp_port = config.udp_port or port
             server_name = f"{host}:{port}"
-        control = await Connection.open(host, port, client="forkwire-demo")
+        credentials = config.credentials if config.port is not None else PLAIN
+        control = await Connection.open(host, port, client="forkwire-demo", credentials=credentials)
         stack.push_async_callback(control.close)
-        udp = await UdpConnection.open(host, udp_port)
+        udp = await UdpConnection.open(host, udp_port, token=credentials.token)
         stack.callback(udp.close)
         await udp.hello()  # fail early if nothing answers over UDP
-        measurer = _Measurer(config, host, port, udp, control, say)
+        measurer = _Measurer(config, host, port, udp, control, say, credentials)
         first = await _stats(control)
         rcvbuf = _int_or_none(first.get(Stat.UDP_RCVBUF))
 
@@ -153,8 +154,10 @@ class _Measurer:
         udp: UdpConnection,
         control: Connection,
         say: Callable[[str], None],
+        credentials: Credentials = PLAIN,
     ) -> None:
         self.config = config
+        self.credentials = credentials
         self.host = host
         self.port = port
         self.udp = udp
@@ -197,6 +200,7 @@ class _Measurer:
                 chain,
                 self.config.tcp_batch,
                 self.config.tcp_window,
+                self.credentials,
             )
         else:
             sent = await _send_udp(self.udp, sensor, per_second, count, chain)

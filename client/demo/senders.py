@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final, TypeVar
 
-from forkwire.client.connection import Connection, describe_error
+from forkwire.client.connection import PLAIN, Connection, Credentials, describe_error
 from forkwire.client.demo.config import DemoError
 from forkwire.client.sensors.noise import Chain
 from forkwire.client.udp import UdpConnection
@@ -137,8 +137,9 @@ async def _send_tcp(
     chain: Chain | None,
     batch: int,
     window: int,
+    credentials: Credentials = PLAIN,
 ) -> _Sent:
-    connection = await Connection.open(host, port, client="forkwire-demo")
+    connection = await Connection.open(host, port, client="forkwire-demo", credentials=credentials)
     async with connection:
         sender = _TcpSender(connection, sensor, window)
         dropped: list[int] = []

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from forkwire.client.connection import DEFAULT_HOST
+from forkwire.client.connection import DEFAULT_HOST, PLAIN, Credentials
 from forkwire.client.profiles.spool import FORMATS, SpoolFormat
 from forkwire.protocol import DEFAULT_PORT
 
@@ -48,6 +48,8 @@ class ProfilesConfig:
     ages: tuple[int, int] = (30, 40)
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
+    #: The token and TLS the server asks for.
+    credentials: Credentials = PLAIN
     drain_timeout: float = 30.0
     batch: int = DEFAULT_BATCH
     backoff_initial: float = 0.1

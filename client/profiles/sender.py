@@ -177,6 +177,7 @@ class _Sender:
                 self.config.port,
                 client="forkwire-profiles",
                 connect_timeout=self.config.connect_timeout,
+                credentials=self.config.credentials,
             )
         items = [
             Reading(sensor=SENSOR, seq=entry["seq"], ts=entry["ts"], value=entry["profile"])

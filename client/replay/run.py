@@ -30,7 +30,7 @@ from typing import Final, TextIO
 
 import structlog
 
-from forkwire.client.connection import DEFAULT_HOST
+from forkwire.client.connection import DEFAULT_HOST, PLAIN, Credentials
 from forkwire.client.errors import InputError
 from forkwire.client.replay.rows import CsvRows, RowProbe
 from forkwire.client.sensors.config import FleetConfig
@@ -79,6 +79,8 @@ class ReplayConfig:
     out: Path | None = None
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
+    #: The token and TLS the server asks for.
+    credentials: Credentials = PLAIN
     transport: Transport = Transport.tcp
     udp_ack: bool = False
     outbox: str | Path = "forkwire-replay.sqlite"
@@ -198,6 +200,7 @@ async def run_replay(config: ReplayConfig, *, stop: asyncio.Event | None = None)
             fleet = FleetConfig(
                 host=config.host,
                 port=config.port,
+                credentials=config.credentials,
                 slots=config.slots,
                 outbox=config.outbox,
                 outbox_max=config.backlog,

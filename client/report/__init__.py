@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from forkwire.client.connection import Connection
+from forkwire.client.connection import PLAIN, Connection, Credentials
 from forkwire.client.errors import InputError, MissingExtra, make_folder
 from forkwire.client.local import local_server
 from forkwire.client.report.fetch import (
@@ -58,7 +58,11 @@ EVERYTHING = ReportQuery()
 
 
 async def report_from_server(
-    host: str, port: int, out_dir: Path, query: ReportQuery = EVERYTHING
+    host: str,
+    port: int,
+    out_dir: Path,
+    query: ReportQuery = EVERYTHING,
+    credentials: Credentials = PLAIN,
 ) -> ReportOutcome:
     """Ask the server at ``host:port`` and write the three files into ``out_dir``.
 
@@ -66,7 +70,9 @@ async def report_from_server(
         ConnectError: the server cannot be reached.
         ReportFailed: it refused, or went away.
     """
-    connection = await Connection.open(host, port, client="forkwire-report")
+    connection = await Connection.open(
+        host, port, client="forkwire-report", credentials=credentials
+    )
     async with connection:
         report = await fetch_report(connection, query)
         series = [

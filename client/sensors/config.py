@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from forkwire.client.connection import DEFAULT_HOST
+from forkwire.client.connection import DEFAULT_HOST, PLAIN, Credentials
 from forkwire.client.sensors.kinds import KINDS
 from forkwire.client.sensors.outbox import DEFAULT_MAX_ROWS, OutboxPolicy
 from forkwire.client.transport import Transport
@@ -56,6 +56,8 @@ class FleetConfig:
 
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
+    #: The token and TLS the server asks for.
+    credentials: Credentials = PLAIN
     count: int = 5
     kinds: Sequence[str] = ("random",)
     period: float | None = None

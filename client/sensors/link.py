@@ -139,8 +139,15 @@ class Link:
 
     async def _connect(self) -> Connection | UdpLink:
         if self.config.transport is Transport.udp:
-            return await UdpLink.open(self.config.host, self.config.port)
-        return await Connection.open(self.config.host, self.config.port, client="forkwire-sensors")
+            return await UdpLink.open(
+                self.config.host, self.config.port, token=self.config.credentials.token
+            )
+        return await Connection.open(
+            self.config.host,
+            self.config.port,
+            client="forkwire-sensors",
+            credentials=self.config.credentials,
+        )
 
     async def _back_off(self, reason: str, advice: float | None = None) -> None:
         delay = self._backoff.next_delay(at_least=advice)

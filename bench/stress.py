@@ -394,6 +394,10 @@ def _gappy_readings(total: int) -> Iterator[Reading]:
             seq += 1
 
 
+class PrefillFailed(Exception):
+    """The store could not be filled before the attack."""
+
+
 async def _prefill(port: int, total: int) -> None:
     """Store ``total`` gappy readings through the protocol, 1,000 a frame, 16 in flight."""
     readings = list(_gappy_readings(total))
@@ -405,7 +409,7 @@ async def _prefill(port: int, total: int) -> None:
         for _ in frames:
             reply = await asyncio.wait_for(connection.recv(), 60)
             if not isinstance(reply, Ack):
-                raise SystemExit(f"prefill: unexpected reply {reply!r:.200}")
+                raise PrefillFailed(f"prefill: the server answered {reply!r:.200}")
             slots.release()
 
     # A server that stops reading or acking must not hold the bench forever.
@@ -419,6 +423,9 @@ async def _prefill(port: int, total: int) -> None:
 
 # --- the normal client, in a process of its own ----------------------------------------
 
+#: The normal client's calc, and the answer it must get.
+OPS: Final = ("1 + 2", "3 * 4", "10 / 4")
+EXPECTED: Final = [3, 12, 2.5]
 #: (monotonic time sent, what, seconds to the answer or None: failed or timed out)
 Sample = tuple[float, str, float | None]
 
@@ -455,14 +462,18 @@ async def _normal_loop(
                 await asyncio.sleep(PACE)
                 continue
         requests = (
-            Calc(id=rounds, ops=["1 + 2", "3 * 4", "10 / 4"]),
+            Calc(id=rounds, ops=list(OPS)),
             ReadingMsg(sensor="normal", seq=rounds, ts=time.time(), value=float(rounds)),
         )
         for request in requests:
             started = time.monotonic()
             try:
                 reply = await asyncio.wait_for(connection.request(request), TIMEOUT)
-                ok = isinstance(reply, CalcResult if isinstance(request, Calc) else Ack)
+                ok = (
+                    reply.results == EXPECTED
+                    if isinstance(reply, CalcResult)
+                    else isinstance(reply, Ack) and isinstance(request, ReadingMsg)
+                )
             except (TimeoutError, ClientError, OSError):
                 ok = False
             samples.append((started, request.type, time.monotonic() - started if ok else None))
@@ -808,7 +819,7 @@ async def run_attack(
         row.latencies = _latencies(samples, start, end)
         if not row.baseline or all(math.isinf(s) for s in row.baseline):
             row.error = "the normal client got no answer in the baseline"
-    except (TimeoutError, ClientError, OSError) as exc:  # the probe or the prefill
+    except (TimeoutError, ClientError, OSError, PrefillFailed) as exc:  # probe, prefill
         row.error = f"could not measure: {exc!r}"
     finally:
         if not finished:

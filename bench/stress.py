@@ -19,7 +19,8 @@ The server's RSS (``VmRSS`` of its pid, job children not counted) is sampled eve
 0.2 s throughout. A row is OK when RSS peak - before <= ``--rss-bound``, the normal
 client's p99 during the attack is under 1 s (a failed request counts as infinitely slow)
 and the server answered after. An attack that pushes RSS past ``--rss-cap`` is stopped
-there, so the bench cannot take the machine down with the server.
+there and its row FAILs ("(cap)" beside the peak), so the bench cannot take the machine
+down with the server.
 
 The table is a measurement: the exit status is 0 whatever it shows, and 1 only when a
 row could not be measured at all (the server did not start, the normal client never got
@@ -735,6 +736,7 @@ class Row:
     def ok(self, bound_kib: int) -> bool:
         return (
             not self.error
+            and not self.capped  # stopped early: what it would have reached is unknown
             and self.rss_before is not None
             and self.rss_peak is not None
             and self.rss_peak - self.rss_before <= bound_kib

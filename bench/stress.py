@@ -408,7 +408,8 @@ async def _prefill(port: int, total: int) -> None:
                 raise SystemExit(f"prefill: unexpected reply {reply!r:.200}")
             slots.release()
 
-    async with connection:
+    # A server that stops reading or acking must not hold the bench forever.
+    async with connection, asyncio.timeout(60 + total / 2000):
         receiver = asyncio.create_task(receive())
         for frame in frames:
             await slots.acquire()
@@ -439,7 +440,9 @@ async def _normal_loop(
     samples: list[Sample] = []
     connection: Connection | None = None
     rounds = 0
-    while not stop.is_set():
+    parent = os.getppid()
+    # A bench killed outright never sets stop: the client must not outlive it.
+    while not stop.is_set() and os.getppid() == parent:
         rounds += 1
         if connection is None:
             started = time.monotonic()
@@ -637,6 +640,7 @@ class Monitor:
         self.held: int | None = None
         self.unanswered = 0
         self._connection: Connection | None = None
+        self._stopped = False
 
     async def ask(self) -> None:
         try:
@@ -644,7 +648,8 @@ class Monitor:
                 self._connection = await Connection.open(
                     HOST, self.port, client="bench-stress-monitor", connect_timeout=TIMEOUT
                 )
-            reply = await asyncio.wait_for(self._connection.request(Stats()), TIMEOUT)
+            async with asyncio.timeout(TIMEOUT):
+                reply = await self._connection.request(Stats())
         except (TimeoutError, ClientError, OSError):
             self.unanswered += 1
             await self.close()
@@ -654,11 +659,19 @@ class Monitor:
             self.held = now if self.held is None else max(self.held, now)
 
     async def watch(self, every: float) -> None:
-        """Ask every ``every`` seconds until cancelled."""
-        while True:
+        """Ask every ``every`` seconds until :meth:`stop`."""
+        while not self._stopped:
             asked = time.monotonic()
             await self.ask()
             await asyncio.sleep(max(0.0, every - (time.monotonic() - asked)))
+
+    async def stop(self, watching: asyncio.Task[None]) -> None:
+        """End :meth:`watch`. Cancelling alone is not enough: on 3.11 an ``asyncio.wait_for``
+        (``Connection.open`` has one) whose inner call completes as it is cancelled swallows
+        the cancellation, and the loop would ask on forever."""
+        self._stopped = True
+        watching.cancel()
+        await asyncio.wait({watching}, timeout=2 * TIMEOUT + 1)
 
     async def close(self) -> None:
         if self._connection is not None:
@@ -747,9 +760,10 @@ async def run_attack(
     monitor = Monitor(server.port)
     finished = False
     try:
-        probe = await Connection.open(HOST, server.port, client="bench-stress")
-        async with probe:
-            welcome = probe.welcome
+        async with asyncio.timeout(15):
+            probe = await Connection.open(HOST, server.port, client="bench-stress")
+            async with probe:
+                welcome = probe.welcome
         row.welcome = f"{welcome.server}, max_frame {welcome.max_frame:,}, limits {welcome.limits}"
         target = Target(server.port, server.udp_port, server.pid, welcome.max_frame)
         if readings := attack.prefill(knobs):
@@ -772,9 +786,7 @@ async def run_attack(
         watching = asyncio.create_task(monitor.watch(min(MONITOR_EVERY, knobs.seconds / 4)))
         await asyncio.to_thread(stop.wait, knobs.seconds)  # set early past the RSS cap
         stop.set()
-        watching.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watching
+        await monitor.stop(watching)
         end = time.monotonic()
         row.capped = sampler.capped
         row.held = monitor.held
@@ -796,6 +808,8 @@ async def run_attack(
         row.latencies = _latencies(samples, start, end)
         if not row.baseline or all(math.isinf(s) for s in row.baseline):
             row.error = "the normal client got no answer in the baseline"
+    except (TimeoutError, ClientError, OSError) as exc:  # the probe or the prefill
+        row.error = f"could not measure: {exc!r}"
     finally:
         if not finished:
             await asyncio.to_thread(client.finish)
@@ -927,6 +941,8 @@ def main(argv: list[str] | None = None) -> int:
     attacks = [attack for attack in ATTACKS if attack.name in chosen]
     knobs = _knobs(options)
     soft, hard = _raise_nofile()
+    # SIGTERM as Ctrl-C: the running attack is unwound and its server stopped, not orphaned.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     nofile = options.server_nofile or soft
 
     console = Console(width=None if sys.stdout.isatty() else 170)
@@ -953,7 +969,11 @@ def main(argv: list[str] | None = None) -> int:
         for attack in attacks:
             print(f"- {attack.name} ...", flush=True)
             began = time.monotonic()
-            row = asyncio.run(run_attack(attack, knobs, options.server_arg, nofile, Path(tmp)))
+            try:
+                row = asyncio.run(run_attack(attack, knobs, options.server_arg, nofile, Path(tmp)))
+            except KeyboardInterrupt:  # its server was stopped on the way out
+                print(f"bench.stress: interrupted during {attack.name}", file=sys.stderr)
+                return 130
             if row.welcome and not any(r.welcome for r in rows):
                 print(f"  server says: {row.welcome}")
             base = row.baseline

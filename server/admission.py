@@ -21,13 +21,17 @@ class Admission:
     Args:
         slots: jobs running at once (the runner's workers).
         max_queued: jobs waiting for a slot, server-wide, before :meth:`full` says so.
+        per_owner: slots one owner may hold at once; the rest stay free for the others,
+            since a job cannot be stopped once started (a hog's 8-second jobs would
+            otherwise hold every worker when a small calc arrives). None: all of them.
     """
 
-    def __init__(self, slots: int, max_queued: int) -> None:
+    def __init__(self, slots: int, max_queued: int, per_owner: int | None = None) -> None:
         if slots < 1:
             raise ValueError("slots must be at least 1")
         self.slots = slots
         self.max_queued = max_queued
+        self.per_owner = slots if per_owner is None else max(1, per_owner)
         #: Jobs waiting for a slot right now.
         self.queued = 0
         self._busy = 0
@@ -49,12 +53,10 @@ class Admission:
 
     async def acquire(self, owner: Hashable) -> None:
         """Wait for a slot; give it back with :meth:`release`."""
-        if self._busy < self.slots and not self._waiting:
-            self._take(owner)
-            return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(owner, deque()).append(future)
         self.queued += 1
+        self._hand_over()  # maybe to this one at once: awaiting a done future returns
         try:
             await future
         except asyncio.CancelledError:
@@ -80,9 +82,12 @@ class Admission:
         self._served[owner] = self._turns
 
     def _hand_over(self) -> None:
+        running, served, cap = self._running, self._served, self.per_owner
         while self._busy < self.slots and self._waiting:
-            running, served = self._running, self._served
-            owner = min(self._waiting, key=lambda o: (running.get(o, 0), served.get(o, 0)))
+            owners = [o for o in self._waiting if running.get(o, 0) < cap]
+            if not owners:
+                return  # the free slots are kept for owners not at their cap
+            owner = min(owners, key=lambda o: (running.get(o, 0), served.get(o, 0)))
             queue = self._waiting[owner]
             future = queue.popleft()
             self.queued -= 1

@@ -64,7 +64,9 @@ class App:
             max_reply=settings.max_reply,
         )
         self.dispatcher = Dispatcher(settings, self.runner)
-        self.admission = Admission(settings.workers, settings.max_queued_jobs)
+        self.admission = Admission(
+            settings.workers, settings.max_queued_jobs, settings.jobs_per_connection
+        )
         self._door: Door | None = None
         self._partial = Budget(settings.max_partial)
         self.dispatcher.stats_sources.append(

@@ -118,6 +118,14 @@ class Settings(BaseSettings):
         description="Seconds a frame has, once its first bytes arrived, to arrive whole; "
         "else the connection is closed (error frame_timeout).",
     )
+    connection_workers: int | None = Field(
+        default=None,
+        ge=1,
+        le=256,
+        description="Jobs of one TCP connection running at once; the other workers stay "
+        "free for other connections (a job cannot be stopped to make room).",
+        json_schema_extra=_shown("half the workers, rounded up"),
+    )
     max_queued_jobs: int = Field(
         default=1024,
         ge=0,
@@ -211,6 +219,13 @@ class Settings(BaseSettings):
                 f"max_reply ({self.max_reply}) must be at least max_frame ({self.max_frame})"
             )
         return self
+
+    @property
+    def jobs_per_connection(self) -> int:
+        """``connection_workers``, or its default: half the workers, rounded up."""
+        if self.connection_workers is not None:
+            return min(self.connection_workers, self.workers)
+        return (self.workers + 1) // 2
 
     @property
     def limits(self) -> Limits:

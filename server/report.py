@@ -6,13 +6,20 @@ the tables, the CSV and the plots from what these return.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
 import numpy as np
 
-from forkwire.protocol import MAX_REPORT_SENSORS, AnalyticsReport, FillMethod, SeriesResult
+from forkwire.protocol import (
+    MAX_REPORT_SENSORS,
+    AnalyticsReport,
+    FillMethod,
+    SensorReport,
+    SeriesResult,
+)
 from forkwire.server.analytics import (
     FilledStream,
     Stream,
@@ -21,6 +28,7 @@ from forkwire.server.analytics import (
     split_values,
     streams_report,
 )
+from forkwire.server.storage.base import StreamColumns
 
 #: The most filled points one series page adds: a gap of a million seqs is a hint to set
 #: max_gap, not something to draw.
@@ -65,27 +73,65 @@ def build_report(
         # A NULL ts (another writer) is NaN, which the analytics count and clamp.
         when = float("nan") if row.ts is None else float(row.ts)
         by_producer.setdefault(row.producer, {})[int(row.seq)] = (when, row.value)
-    sensors = {}
     names = sorted(by_sensor)
+    columns = []
     for name in names[:MAX_REPORT_SENSORS]:
-        streams = [
-            (producer, sorted(items.items())) for producer, items in sorted(by_sensor[name].items())
-        ]
+        for producer, items in sorted(by_sensor[name].items()):
+            ordered = sorted(items.items())
+            columns.append(
+                StreamColumns(
+                    name,
+                    producer,
+                    np.fromiter((s for s, _ in ordered), dtype=np.int64, count=len(ordered)),
+                    np.fromiter((t for _, (t, _) in ordered), dtype=np.float64, count=len(ordered)),
+                    [v for _, (_, v) in ordered],
+                )
+            )
+    return build_report_of_streams(
+        columns,
+        fill=fill,
+        max_gap=max_gap,
+        now=now,
+        sensors_omitted=max(len(names) - MAX_REPORT_SENSORS, 0),
+    )
+
+
+def build_report_of_streams(
+    columns: Sequence[StreamColumns],
+    *,
+    fill: FillMethod = "linear",
+    max_gap: int | None = None,
+    now: float | None = None,
+    sensors_omitted: int = 0,
+) -> AnalyticsReport:
+    """:func:`build_report` of streams already grouped, each sorted by seq without repeats,
+    grouped by sensor (as ``Repository.query`` orders them): the path of a store that
+    hands out columns, without an object per reading.
+
+    Args:
+        sensors_omitted: the sensors the store left out (beyond ``MAX_REPORT_SENSORS``).
+    """
+    sensors: dict[str, SensorReport] = {}
+    for name, group in itertools.groupby(columns, key=lambda c: c.sensor):
+        streams = list(group)
+        if len(sensors) >= MAX_REPORT_SENSORS:
+            sensors_omitted += 1
+            continue
         # The kind is the sensor's, over every producer: one kind for all its streams.
-        _, values = split_values([v for _, items in streams for _, (_, v) in items])
+        raw = streams[0].values if len(streams) == 1 else [v for c in streams for v in c.values]
+        _, values = split_values(raw)
         offset = 0
         parts = []
-        for producer, items in streams:
-            seq = np.fromiter((s for s, _ in items), dtype=np.int64, count=len(items))
-            ts = np.fromiter((t for _, (t, _) in items), dtype=np.float64, count=len(items))
-            part = None if values is None else values[offset : offset + len(items)]
-            parts.append(Stream(producer, seq, ts, part))
-            offset += len(items)
+        for stream in streams:
+            n = len(stream.seq)
+            part = None if values is None else values[offset : offset + n]
+            parts.append(Stream(stream.producer, stream.seq, stream.ts, part))
+            offset += n
         sensors[name] = streams_report(parts, fill=fill, max_gap=max_gap)
     return AnalyticsReport(
         generated_at=time.time() if now is None else float(now),
         sensors=sensors,
-        sensors_omitted=max(len(names) - MAX_REPORT_SENSORS, 0),
+        sensors_omitted=sensors_omitted,
     )
 
 

@@ -57,7 +57,9 @@ class TcpConnection:
         self.writer = writer
         self.dispatcher = dispatcher
         self.counters = dispatcher.counters
-        self.admission = admission or Admission(dispatcher.runner.workers, settings.max_queued_jobs)
+        self.admission = admission or Admission(
+            dispatcher.runner.workers, settings.max_queued_jobs, settings.jobs_per_connection
+        )
         self.partial = partial or Budget(settings.max_partial)
         self._partial_held = 0  # this connection's share of it
         self.id = next(_conn_ids)

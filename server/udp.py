@@ -8,6 +8,9 @@ UDP has no flow control to push back with, so the endpoint bounds its own work: 
 ``udp_max_inflight`` requests are being answered at once, and a datagram arriving past
 that is dropped unread and counted (``udp_datagrams_dropped_busy``), before any parsing,
 so a flood costs a counter increment per datagram rather than a task and a queued job.
+And UDP's calc jobs take at most half the job runner's worker slots (at least one): the
+rest wait here, not in the runner's queue, so a TCP client's job never queues behind a
+flood of datagrams' jobs.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import Any, cast
 import structlog
 
 from forkwire.protocol import (
+    Calc,
     DatagramRequest,
     Dropped,
     Rejected,
@@ -46,6 +50,7 @@ class UdpEndpoint(asyncio.DatagramProtocol):
             dispatcher.welcome(), max_frame=settings.max_frame, max_reply=settings.udp_max_reply
         )
         self.max_inflight = settings.udp_max_inflight
+        self._job_slots = asyncio.Semaphore(max(1, dispatcher.runner.workers // 2))
         self.transport: asyncio.DatagramTransport | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._accepting = True
@@ -83,7 +88,11 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         self.counters[Stat.UDP_SEND_ERRORS] += 1
 
     async def _answer(self, request: Request, addr: Address, size: int) -> None:
-        reply = await self.dispatcher.answer(request)
+        if isinstance(request, Calc):
+            async with self._job_slots:
+                reply = await self.dispatcher.answer(request)
+        else:
+            reply = await self.dispatcher.answer(request)
         if reply is not None:
             ref = getattr(request, "id", None)
             datagram = self.rules.reply(reply, ref=ref, request_size=size)

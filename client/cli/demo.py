@@ -39,10 +39,13 @@ def demo(
     udp_rcvbuf: Annotated[
         int | None, typer.Option(help="SO_RCVBUF for the demo's own server.")
     ] = None,
+    wide: Annotated[
+        bool, typer.Option(help="Every column in the table (about 160 characters wide).")
+    ] = False,
 ) -> None:
     """Send the same readings over TCP and UDP at several rates and account for every loss."""
     # Imported here: numpy and the demo's modules are for this command only.
-    from forkwire.client.demo import DemoConfig, parse_rates, run_demo_sync
+    from forkwire.client.demo import DemoConfig, parse_rates, print_table, run_demo_sync
 
     console = stdout()
     with checking_options():
@@ -57,6 +60,5 @@ def demo(
             noise=None if noise == "none" else noise,
             udp_rcvbuf=udp_rcvbuf,
             progress=lambda line: console.print(f"[dim]{line}[/]"),
-            console=console,
         )
-    run_demo_sync(config)
+    print_table(console, run_demo_sync(config), wide=wide)

@@ -52,7 +52,7 @@ from forkwire.client.demo.metrics import (
 from forkwire.client.demo.plot import plot_demo
 from forkwire.client.demo.results import DemoResult, RunResult
 from forkwire.client.demo.run import run_demo, run_demo_sync
-from forkwire.client.demo.table import render_table
+from forkwire.client.demo.table import print_table, render_table
 
 __all__ = [
     "DEFAULT_COUNT",
@@ -77,6 +77,7 @@ __all__ = [
     "parse_rates",
     "percentile",
     "plot_demo",
+    "print_table",
     "render_table",
     "rfc3550_jitter",
     "run_demo",

@@ -33,7 +33,7 @@ from forkwire.client.demo.metrics import (
 from forkwire.client.demo.plot import plot_demo
 from forkwire.client.demo.results import DemoResult, RunResult
 from forkwire.client.demo.senders import _send_tcp, _send_udp
-from forkwire.client.demo.table import render_table
+from forkwire.client.demo.table import print_table
 from forkwire.client.errors import MissingExtra, make_folder
 from forkwire.client.local import LocalServer
 from forkwire.client.report.fetch import ReportQuery, fetch_series
@@ -138,7 +138,7 @@ async def run_demo(config: DemoConfig) -> DemoResult:
     drawn = "" if result.png_path is None else f" and {result.png_path}"
     say(f"wrote {result.json_path}{drawn}")
     if config.console is not None:
-        config.console.print(render_table(result))
+        print_table(config.console, result)
     return result
 
 

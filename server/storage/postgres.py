@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
+import numpy as np
 
 from forkwire.server.storage.base import (
     SCHEMA_VERSION,
@@ -25,6 +26,7 @@ from forkwire.server.storage.base import (
     Entry,
     SchemaError,
     StoredReading,
+    StreamColumns,
     classify,
     decode_values,
     result_of,
@@ -220,6 +222,56 @@ class PostgresRepository:
         # Decoding a whole store's JSON takes seconds: off the event loop.
         return await asyncio.to_thread(_decode, rows)
 
+    async def stream_columns(
+        self, sensors: Sequence[str] | None, since: float | None, *, max_sensors: int
+    ) -> tuple[list[StreamColumns], int]:
+        """Every (sensor, producer) stream as columns, of the first ``max_sensors`` sensors
+        by name, and how many sensors are beyond them; ``sensors`` and ``since`` filter as in
+        :meth:`query`. One snapshot (a repeatable-read transaction); the rows of each stream
+        become arrays in a worker thread."""
+        # Parameters: $1 the sensors, $2 since (when given).
+        since_clause = "" if since is None else " AND ts >= $2::float8"
+        extra: list[object] = [] if since is None else [since]
+        wanted = (
+            " WHERE sensor = ANY($1::text[])"
+            if sensors is not None
+            else " WHERE $1::text[] IS NULL"
+        )
+        columns: list[StreamColumns] = []
+        async with (
+            self._pool.acquire() as conn,
+            conn.transaction(isolation="repeatable_read", readonly=True),
+        ):
+            names = [
+                row[0]
+                for row in await conn.fetch(
+                    "SELECT sensor FROM readings"
+                    + wanted
+                    + since_clause
+                    + ' GROUP BY sensor ORDER BY sensor COLLATE "C"',
+                    None if sensors is None else list(sensors),
+                    *extra,
+                )
+            ]
+            kept = names[:max_sensors]
+            pairs = await conn.fetch(
+                "SELECT sensor, producer FROM readings WHERE sensor = ANY($1::text[])"
+                + since_clause
+                + ' GROUP BY sensor, producer ORDER BY sensor COLLATE "C", producer COLLATE "C"',
+                kept,
+                *extra,
+            )
+            stream = "SELECT seq, ts, value FROM readings WHERE sensor = $1 AND producer = $2"
+            for sensor, producer in pairs:
+                if since is None:
+                    rows = await conn.fetch(stream + " ORDER BY seq", sensor, producer)
+                else:
+                    rows = await conn.fetch(
+                        stream + " AND ts >= $3::float8 ORDER BY seq", sensor, producer, since
+                    )
+                columns.append(await asyncio.to_thread(_as_columns, sensor, producer, rows))
+        return columns, len(names) - len(kept)
+
     async def close(self) -> None:
         """Close the pool, letting a running statement finish within the timeout; a
         database that does not answer is cut off after it (a shutdown must end)."""
@@ -237,6 +289,19 @@ def _decode(rows: Sequence[asyncpg.Record]) -> list[StoredReading]:
         )
         for row, value in zip(rows, values, strict=True)
     ]
+
+
+def _as_columns(sensor: str, producer: str, rows: Sequence[asyncpg.Record]) -> StreamColumns:
+    n = len(rows)
+    return StreamColumns(
+        sensor,
+        producer,
+        np.fromiter((row[0] for row in rows), dtype=np.int64, count=n),
+        np.fromiter(
+            (np.nan if row[1] is None else row[1] for row in rows), dtype=np.float64, count=n
+        ),
+        decode_values([row[2] for row in rows]),
+    )
 
 
 async def _bring_up_to_date(conn: asyncpg.Connection) -> int | None:

@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiosqlite
+import numpy as np
 import structlog
 
 from forkwire.server.storage.base import (
@@ -27,6 +28,7 @@ from forkwire.server.storage.base import (
     Key,
     SchemaError,
     StoredReading,
+    StreamColumns,
     classify,
     decode_values,
     result_of,
@@ -106,9 +108,11 @@ class SQLiteRepository:
         path: str,
         durability: Durability,
         migrated_from: int | None,
+        busy_ms: int = round(_BUSY_TIMEOUT * 1000),
     ) -> None:
         self._db = reader
         self._writer = writer
+        self._busy_ms = busy_ms
         self._commits = 0  # since the last checkpoint
         self._checkpoint: asyncio.Task[None] | None = None
         self.path = path
@@ -149,7 +153,7 @@ class SQLiteRepository:
         except BaseException:
             await reader.close()
             raise
-        return cls(reader, writer, path, durability, migrated_from)
+        return cls(reader, writer, path, durability, migrated_from, busy_ms)
 
     async def add_many(self, entries: Sequence[Entry], received_at: float) -> AddResult:
         """Insert the new keys; count duplicates and conflicts.
@@ -252,6 +256,20 @@ class SQLiteRepository:
         # so that commits go on meanwhile.
         return await asyncio.to_thread(_decode, rows)
 
+    async def stream_columns(
+        self, sensors: Sequence[str] | None, since: float | None, *, max_sensors: int
+    ) -> tuple[list[StreamColumns], int]:
+        """Every (sensor, producer) stream as columns, of the first ``max_sensors`` sensors
+        by name, and how many sensors are beyond them; ``sensors`` and ``since`` filter as in
+        :meth:`query`.
+
+        Read in a worker thread through a read-only connection of its own (WAL lets it read
+        while the writer commits), so neither the event loop nor the commits wait for it.
+        """
+        return await asyncio.to_thread(
+            _read_columns, self.path, self._busy_ms, sensors, since, max_sensors
+        )
+
     async def _checkpoint_wal(self) -> None:
         # The first pass copies the log into the file while commits go on; the second,
         # with commits held back, copies the few frames added meanwhile, so the next commit
@@ -276,6 +294,72 @@ class SQLiteRepository:
         async with self._lock:
             self._writer.close()
         await self._db.close()
+
+
+def _read_columns(
+    path: str, busy_ms: int, sensors: Sequence[str] | None, since: float | None, max_sensors: int
+) -> tuple[list[StreamColumns], int]:
+    db = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        db.execute(f"PRAGMA busy_timeout={busy_ms}")
+        # One transaction: the streams listed and the rows read are of one snapshot.
+        db.execute("BEGIN")
+        clauses, params = _filters(sensors, since)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        names = [
+            name
+            for (name,) in db.execute(
+                f"SELECT DISTINCT sensor FROM readings {where} ORDER BY sensor", params
+            )
+        ]
+        kept = names[:max_sensors]
+        columns: list[StreamColumns] = []
+        for name in kept:
+            producers = [
+                p
+                for (p,) in db.execute(
+                    f"SELECT DISTINCT producer FROM readings WHERE sensor = ? "
+                    f"{'AND ts >= ?' if since is not None else ''} ORDER BY producer",
+                    [name] if since is None else [name, since],
+                )
+            ]
+            for producer in producers:
+                rows = db.execute(
+                    "SELECT seq, ts, value FROM readings WHERE sensor = ? AND producer = ? "
+                    f"{'AND ts >= ?' if since is not None else ''} ORDER BY seq",
+                    [name, producer] if since is None else [name, producer, since],
+                ).fetchall()
+                n = len(rows)
+                columns.append(
+                    StreamColumns(
+                        name,
+                        producer,
+                        np.fromiter((r[0] for r in rows), dtype=np.int64, count=n),
+                        np.fromiter(
+                            (np.nan if r[1] is None else r[1] for r in rows),
+                            dtype=np.float64,
+                            count=n,
+                        ),
+                        decode_values([r[2] for r in rows]),
+                    )
+                )
+                del rows
+        db.execute("COMMIT")
+        return columns, len(names) - len(kept)
+    finally:
+        db.close()
+
+
+def _filters(sensors: Sequence[str] | None, since: float | None) -> tuple[list[str], list[object]]:
+    clauses: list[str] = []
+    params: list[object] = []
+    if sensors is not None:
+        clauses.append("sensor IN (SELECT value FROM json_each(?))")
+        params.append(json.dumps(list(sensors)))
+    if since is not None:
+        clauses.append("ts >= ?")
+        params.append(since)
+    return clauses, params
 
 
 def _decode(rows: Sequence[Any]) -> list[StoredReading]:

@@ -5,6 +5,7 @@ number of lines and the fleet reconnects at the pace the server advises."""
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import sqlite3
 import sys
@@ -124,3 +125,37 @@ async def test_an_outage_is_logged_sparingly_and_the_fleet_backs_off_as_advised(
     seqs = stored(store)
     for sensor in summary.sensors:
         assert seqs[sensor.name] == list(range(sensor.acked)), sensor.name
+
+
+async def test_the_profiles_sender_waits_as_the_server_advises(tmp_path: Path) -> None:
+    """Its store locked, the server answers storage_unavailable with retry_after >= 1 s:
+    each of the sender's retries waits at least that (its own backoff starts at 0.1 s),
+    and once the lock is gone every profile is stored."""
+    sys.path.insert(0, str(Path(__file__).parent.parent / "client" / "profiles"))
+    from test_profiles import SUMMARY, run_profiles_cli, stored_profiles
+
+    store = tmp_path / "readings.sqlite"
+    server = await LocalServer.start(
+        "--db", f"sqlite:///{store}", "--no-udp", "--storage-timeout", "0.1"
+    )
+    lock = sqlite3.connect(store, isolation_level=None)
+    lock.execute("BEGIN EXCLUSIVE")
+
+    async def release() -> None:
+        lock.execute("ROLLBACK")
+
+    try:
+        args = ["20", "--interval", "0", "--ages", "0-120", "--port", str(server.port)]
+        args += ["--spool", str(tmp_path / "spool.jsonl"), "--drain-timeout", "60"]
+        code, out, err = await run_profiles_cli(*args, failures_before=3, on_failures=release)
+    finally:
+        lock.close()
+        await server.stop()
+    assert code == 0, err
+    waits = [float(w) for w in re.findall(r"retry_in\W+([0-9.]+)", err)]
+    assert len(waits) >= 3, err
+    assert all(wait >= 1.0 for wait in waits[:3]), waits
+    summary = SUMMARY.search(out[-1])
+    assert summary is not None, out
+    kept = int(summary.group(2))
+    assert sum(len(records) for records in stored_profiles(store).values()) == kept

@@ -90,3 +90,20 @@ async def test_a_cancelled_waiter_leaves_no_trace_and_no_slot_is_lost() -> None:
     assert admission.running == 0
     await asyncio.wait_for(admission.acquire("d"), 1)
     assert admission.running == 1
+
+
+async def test_an_owner_at_its_cap_leaves_the_other_slots_free() -> None:
+    admission = Admission(slots=2, max_queued=100, per_owner=1)
+    await admission.acquire("hog")
+    more = [asyncio.create_task(admission.acquire("hog")) for _ in range(3)]
+    await _settle()
+    assert admission.running == 1  # a slot is free, but not for the hog
+    await asyncio.wait_for(admission.acquire("small"), 1)  # taken at once
+    assert admission.running == 2
+    admission.release("small")
+    admission.release("hog")
+    await _settle()
+    assert sum(task.done() for task in more) == 1
+    for task in more:
+        task.cancel()
+    await asyncio.gather(*more, return_exceptions=True)

@@ -82,6 +82,13 @@ async def server(*args: str, **env: str) -> AsyncIterator[tuple[Server, int]]:
         started = await running_server.started()
         yield running_server, int(started["port"])
     finally:
+        # Twice: the second signal kills the job children too (a SIGKILL of the server
+        # would leave hanging ones holding its stderr for a minute).
+        for _ in range(2):
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(proc.wait(), 0.3)
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
@@ -128,7 +135,7 @@ async def test_sigterm_with_a_full_udp_queue_exits_0_within_grace() -> None:
     assert took < 3.0
     (expired,) = proc.named("grace_expired")
     assert expired["udp_requests_dropped"] == 64
-    assert expired["jobs_cancelled"] == 2
+    assert expired["jobs_cancelled"] == 1  # UDP's jobs take half the workers at most
     (stopped,) = proc.named("server_stopped")
     assert stopped["children_alive"] == 0
     assert stopped["udp_datagrams_refused_stopping"] >= 0

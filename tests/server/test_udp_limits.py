@@ -11,6 +11,7 @@ from pathlib import Path
 import psutil
 import pytest
 from test_app import Peer, running, settings
+from test_shutdown import hang_flood, server
 
 from forkwire.client.local import LocalServer
 from forkwire.protocol import (
@@ -174,3 +175,31 @@ async def test_with_udp_max_reply_0_no_reply_is_larger_than_its_request(tmp_path
                 await exchange(app.udp_port, bare, wait=0.5)
         counters = app.dispatcher.stats().counters
         assert counters[Stat.UDP_REPLIES_SUPPRESSED] == 2
+
+
+async def test_udp_jobs_never_take_every_worker() -> None:
+    """A flood of UDP jobs that never end holds at most half the workers: a TCP client's
+    calc still gets a worker and its answer (before, it queued behind the flood forever)."""
+    async with server("--workers", "2", "--job-timeout", "30") as (_, port):
+        stop = threading.Event()
+        flooder = threading.Thread(target=hang_flood, args=(port, stop))
+        flooder.start()
+        try:
+            peer = await Peer.connect(port)
+            async with asyncio.timeout(10):
+                while True:  # until UDP's slots are taken and its requests queue
+                    await peer.send(Stats())
+                    stats = await peer.recv()
+                    assert isinstance(stats, StatsResult)
+                    if stats.counters.get(Stat.UDP_DATAGRAMS_DROPPED_BUSY, 0) > 100:
+                        break
+                    await asyncio.sleep(0.05)
+            assert stats.counters[Stat.JOBS_RUNNING] == 1
+            await peer.send(Calc(id=1, ops=["6 * 7"]))
+            reply = await peer.recv()
+            assert isinstance(reply, CalcResult)
+            assert reply.results == [42]
+            await peer.close()
+        finally:
+            stop.set()
+            await asyncio.to_thread(flooder.join)

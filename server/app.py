@@ -32,7 +32,7 @@ from forkwire.server.jobs import JobRunner
 from forkwire.server.sinks import Sinks
 from forkwire.server.storage import Repository, open_repository, open_sink
 from forkwire.server.storage.base import SCHEMA_VERSION
-from forkwire.server.tcp import Budget, Door, TcpConnection
+from forkwire.server.tcp import READER_LIMIT, Budget, Door, TcpConnection
 from forkwire.server.tls import Handshakes, tls_context
 from forkwire.server.udp import UdpEndpoint, kernel_udp_stats, open_udp
 
@@ -178,7 +178,7 @@ class App:
         if context is not None:
             self._handshakes = Handshakes(context, settings.hello_timeout)
         server = await asyncio.start_server(
-            self._accept, settings.host, settings.port, reuse_address=True
+            self._accept, settings.host, settings.port, reuse_address=True, limit=READER_LIMIT
         )
         self.port = server.sockets[0].getsockname()[1]
         self._door = Door(settings.max_connections, settings.workers)

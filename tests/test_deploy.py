@@ -154,7 +154,7 @@ def test_dockerfile_is_multistage_non_root_with_healthcheck() -> None:
     assert "forkwire[postgres]" in final
     users = re.findall(r"^USER\s+(\S+)", final, re.MULTILINE)
     assert users, "the final stage runs as root"
-    assert users[-1] not in ("root", "0"), users
+    assert users[-1].split(":")[0] not in ("root", "0"), users
     assert re.search(r"^HEALTHCHECK\s", final, re.MULTILINE)
     assert re.search(r'^ENTRYPOINT \["forkwire-server"\]', final, re.MULTILINE)
     assert re.search(r"^EXPOSE 7700/tcp 7700/udp", final, re.MULTILINE)

@@ -69,7 +69,7 @@ class LocalServer:
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
             cwd=cwd,
-            env={**os.environ, **(env or {})},
+            env={**_inherited(), **(env or {})},
         )
         events: deque[dict[str, Any]] = deque(maxlen=MAX_EVENTS)
         try:
@@ -137,6 +137,23 @@ async def local_server(*args: str, cwd: Path | None = None) -> AsyncIterator[Loc
         yield server
     finally:
         await server.stop()
+
+
+#: A client's environment names the server it talks to (FORKWIRE_TOKEN is the clients'
+#: variable too): a server of our own gets its token or certificate only when asked.
+_NOT_INHERITED: Final = frozenset(
+    {
+        "FORKWIRE_TOKEN",
+        "FORKWIRE_TOKEN_FILE",
+        "FORKWIRE_TLS_CERT",
+        "FORKWIRE_TLS_KEY",
+        "FORKWIRE_TLS_CLIENT_CA",
+    }
+)
+
+
+def _inherited() -> dict[str, str]:
+    return {name: value for name, value in os.environ.items() if name not in _NOT_INHERITED}
 
 
 async def _until_started(proc: asyncio.subprocess.Process, events: deque[dict[str, Any]]) -> None:

@@ -40,8 +40,9 @@ _DOMAIN: Final = b"forkwire-udp-v1\n"
 class TokenCheck:
     """The expected token, compared in constant time.
 
-    Only its SHA-256 digest is kept and compared: ``hmac.compare_digest`` over two digests
-    of one length takes the same time whatever the presented token's length or content.
+    A presented token is compared by its SHA-256 digest: ``hmac.compare_digest`` over two
+    digests of one length takes the same time whatever the presented token's length or
+    content. The token's bytes are kept too, as the key of the UDP seals' HMAC.
     """
 
     def __init__(self, token: str) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import subprocess
 import time
 from collections.abc import AsyncIterator
@@ -359,3 +360,12 @@ async def test_demo_over_tls_with_the_token(secured: Secured, tmp_path: Path) ->
     assert done.returncode == 0, done.stderr
     runs = json.loads((tmp_path / "demo.json").read_text())["runs"]
     assert {run["transport"] for run in runs} == {"tcp", "udp"}
+
+
+async def test_a_clients_token_is_not_given_to_a_server_it_starts(tmp_path: Path) -> None:
+    """report --db starts a server of its own: FORKWIRE_TOKEN (meant for the server the
+    clients talk to) must not lock the command out of it."""
+    store = tmp_path / "store.sqlite"
+    sqlite3.connect(store).close()
+    done = await _cli("report", "--db", f"sqlite:///{store}", "--out", str(tmp_path / "r"), env=ENV)
+    assert done.returncode == 0, done.stderr

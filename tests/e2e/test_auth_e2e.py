@@ -354,8 +354,9 @@ async def test_report_over_tls_with_the_token(secured: Secured, tmp_path: Path) 
 
 async def test_demo_over_tls_with_the_token(secured: Secured, tmp_path: Path) -> None:
     done = await _cli(
-        "demo", "--host", "127.0.0.1", "--rates", "500", "--count", "200", "--noise", "none",
+        "demo", "--host", "127.0.0.1", "--rates", "1000", "--count", "100", "--noise", "none",
         "--token", TOKEN, "-o", str(tmp_path), *_tls_args(secured),
+        env={"PATH": str(tmp_path)},  # no iperf3 reference run: it is not what is tested
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     runs = json.loads((tmp_path / "demo.json").read_text())["runs"]

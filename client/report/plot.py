@@ -51,6 +51,17 @@ PANELS_PER_PAGE: Final = MAX_ROWS * MAX_COLUMNS
 #: its own, or a short stream would be a sliver at one end of a long one's axis.
 SHARED_AXIS_SLACK: Final = 0.05
 
+#: Room for the page's title and key above, the time label below, the rate axis's ticks
+#: right of each panel and a two-line title above each.
+PAGE_MARGINS: Final = {
+    "left": 0.035,
+    "right": 0.975,
+    "top": 0.91,
+    "bottom": 0.06,
+    "wspace": 0.16,
+    "hspace": 0.42,
+}
+
 #: Observed readings get a dot only when there are few enough to tell apart.
 MAX_MARKED_READINGS: Final = 150
 #: Values of larger magnitude are left out of the plot (ingest refuses them; another
@@ -195,6 +206,18 @@ def stale_pages(path: Path, pages: int) -> list[Path]:
         if match and int(match[1]) > pages:
             stale.append(candidate)
     return sorted(stale)
+
+
+def _natural(name: str) -> list[tuple[int, str]]:
+    """Sort key: sensor-2 before sensor-10, as a fleet numbers them."""
+    return [(int(part), "") if part.isdigit() else (-1, part) for part in re.split(r"(\d+)", name)]
+
+
+def layout_pages(series: Sequence[SensorSeries]) -> list[list[SensorSeries]]:
+    """The series of each page, ``PANELS_PER_PAGE`` at most, in natural order of sensor
+    names (a sensor's producers next to each other); no pages without series."""
+    ordered = sorted(series, key=lambda s: (_natural(s.sensor), s.producer))
+    return [ordered[i : i + PANELS_PER_PAGE] for i in range(0, len(ordered), PANELS_PER_PAGE)]
 
 
 def page_grid(sensors: int) -> tuple[int, int]:
@@ -458,7 +481,12 @@ def _page_key(fig: Figure, fill: str) -> None:
         Line2D([], [], color="tab:gray", lw=1.0, ls="--", label="rate [Hz], right axis"),
     ]
     fig.legend(
-        handles=handles, loc="outside upper right", ncols=len(handles), fontsize=9, frameon=False
+        handles=handles,
+        loc="upper right",
+        bbox_to_anchor=(0.99, 0.995),
+        ncols=len(handles),
+        fontsize=9,
+        frameon=False,
     )
 
 
@@ -471,7 +499,8 @@ def plot_report(
     rate_window_s: float | None = None,
 ) -> list[Page]:
     """Draw the report's pages: ``path`` (``report.png``), then ``report-2.png``, ... every
-    one ``PAGE_SIZE_PX``, ``PANELS_PER_PAGE`` sensors at most each, in the given order.
+    one ``PAGE_SIZE_PX``, ``PANELS_PER_PAGE`` sensors at most each, in natural order of
+    their names (sensor-2 before sensor-10).
 
     Sensors whose extents agree share one time axis, counted from the earliest reading;
     otherwise each panel counts from its own first reading. The rate is observed readings
@@ -484,7 +513,7 @@ def plot_report(
     # The Figure API instead of pyplot: no global backend switch and no figure registry.
     # savefig picks the Agg canvas from the .png suffix.
     figure_module = require("matplotlib.figure", "plot", "report.png")
-    chunks = [list(series[i : i + PANELS_PER_PAGE]) for i in range(0, len(series), PANELS_PER_PAGE)]
+    chunks = layout_pages(series)
     paths = page_paths(path, len(chunks))
     rows, columns = page_grid(len(series))
     size = (PAGE_SIZE_PX[0] / PAGE_DPI, PAGE_SIZE_PX[1] / PAGE_DPI)
@@ -503,10 +532,12 @@ def plot_report(
     t_end = max(float(s.ts.max()) for s in drawn)
     pages = []
     for number, (page_path, chunk) in enumerate(zip(paths, chunks, strict=True), start=1):
-        fig = figure_module.Figure(figsize=size, dpi=PAGE_DPI, layout="constrained")
-        axes = fig.subplots(rows, columns, squeeze=False).ravel()
+        fig = figure_module.Figure(figsize=size, dpi=PAGE_DPI)
+        # Fixed margins, not constrained layout: the page size is fixed, and the layout
+        # solver took half of the drawing time.
+        axes = fig.subplots(rows, columns, squeeze=False, gridspec_kw=PAGE_MARGINS).ravel()
         of = f", page {number} of {len(chunks)}" if len(chunks) > 1 else ""
-        fig.suptitle(f"{title}{of}", fontsize=13, x=0.01, ha="left")
+        fig.suptitle(f"{title}{of}", fontsize=13, x=0.01, y=0.995, ha="left", va="top")
         _page_key(fig, fill)
         panels = []
         for ax, stream in zip(axes, chunk, strict=False):
@@ -540,7 +571,7 @@ def plot_report(
         for ax in axes[len(chunk) :]:
             ax.set_axis_off()
         if shared:
-            fig.supxlabel(f"time since {_utc(t0)} UTC [s]", fontsize=10)
+            fig.supxlabel(f"time since {_utc(t0)} UTC [s]", fontsize=10, y=0.005, va="bottom")
         fig.savefig(page_path, dpi=PAGE_DPI)
         pages.append(Page(page_path, PAGE_SIZE_PX, panels))
     return pages

@@ -51,16 +51,11 @@ PANELS_PER_PAGE: Final = MAX_ROWS * MAX_COLUMNS
 #: its own, or a short stream would be a sliver at one end of a long one's axis.
 SHARED_AXIS_SLACK: Final = 0.05
 
-#: Room for the page's title and key above, the time label below, the rate axis's ticks
-#: right of each panel and a two-line title above each.
-PAGE_MARGINS: Final = {
-    "left": 0.035,
-    "right": 0.975,
-    "top": 0.91,
-    "bottom": 0.06,
-    "wspace": 0.16,
-    "hspace": 0.42,
-}
+#: Room for the page's title and key above, the time label below (fractions of the page),
+#: and between panels for a two-line title, tick labels and the rate axis (inches).
+PAGE_MARGINS: Final = {"left": 0.035, "right": 0.975, "top": 0.91, "bottom": 0.06}
+ROW_GAP_IN: Final = 0.85
+COLUMN_GAP_IN: Final = 0.7
 
 #: Observed readings get a dot only when there are few enough to tell apart.
 MAX_MARKED_READINGS: Final = 150
@@ -211,6 +206,20 @@ def stale_pages(path: Path, pages: int) -> list[Path]:
 def _natural(name: str) -> list[tuple[int, str]]:
     """Sort key: sensor-2 before sensor-10, as a fleet numbers them."""
     return [(int(part), "") if part.isdigit() else (-1, part) for part in re.split(r"(\d+)", name)]
+
+
+def _gaps(rows: int, columns: int) -> dict[str, float]:
+    """The page's margins, and the gaps between panels as matplotlib wants them: fractions
+    of a panel's height and width, so the same inches whatever the grid."""
+    height = PAGE_SIZE_PX[1] / PAGE_DPI * (PAGE_MARGINS["top"] - PAGE_MARGINS["bottom"])
+    width = PAGE_SIZE_PX[0] / PAGE_DPI * (PAGE_MARGINS["right"] - PAGE_MARGINS["left"])
+    panel_height = (height - ROW_GAP_IN * (rows - 1)) / rows
+    panel_width = (width - COLUMN_GAP_IN * (columns - 1)) / columns
+    return {
+        **PAGE_MARGINS,
+        "hspace": ROW_GAP_IN / panel_height,
+        "wspace": COLUMN_GAP_IN / panel_width,
+    }
 
 
 def layout_pages(series: Sequence[SensorSeries]) -> list[list[SensorSeries]]:
@@ -535,7 +544,7 @@ def plot_report(
         fig = figure_module.Figure(figsize=size, dpi=PAGE_DPI)
         # Fixed margins, not constrained layout: the page size is fixed, and the layout
         # solver took half of the drawing time.
-        axes = fig.subplots(rows, columns, squeeze=False, gridspec_kw=PAGE_MARGINS).ravel()
+        axes = fig.subplots(rows, columns, squeeze=False, gridspec_kw=_gaps(rows, columns)).ravel()
         of = f", page {number} of {len(chunks)}" if len(chunks) > 1 else ""
         fig.suptitle(f"{title}{of}", fontsize=13, x=0.01, y=0.995, ha="left", va="top")
         _page_key(fig, fill)

@@ -11,6 +11,13 @@ so a flood costs a counter increment per datagram rather than a task and a queue
 And UDP's calc jobs take at most half the job runner's worker slots (at least one): the
 rest wait here, not in the runner's queue, so a TCP client's job never queues behind a
 flood of datagrams' jobs.
+
+Readings sent with ``ack: false`` are not answered one by one: those that arrive within one
+turn of the event loop go to the writer as one submission per producer, in one task. A
+task, a dispatcher call and a writer future per datagram is what capped UDP ingest at a
+few thousand readings/s (``udp_max_inflight`` tasks each waiting out a commit, the rest
+dropped busy, and a slow loop overflowing the kernel's receive buffer). Storage is the
+same either way: the writer merges submissions into one commit anyway.
 """
 
 from __future__ import annotations
@@ -18,8 +25,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Final, cast
 
 import structlog
 
@@ -27,16 +35,35 @@ from forkwire.protocol import (
     Calc,
     DatagramRequest,
     Dropped,
+    Error,
+    ErrorCode,
+    Reading,
+    ReadingMsg,
+    ReadingsMsg,
     Rejected,
     Request,
     ServerDatagrams,
     Stat,
 )
-from forkwire.server.dispatch import Dispatcher
+from forkwire.server.dispatch import Conflict, Dispatcher, StorageUnavailable
 
 log = structlog.get_logger("forkwire.udp")
 
 Address = Any  # (host, port) for IPv4, (host, port, flow, scope) for IPv6
+
+#: A batch of unacked readings goes to the writer at once when it holds this many, even
+#: within one loop turn, so one batch never waits for a second commit.
+BATCH_READINGS: Final = 1000
+
+
+@dataclass(slots=True)
+class _Unacked:
+    """One ``ack: false`` datagram waiting for its batch: what an error reply needs."""
+
+    readings: list[Reading]
+    producer: str | None
+    addr: Address
+    size: int
 
 
 class UdpEndpoint(asyncio.DatagramProtocol):
@@ -54,6 +81,10 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._accepting = True
+        #: Unacked readings datagrams of this loop turn, and how many readings they hold.
+        self._batch: list[_Unacked] = []
+        self._batch_readings = 0
+        self._batch_limit = min(BATCH_READINGS, settings.commit_batch)
         dispatcher.stats_sources.append(self._gauges)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -74,6 +105,9 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         elif isinstance(event, Rejected):
             self.counters[Stat.UDP_DATAGRAMS_REJECTED] += 1
         elif isinstance(event, DatagramRequest):
+            if isinstance(event.message, ReadingMsg | ReadingsMsg) and not event.message.ack:
+                self._add_unacked(event.message, addr, len(data))
+                return
             task = asyncio.create_task(self._answer(event.message, addr, len(data)))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -101,6 +135,48 @@ class UdpEndpoint(asyncio.DatagramProtocol):
             else:
                 self._send(datagram, addr)
 
+    def _add_unacked(self, message: ReadingMsg | ReadingsMsg, addr: Address, size: int) -> None:
+        readings: list[Reading] = (
+            list(message.items) if isinstance(message, ReadingsMsg) else [message]
+        )
+        if not self._batch:
+            # After the datagrams this turn of the loop delivers, not after the first.
+            asyncio.get_running_loop().call_soon(self._flush_unacked)
+        self._batch.append(_Unacked(readings, message.producer, addr, size))
+        self._batch_readings += len(readings)
+        if self._batch_readings >= self._batch_limit:
+            self._flush_unacked()
+
+    def _flush_unacked(self) -> None:
+        """Hand the batch so far to one task (a no-op when it is empty)."""
+        if not self._batch:
+            return
+        batch, self._batch, self._batch_readings = self._batch, [], 0
+        task = asyncio.create_task(self._store_unacked(batch))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _store_unacked(self, batch: list[_Unacked]) -> None:
+        by_producer: dict[str | None, list[_Unacked]] = {}
+        for datagram in batch:
+            by_producer.setdefault(datagram.producer, []).append(datagram)
+        for producer, datagrams in by_producer.items():
+            readings = [reading for datagram in datagrams for reading in datagram.readings]
+            try:
+                await self.dispatcher.ingest(readings, producer)
+            except Exception as exc:  # each datagram gets the error its own request would
+                if not isinstance(exc, StorageUnavailable | Conflict):
+                    log.exception("udp_readings_failed", readings=len(readings))
+                for datagram in datagrams:
+                    error = _unacked_error(exc, datagram)
+                    if error is None:
+                        continue
+                    reply = self.rules.reply(error, request_size=datagram.size)
+                    if reply is None:
+                        self.counters[Stat.UDP_REPLIES_SUPPRESSED] += 1
+                    else:
+                        self._send(reply, datagram.addr)
+
     def _gauges(self) -> dict[str, int]:
         return {Stat.UDP_REQUESTS_INFLIGHT: len(self._tasks)}
 
@@ -118,6 +194,28 @@ class UdpEndpoint(asyncio.DatagramProtocol):
     def stop_accepting(self) -> None:
         """Shutdown: drop new datagrams (counted) but keep the socket to answer the old."""
         self._accepting = False
+        self._flush_unacked()  # so the batch of this turn is among the tasks waited for
+
+
+def _unacked_error(exc: Exception, datagram: _Unacked) -> Error | None:
+    """The error ``Dispatcher.answer`` gives one datagram's readings for a failed batch;
+    None when that datagram's readings were not the trouble (another's conflicted)."""
+    if isinstance(exc, StorageUnavailable):
+        return Error(
+            code=ErrorCode.STORAGE_UNAVAILABLE, message=str(exc), retry_after=exc.retry_after
+        )
+    if isinstance(exc, Conflict):
+        owner = datagram.producer or ""
+        clashing = [
+            (reading.sensor, owner, reading.seq)
+            for reading in datagram.readings
+            if any(first <= reading.seq <= last for first, last in exc.keys.get(reading.sensor, []))
+        ]
+        if not clashing:
+            return None
+        mine = Conflict(clashing)
+        return Error(code=ErrorCode.CONFLICT, message=str(mine), keys=mine.keys)
+    return Error(code=ErrorCode.INTERNAL_ERROR, message="the readings request failed")
 
 
 async def open_udp(

@@ -28,7 +28,7 @@ import typer
 from rich.console import Console
 
 from forkwire.client.connection import DEFAULT_HOST
-from forkwire.client.errors import ClientError, ConnectError, UsageError
+from forkwire.client.errors import ClientError, ConnectError, Interrupted, UsageError
 from forkwire.client.logs import configure_logging
 from forkwire.protocol import DEFAULT_PORT
 
@@ -103,6 +103,29 @@ def _no_type(ctx: Any) -> str:
     return ""
 
 
+@dataclasses.dataclass(frozen=True)
+class FirstConnect:
+    """How long a streaming command tries to reach the server before it gives up."""
+
+    connect_timeout: Annotated[
+        float,
+        typer.Option(
+            min=0.1,
+            help="Give up (exit 1) when no connection succeeded within this many seconds "
+            "of the start: a wrong host or port. Once connected, a lost server is always "
+            "waited for.",
+        ),
+    ] = 10.0
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Keep trying to reach the server however long.")
+    ] = False
+
+    @property
+    def limit(self) -> float | None:
+        """The bound for the run's config: None waits forever."""
+        return None if self.wait else self.connect_timeout
+
+
 def transport_option(udp: str) -> Any:
     """The ``--transport`` option, tcp or udp; ``udp`` says what udp means to the command."""
     return typer.Option(help=f"tcp, or udp ({udp}).")
@@ -113,8 +136,9 @@ def command(
 ) -> Callable[[Callable[..., None]], Callable[..., None]]:
     """Make a function a command: shared options in, one line and an exit status out.
 
-    A parameter annotated :class:`Server` becomes one option per field of ``Server``, and
-    the function is called with the ``Server`` they make. Every parameter is passed by
+    A parameter annotated with an option group (:class:`Server`, :class:`FirstConnect`)
+    becomes one option per field of the group, and the function is called with the group
+    they make. Every parameter is passed by
     name, so commands declare theirs keyword-only (``def calc(*, file, ...)``).
 
     Args:
@@ -124,17 +148,18 @@ def command(
 
     def wrap(func: Callable[..., None]) -> Callable[..., None]:
         signature = inspect.signature(func, eval_str=True)
-        targets = [p.name for p in signature.parameters.values() if p.annotation is Server]
-        if len(targets) > 1:
-            raise TypeError(f"{func.__name__} takes more than one Server: {targets}")
+        groups = {p.name: p.annotation for p in signature.parameters.values()}
+        groups = {name: kind for name, kind in groups.items() if kind in _GROUPS}
+        if len(set(groups.values())) < len(groups):
+            raise TypeError(f"{func.__name__} takes an option group twice: {groups}")
         parameters: list[inspect.Parameter] = []
         for parameter in signature.parameters.values():
-            parameters += _SERVER_OPTIONS if parameter.annotation is Server else [parameter]
+            parameters += _GROUPS.get(parameter.annotation, [parameter])
 
         @functools.wraps(func)
         def run(**options: Any) -> None:
-            for name in targets:
-                options[name] = Server(**{p.name: options.pop(p.name) for p in _SERVER_OPTIONS})
+            for name, kind in groups.items():
+                options[name] = kind(**{p.name: options.pop(p.name) for p in _GROUPS[kind]})
             try:
                 func(**options)
             except KeyboardInterrupt:
@@ -153,8 +178,8 @@ def command(
     return wrap
 
 
-def _server_options() -> list[inspect.Parameter]:
-    hints = get_type_hints(Server, include_extras=True)
+def _group_options(group: type) -> list[inspect.Parameter]:
+    hints = get_type_hints(group, include_extras=True)
     return [
         inspect.Parameter(
             field.name,
@@ -162,11 +187,14 @@ def _server_options() -> list[inspect.Parameter]:
             default=field.default,
             annotation=hints[field.name],
         )
-        for field in dataclasses.fields(Server)
+        for field in dataclasses.fields(group)
     ]
 
 
-_SERVER_OPTIONS = _server_options()
+#: Dataclasses whose fields are options of every command that takes one of them.
+_GROUPS: dict[Any, list[inspect.Parameter]] = {
+    group: _group_options(group) for group in (Server, FirstConnect)
+}
 
 
 def _ended(message: str, status: int) -> typer.Exit:
@@ -207,17 +235,46 @@ def run(work: Coroutine[Any, Any, _T]) -> _T:
         return runner.run(work)
 
 
-async def stoppable(work: Coroutine[Any, Any, _T]) -> _T:
-    """Run ``work`` so that SIGTERM stops it like Ctrl-C: gracefully, with a summary.
+class Stopped:
+    """Which signal, if any, ended a :func:`stoppable` run (SIGINT or SIGTERM)."""
 
-    A supervisor (systemd, docker stop) sends SIGTERM; the fleet treats cancellation as
-    the normal way to end (stop probing, await in-flight acks, keep the rest queued).
+    def __init__(self) -> None:
+        self.signal: signal.Signals | None = None
+
+    def check(self, left: str) -> None:
+        """After a run that returned its summary: if a signal ended it, end the command
+        with 130 (Ctrl-C) or 143 (SIGTERM) and one line saying what is ``left``.
+
+        Raises:
+            Interrupted: a signal stopped the run.
+        """
+        if self.signal is not None:
+            terminated = self.signal == signal.SIGTERM
+            word = "terminated" if terminated else "interrupted"
+            raise Interrupted(f"{word}; {left}", terminated=terminated)
+
+
+async def stoppable(work: Coroutine[Any, Any, _T], stopped: Stopped | None = None) -> _T:
+    """Run ``work`` so that SIGINT and SIGTERM stop it gracefully, with a summary.
+
+    A supervisor (systemd, docker stop) sends SIGTERM, a user Ctrl-C; the fleet treats
+    cancellation as the normal way to end (stop probing, await in-flight acks, keep the
+    rest queued). ``stopped`` records which signal came; a second one cancels again,
+    which cuts the draining short.
     """
     task = asyncio.current_task()
     assert task is not None
     loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, task.cancel)
+
+    def received(signum: signal.Signals) -> None:
+        if stopped is not None and stopped.signal is None:
+            stopped.signal = signum
+        task.cancel()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, received, signum)
     try:
         return await work
     finally:
-        loop.remove_signal_handler(signal.SIGTERM)
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)

@@ -8,7 +8,9 @@ from typing import Annotated
 import typer
 
 from forkwire.client.cli.app import (
+    FirstConnect,
     Server,
+    Stopped,
     checking_options,
     command,
     run,
@@ -50,6 +52,7 @@ def replay(
     ] = Path("forkwire-replay.sqlite"),
     seed: Annotated[int | None, typer.Option(help="Seed of the interval draws.")] = None,
     server: Server,
+    first_connect: FirstConnect,
 ) -> None:
     """Stream FILE to the server, one row every interval; Ctrl-C stops (rest stays queued)."""
     # Imported here: numpy and the fleet's modules are for this command only.
@@ -57,6 +60,7 @@ def replay(
 
     with checking_options():
         config = ReplayConfig(
+            connect_timeout=first_connect.limit,
             file=file,
             sensor=sensor,
             column=column,
@@ -70,10 +74,11 @@ def replay(
             outbox=outbox,
             seed=seed,
         )
-    summary = run(stoppable(run_replay(config)))
+    summary = run(stoppable(run_replay(config), stopped := Stopped()))
     ending = "file done" if summary.exhausted else "stopped"
     typer.echo(
         f"{summary.sensor}: {summary.rows} rows sent in {summary.passes} pass(es), "
         f"{summary.skipped} skipped, {summary.acked} acked, {summary.pending} left in "
         f"{outbox} ({ending}), {summary.seconds:.2f} s -> {summary.out}"
     )
+    stopped.check(f"{summary.pending:,} rows not yet acked wait in the outbox {outbox}")

@@ -16,7 +16,9 @@ from rich.console import Console
 from rich.live import Live
 
 from forkwire.client.cli.app import (
+    FirstConnect,
     Server,
+    Stopped,
     checking_options,
     command,
     run,
@@ -86,6 +88,7 @@ def sensors(
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the noise stages.")] = 0,
     server: Server,
+    first_connect: FirstConnect,
     live: Annotated[bool | None, typer.Option(help="Live table (default: on a terminal).")] = None,
     json_summary: Annotated[
         bool, typer.Option("--json", help="End with the summary as JSON on stdout, no table.")
@@ -117,6 +120,7 @@ def sensors(
     with checking_options():
         parse_noise(specs)  # a bad spec is a usage error before anything starts
         config = FleetConfig(
+            connect_timeout=first_connect.limit,
             host=server.host,
             port=server.port,
             count=count,
@@ -137,7 +141,7 @@ def sensors(
     with contextlib.ExitStack() as stack:
         if show:
             display = stack.enter_context(Live(console=console, refresh_per_second=4))
-        summary = run(stoppable(run_fleet(config)))
+        summary = run(stoppable(run_fleet(config), stopped := Stopped()))
         if display is not None:
             display.update(render_status(summary))
     if json_summary:
@@ -146,3 +150,4 @@ def sensors(
         # A live table stays on the terminal when it stops, showing the final summary:
         # printed again on the same screen it would be there twice.
         stdout().print(render_status(summary))
+    stopped.check(f"{summary.pending:,} readings not yet acked wait in the outbox {outbox}")

@@ -12,12 +12,14 @@ And UDP's calc jobs take at most half the job runner's worker slots (at least on
 rest wait here, not in the runner's queue, so a TCP client's job never queues behind a
 flood of datagrams' jobs.
 
-Readings sent with ``ack: false`` are not answered one by one: those that arrive within one
-turn of the event loop go to the writer as one submission per producer, in one task. A
-task, a dispatcher call and a writer future per datagram is what capped UDP ingest at a
-few thousand readings/s (``udp_max_inflight`` tasks each waiting out a commit, the rest
-dropped busy, and a slow loop overflowing the kernel's receive buffer). Storage is the
-same either way: the writer merges submissions into one commit anyway.
+Readings sent with ``ack: false`` are not answered one by one: they queue here and go to
+the writer in batches of up to a commit's worth, from at most ``UNACKED_PIPELINE`` tasks
+(one committing, one waiting its turn), so the batches grow exactly as fast as the store
+is slow. A task, a dispatcher call and a writer future per datagram is what capped UDP
+ingest at a few thousand readings/s: ``udp_max_inflight`` tasks each waiting out a commit,
+the rest dropped busy, and the loop too slow to empty the kernel's receive buffer. The
+queue holds at most ``UNACKED_COMMITS`` commits' worth; a datagram past that is dropped
+busy and counted. Storage is the same either way: the writer merges submissions.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import asyncio
 import contextlib
 import socket
 import sys
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, cast
@@ -56,9 +59,15 @@ Address = Any  # (host, port) for IPv4, (host, port, flow, scope) for IPv6
 #: Datagrams one read callback takes from a socket it can read itself (asyncio's loop
 #: delivers one per loop turn; uvloop's libuv reads up to 32 per poll on its own).
 DRAIN_DATAGRAMS: Final = 256
-#: A batch of unacked readings goes to the writer at once when it holds this many, even
-#: within one loop turn, so one batch never waits for a second commit.
+#: Unacked readings per submission to the writer, at most (and at most ``commit_batch``):
+#: one submission never needs two commits.
 BATCH_READINGS: Final = 1000
+#: Tasks storing unacked readings at once: one whose batch commits, one queued behind it
+#: to share or follow that commit.
+UNACKED_PIPELINE: Final = 2
+#: Unacked readings queued or being stored, in commits' worth: past it datagrams are
+#: dropped busy. At 50,000 readings/s and 1,000-reading commits, 160 ms of readings.
+UNACKED_COMMITS: Final = 8
 
 
 @dataclass(slots=True)
@@ -87,9 +96,12 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         self._tasks: set[asyncio.Task[None]] = set()
         self._accepting = True
         #: Unacked readings datagrams of this loop turn, and how many readings they hold.
-        self._batch: list[_Unacked] = []
-        self._batch_readings = 0
+        self._batch: deque[_Unacked] = deque()
+        self._batch_readings = 0  # queued here, plus held by the storing tasks
         self._batch_limit = min(BATCH_READINGS, settings.commit_batch)
+        self._batch_bound = UNACKED_COMMITS * self._batch_limit
+        self._storing = 0  # tasks storing unacked readings
+        self._flush_due = False
         dispatcher.stats_sources.append(self._gauges)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -144,24 +156,41 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         readings: list[Reading] = (
             list(message.items) if isinstance(message, ReadingsMsg) else [message]
         )
-        if not self._batch:
-            # After the datagrams this turn of the loop delivers, not after the first.
-            asyncio.get_running_loop().call_soon(self._flush_unacked)
+        if self._batch_readings and self._batch_readings + len(readings) > self._batch_bound:
+            self.counters[Stat.UDP_DATAGRAMS_DROPPED_BUSY] += 1
+            return
         self._batch.append(_Unacked(readings, message.producer, addr, size))
         self._batch_readings += len(readings)
-        if self._batch_readings >= self._batch_limit:
-            self._flush_unacked()
+        if not self._flush_due:
+            # After the datagrams this turn of the loop delivers, not after the first.
+            self._flush_due = True
+            asyncio.get_running_loop().call_soon(self._flush_unacked)
 
-    def _flush_unacked(self) -> None:
-        """Hand the batch so far to one task (a no-op when it is empty)."""
-        if not self._batch:
-            return
-        batch, self._batch, self._batch_readings = self._batch, [], 0
-        task = asyncio.create_task(self._store_unacked(batch))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def _flush_unacked(self, *, everything: bool = False) -> None:
+        """Hand queued readings to storing tasks, while fewer than ``UNACKED_PIPELINE``
+        run (``everything``: all of them, now, for shutdown)."""
+        self._flush_due = False
+        while self._batch and (everything or self._storing < UNACKED_PIPELINE):
+            batch = [self._batch.popleft()]
+            size = len(batch[0].readings)
+            while self._batch and size + len(self._batch[0].readings) <= self._batch_limit:
+                batch.append(self._batch.popleft())
+                size += len(batch[-1].readings)
+            self._storing += 1
+            task = asyncio.create_task(self._store_unacked(batch, size))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
-    async def _store_unacked(self, batch: list[_Unacked]) -> None:
+    async def _store_unacked(self, batch: list[_Unacked], size: int) -> None:
+        try:
+            await self._store_batch(batch)
+        finally:
+            self._storing -= 1
+            self._batch_readings -= size
+            if self._batch and not self._flush_due:
+                self._flush_unacked()
+
+    async def _store_batch(self, batch: list[_Unacked]) -> None:
         by_producer: dict[str | None, list[_Unacked]] = {}
         for datagram in batch:
             by_producer.setdefault(datagram.producer, []).append(datagram)
@@ -199,7 +228,7 @@ class UdpEndpoint(asyncio.DatagramProtocol):
     def stop_accepting(self) -> None:
         """Shutdown: drop new datagrams (counted) but keep the socket to answer the old."""
         self._accepting = False
-        self._flush_unacked()  # so the batch of this turn is among the tasks waited for
+        self._flush_unacked(everything=True)  # so shutdown waits for the queued readings
 
 
 def _unacked_error(exc: Exception, datagram: _Unacked) -> Error | None:

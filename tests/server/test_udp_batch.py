@@ -131,6 +131,31 @@ async def test_a_large_turn_is_cut_into_batches_of_commit_batch(tmp_path: Path) 
     assert len(rows(tmp_path / "store.sqlite")) == 450
 
 
+async def test_past_the_queue_bound_datagrams_are_dropped_busy_and_counted(
+    tmp_path: Path,
+) -> None:
+    """At most 8 commits' worth of unacked readings wait; the rest of a burst is dropped
+    busy, counted, and what was queued is stored in full, two batches at a time."""
+    async with running(settings(tmp_path, commit_batch=10)) as app:
+        endpoint, _, calls = endpoint_of(app)
+        for seq in range(200):
+            endpoint.datagram_received(one("a", seq), A)
+        await settled(endpoint)
+        counters = app.dispatcher.counters
+        assert counters[Stat.UDP_DATAGRAMS_DROPPED_BUSY] == 120
+        assert counters[Stat.READINGS_STORED] == counters[Stat.READINGS_RECEIVED] == 80
+        assert calls == [10] * 8
+        # The queue is empty again: a new burst is taken in full.
+        for seq in range(200, 230):
+            endpoint.datagram_received(one("a", seq), A)
+        await settled(endpoint)
+        assert counters[Stat.READINGS_STORED] == 110
+    assert sorted(seq for _, _, seq in rows(tmp_path / "store.sqlite")) == [
+        *range(80),
+        *range(200, 230),
+    ]
+
+
 async def test_acked_datagrams_still_get_their_own_ack(tmp_path: Path) -> None:
     """ack: true is answered per datagram, beside a batch of unacked readings."""
     async with running(settings(tmp_path)) as app:

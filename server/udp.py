@@ -13,13 +13,14 @@ rest wait here, not in the runner's queue, so a TCP client's job never queues be
 flood of datagrams' jobs.
 
 Readings sent with ``ack: false`` are not answered one by one: they queue here and go to
-the writer in batches of up to a commit's worth, from at most ``UNACKED_PIPELINE`` tasks
-(one committing, one waiting its turn), so the batches grow exactly as fast as the store
-is slow. A task, a dispatcher call and a writer future per datagram is what capped UDP
-ingest at a few thousand readings/s: ``udp_max_inflight`` tasks each waiting out a commit,
-the rest dropped busy, and the loop too slow to empty the kernel's receive buffer. The
-queue holds at most ``UNACKED_COMMITS`` commits' worth; a datagram past that is dropped
-busy and counted. Storage is the same either way: the writer merges submissions.
+the writer in batches of up to a commit's worth, from one task at a time (two when a full
+batch waits), each taking all that queued while the one before it was stored, so the
+batches grow exactly as fast as the store is slow. A task, a dispatcher call and a writer
+future per datagram is what capped UDP ingest at a few thousand readings/s:
+``udp_max_inflight`` tasks each waiting out a commit, the rest dropped busy, and the loop
+too slow to empty the kernel's receive buffer. The queue holds at most
+``UNACKED_COMMITS`` commits' worth; a datagram past that is dropped busy and counted.
+Storage is the same either way: the writer merges submissions.
 """
 
 from __future__ import annotations
@@ -56,14 +57,14 @@ log = structlog.get_logger("forkwire.udp")
 
 Address = Any  # (host, port) for IPv4, (host, port, flow, scope) for IPv6
 
-#: Datagrams one read callback takes from a socket it can read itself (asyncio's loop
-#: delivers one per loop turn; uvloop's libuv reads up to 32 per poll on its own).
+#: Datagrams the endpoint reads itself per loop turn, beyond those the loop delivers
+#: (asyncio's loop delivers one per turn; uvloop's libuv up to 32 a poll).
 DRAIN_DATAGRAMS: Final = 256
 #: Unacked readings per submission to the writer, at most (and at most ``commit_batch``):
 #: one submission never needs two commits.
 BATCH_READINGS: Final = 1000
-#: Tasks storing unacked readings at once: one whose batch commits, one queued behind it
-#: to share or follow that commit.
+#: Tasks storing unacked readings at once: one whose batch commits, and one with a full
+#: batch queued behind it.
 UNACKED_PIPELINE: Final = 2
 #: Unacked readings queued or being stored, in commits' worth: past it datagrams are
 #: dropped busy. At 50,000 readings/s and 1,000-reading commits, 160 ms of readings.
@@ -100,6 +101,7 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         self._batch_readings = 0  # queued here, plus held by the storing tasks
         self._batch_limit = min(BATCH_READINGS, settings.commit_batch)
         self._batch_bound = UNACKED_COMMITS * self._batch_limit
+        self._queued = 0  # readings in the queue alone
         self._storing = 0  # tasks storing unacked readings
         self._flush_due = False
         dispatcher.stats_sources.append(self._gauges)
@@ -161,6 +163,7 @@ class UdpEndpoint(asyncio.DatagramProtocol):
             return
         self._batch.append(_Unacked(readings, message.producer, addr, size))
         self._batch_readings += len(readings)
+        self._queued += len(readings)
         if not self._flush_due:
             # After the datagrams this turn of the loop delivers, not after the first.
             self._flush_due = True
@@ -170,12 +173,19 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         """Hand queued readings to storing tasks, while fewer than ``UNACKED_PIPELINE``
         run (``everything``: all of them, now, for shutdown)."""
         self._flush_due = False
-        while self._batch and (everything or self._storing < UNACKED_PIPELINE):
+        while self._batch and (
+            everything
+            or not self._storing
+            # A second task only for a full batch: one taken early stays small, and so
+            # would the commit it shares.
+            or (self._storing < UNACKED_PIPELINE and self._queued >= self._batch_limit)
+        ):
             batch = [self._batch.popleft()]
             size = len(batch[0].readings)
             while self._batch and size + len(self._batch[0].readings) <= self._batch_limit:
                 batch.append(self._batch.popleft())
                 size += len(batch[-1].readings)
+            self._queued -= size
             self._storing += 1
             task = asyncio.create_task(self._store_unacked(batch, size))
             self._tasks.add(task)
@@ -253,8 +263,8 @@ def _unacked_error(exc: Exception, datagram: _Unacked) -> Error | None:
 
 
 class DrainingUdpEndpoint(UdpEndpoint):
-    """A :class:`UdpEndpoint` that reads on from the socket after each datagram the loop
-    delivers, up to ``DRAIN_DATAGRAMS``, so one loop turn (and one batch) holds many.
+    """A :class:`UdpEndpoint` that reads on from the socket after the datagrams the loop
+    delivers, up to ``DRAIN_DATAGRAMS`` a turn, so one loop turn (and one batch) holds many.
 
     With asyncio's own loop every datagram otherwise costs a full turn (a select call and
     a batch of one); uvloop's libuv reads up to 32 per poll, and this reads on from there.
@@ -263,12 +273,19 @@ class DrainingUdpEndpoint(UdpEndpoint):
 
     #: The endpoint's non-blocking socket (None: deliver only what the loop reads).
     sock: socket.socket | None = None
+    #: Datagrams this loop turn may still read on its own (None: a new turn).
+    _budget: int | None = None
 
     def datagram_received(self, data: bytes, addr: Address) -> None:
         super().datagram_received(data, addr)
         if self.sock is None:
             return
-        for _ in range(DRAIN_DATAGRAMS):
+        if self._budget is None:
+            # Per turn, not per callback: uvloop calls back up to 32 times a poll, and a
+            # turn that reads thousands holds up the tasks that store them.
+            self._budget = DRAIN_DATAGRAMS
+            asyncio.get_running_loop().call_soon(self._next_turn)
+        while self._budget > 0:
             try:
                 data, addr = self.sock.recvfrom(MAX_DATAGRAM)
             except (BlockingIOError, InterruptedError):
@@ -276,7 +293,11 @@ class DrainingUdpEndpoint(UdpEndpoint):
             except OSError as exc:  # an ICMP error of an earlier reply, as the loop would
                 self.error_received(exc)
                 return
+            self._budget -= 1
             super().datagram_received(data, addr)
+
+    def _next_turn(self) -> None:
+        self._budget = None
 
 
 async def open_udp(

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import enum
 import itertools
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Final
 
@@ -126,8 +126,18 @@ class ServerConnection:
         max_frame: the largest request frame read; a larger header ends the conversation.
     """
 
-    def __init__(self, welcome: Welcome, *, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+    def __init__(
+        self,
+        welcome: Welcome,
+        *,
+        max_frame: int = DEFAULT_MAX_FRAME,
+        tally: Counter[tuple[str, str]] | None = None,
+    ) -> None:
         self.welcome = welcome
+        #: Shared with the server's other conversations: ``("in", type)`` per frame read
+        #: (``"invalid"`` when it does not decode), ``("out", type)`` per frame queued and
+        #: ``("error", code)`` per error queued; a metrics exporter reads it.
+        self.tally: Counter[tuple[str, str]] = Counter() if tally is None else tally
         self.state = State.OPEN
         #: The version of this conversation: 1 until a hello asks for another.
         self.version = 1
@@ -199,7 +209,9 @@ class ServerConnection:
             try:
                 message = decode_request(payload)
             except ProtocolError as exc:
+                self.tally["in", "invalid"] += 1
                 return self._reject(exc)
+            self.tally["in", message.type] += 1
             if isinstance(message, Hello):
                 try:
                     welcome = negotiate(message, self.welcome)
@@ -288,6 +300,9 @@ class ServerConnection:
     def _queue(self, message: Reply) -> None:
         self._out += pack(message)
         self.frames_sent += 1
+        self.tally["out", message.type] += 1
+        if isinstance(message, Error):
+            self.tally["error", message.code] += 1
 
 
 class ClientConnection:

@@ -63,7 +63,9 @@ class TcpConnection:
         self.partial = partial or Budget(settings.max_partial)
         self._partial_held = 0  # this connection's share of it
         self.id = next(_conn_ids)
-        self.conversation = ServerConnection(dispatcher.welcome(), max_frame=settings.max_frame)
+        self.conversation = ServerConnection(
+            dispatcher.welcome(), max_frame=settings.max_frame, tally=dispatcher.tally
+        )
         self._counted = (0, 0, 0)  # the conversation's frame counts already in counters
         self._pending: set[asyncio.Task[None]] = set()
         # Requests handed out and not answered, and their bytes: at either bound the reader

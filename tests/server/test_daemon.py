@@ -72,7 +72,8 @@ def test_daemon_starts_listening_reopens_its_log_and_stops_on_sigterm(
     pid = int(pidfile.read_text())
     stopper.append(pid)
     assert f"pid {pid}" in result.stderr
-    assert pid != os.getpid() and not gone(pid)
+    assert pid != os.getpid()
+    assert not gone(pid)
     # Ready means listening: a connection is accepted at once, no retry loop.
     socket.create_connection(("127.0.0.1", port), timeout=5).close()
     assert '"event": "server_started"' in log.read_text()

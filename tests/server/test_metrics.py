@@ -47,7 +47,8 @@ def readings(first: int, count: int) -> ReadingsMsg:
 
 async def test_the_metrics_move_with_jobs_readings_and_errors(tmp_path: Path) -> None:
     async with running(settings(tmp_path, metrics_port=0)) as app:
-        assert app.metrics is not None and app.metrics.port
+        assert app.metrics is not None
+        assert app.metrics.port
         port = app.metrics.port
         before = await scrape(port)
         assert before["forkwire_jobs_started_total", ()] == 0
@@ -60,7 +61,8 @@ async def test_the_metrics_move_with_jobs_readings_and_errors(tmp_path: Path) ->
         assert isinstance(await peer.recv(), Ack)
         peer.writer.write(encode_frame(b'{"type":"nonsense"}'))
         reply = await peer.recv()
-        assert isinstance(reply, Error) and reply.code == ErrorCode.UNKNOWN_TYPE
+        assert isinstance(reply, Error)
+        assert reply.code == ErrorCode.UNKNOWN_TYPE
 
         after = await scrape(port)
         await peer.close()
@@ -91,7 +93,8 @@ async def test_readyz_says_503_while_the_store_fails(tmp_path: Path) -> None:
     store = tmp_path / "store.sqlite"
     config = settings(tmp_path, f"sqlite:///{store}", metrics_port=0, storage_timeout=0.2)
     async with running(config) as app:
-        assert app.metrics is not None and app.metrics.port
+        assert app.metrics is not None
+        assert app.metrics.port
         port = app.metrics.port
         assert await asyncio.to_thread(get, port, "/readyz") == (200, "ready\n")
         lock = sqlite3.connect(store, isolation_level=None)
@@ -101,7 +104,8 @@ async def test_readyz_says_503_while_the_store_fails(tmp_path: Path) -> None:
             await peer.send(Hello(), readings(0, 3))
             await peer.recv()  # welcome
             reply = await peer.recv()
-            assert isinstance(reply, Error) and reply.code == ErrorCode.STORAGE_UNAVAILABLE
+            assert isinstance(reply, Error)
+            assert reply.code == ErrorCode.STORAGE_UNAVAILABLE
             await peer.close()
             status, body = await asyncio.to_thread(get, port, "/readyz")
             assert status == 503, body
@@ -130,11 +134,15 @@ async def test_readyz_says_503_during_shutdown_and_healthz_200() -> None:
         await peer.send(Hello(), Calc(id=1, ops=["#hang"]))
         await peer.recv()  # welcome: the job is on its way
         async with asyncio.timeout(10):
-            while (await scrape(metrics))["forkwire_jobs_running", ()] < 1:
+            while True:  # until the job runs
+                if (await scrape(metrics))["forkwire_jobs_running", ()] >= 1:
+                    break
                 await asyncio.sleep(0.05)
         proc.proc.send_signal(signal.SIGTERM)
         async with asyncio.timeout(10):
-            while not proc.named("server_stopping"):
+            while True:  # until shutdown began
+                if proc.named("server_stopping"):
+                    break
                 await asyncio.sleep(0.02)
         status, body = await asyncio.to_thread(get, metrics, "/readyz")
         assert status == 503
@@ -145,7 +153,8 @@ async def test_readyz_says_503_during_shutdown_and_healthz_200() -> None:
 
 async def test_unknown_paths_and_methods_are_refused(tmp_path: Path) -> None:
     async with running(settings(tmp_path, metrics_port=0)) as app:
-        assert app.metrics is not None and app.metrics.port
+        assert app.metrics is not None
+        assert app.metrics.port
         port = app.metrics.port
         assert (await asyncio.to_thread(get, port, "/nothing"))[0] == 404
 

@@ -132,6 +132,29 @@ def _no_type(ctx: Any) -> str:
     return ""
 
 
+@dataclasses.dataclass(frozen=True)
+class FirstConnect:
+    """How long a streaming command tries to reach the server before it gives up."""
+
+    connect_timeout: Annotated[
+        float,
+        typer.Option(
+            min=0.1,
+            help="Give up (exit 1) when no connection succeeded within this many seconds "
+            "of the start: a wrong host or port. Once connected, a lost server is always "
+            "waited for.",
+        ),
+    ] = 10.0
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Keep trying to reach the server however long.")
+    ] = False
+
+    @property
+    def limit(self) -> float | None:
+        """The bound for the run's config: None waits forever."""
+        return None if self.wait else self.connect_timeout
+
+
 def transport_option(udp: str) -> Any:
     """The ``--transport`` option, tcp or udp; ``udp`` says what udp means to the command."""
     return typer.Option(help=f"tcp, or udp ({udp}).")
@@ -142,8 +165,9 @@ def command(
 ) -> Callable[[Callable[..., None]], Callable[..., None]]:
     """Make a function a command: shared options in, one line and an exit status out.
 
-    A parameter annotated :class:`Server` becomes one option per field of ``Server``, and
-    the function is called with the ``Server`` they make. Every parameter is passed by
+    A parameter annotated with an option group (:class:`Server`, :class:`FirstConnect`)
+    becomes one option per field of the group, and the function is called with the group
+    they make. Every parameter is passed by
     name, so commands declare theirs keyword-only (``def calc(*, file, ...)``).
 
     Args:
@@ -153,17 +177,18 @@ def command(
 
     def wrap(func: Callable[..., None]) -> Callable[..., None]:
         signature = inspect.signature(func, eval_str=True)
-        targets = [p.name for p in signature.parameters.values() if p.annotation is Server]
-        if len(targets) > 1:
-            raise TypeError(f"{func.__name__} takes more than one Server: {targets}")
+        groups = {p.name: p.annotation for p in signature.parameters.values()}
+        groups = {name: kind for name, kind in groups.items() if kind in _GROUPS}
+        if len(set(groups.values())) < len(groups):
+            raise TypeError(f"{func.__name__} takes an option group twice: {groups}")
         parameters: list[inspect.Parameter] = []
         for parameter in signature.parameters.values():
-            parameters += _SERVER_OPTIONS if parameter.annotation is Server else [parameter]
+            parameters += _GROUPS.get(parameter.annotation, [parameter])
 
         @functools.wraps(func)
         def run(**options: Any) -> None:
-            for name in targets:
-                options[name] = Server(**{p.name: options.pop(p.name) for p in _SERVER_OPTIONS})
+            for name, kind in groups.items():
+                options[name] = kind(**{p.name: options.pop(p.name) for p in _GROUPS[kind]})
             try:
                 func(**options)
             except KeyboardInterrupt:
@@ -182,8 +207,8 @@ def command(
     return wrap
 
 
-def _server_options() -> list[inspect.Parameter]:
-    hints = get_type_hints(Server, include_extras=True)
+def _group_options(group: type) -> list[inspect.Parameter]:
+    hints = get_type_hints(group, include_extras=True)
     return [
         inspect.Parameter(
             field.name,
@@ -191,11 +216,14 @@ def _server_options() -> list[inspect.Parameter]:
             default=field.default,
             annotation=hints[field.name],
         )
-        for field in dataclasses.fields(Server)
+        for field in dataclasses.fields(group)
     ]
 
 
-_SERVER_OPTIONS = _server_options()
+#: Dataclasses whose fields are options of every command that takes one of them.
+_GROUPS: dict[Any, list[inspect.Parameter]] = {
+    group: _group_options(group) for group in (Server, FirstConnect)
+}
 
 
 def _ended(message: str, status: int) -> typer.Exit:

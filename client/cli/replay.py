@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from forkwire.client.cli.app import (
+    FirstConnect,
     Server,
     checking_options,
     command,
@@ -50,6 +51,7 @@ def replay(
     ] = Path("forkwire-replay.sqlite"),
     seed: Annotated[int | None, typer.Option(help="Seed of the interval draws.")] = None,
     server: Server,
+    first_connect: FirstConnect,
 ) -> None:
     """Stream FILE to the server, one row every interval; Ctrl-C stops (rest stays queued)."""
     # Imported here: numpy and the fleet's modules are for this command only.
@@ -57,6 +59,7 @@ def replay(
 
     with checking_options():
         config = ReplayConfig(
+            connect_timeout=first_connect.limit,
             file=file,
             sensor=sensor,
             column=column,

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.live import Live
 
 from forkwire.client.cli.app import (
+    FirstConnect,
     Server,
     checking_options,
     command,
@@ -86,6 +87,7 @@ def sensors(
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the noise stages.")] = 0,
     server: Server,
+    first_connect: FirstConnect,
     live: Annotated[bool | None, typer.Option(help="Live table (default: on a terminal).")] = None,
     json_summary: Annotated[
         bool, typer.Option("--json", help="End with the summary as JSON on stdout, no table.")
@@ -117,6 +119,7 @@ def sensors(
     with checking_options():
         parse_noise(specs)  # a bad spec is a usage error before anything starts
         config = FleetConfig(
+            connect_timeout=first_connect.limit,
             host=server.host,
             port=server.port,
             count=count,

@@ -88,6 +88,7 @@ class ReplayConfig:
     drain_timeout: float = 5.0
     backoff_initial: float = 0.1
     backoff_max: float = 5.0
+    connect_timeout: float | None = 10.0
 
     def __post_init__(self) -> None:
         low, high = self.interval
@@ -207,6 +208,7 @@ async def run_replay(config: ReplayConfig, *, stop: asyncio.Event | None = None)
                 drain_timeout=config.drain_timeout,
                 backoff_initial=config.backoff_initial,
                 backoff_max=config.backoff_max,
+                connect_timeout=config.connect_timeout,
             )
             log.info("replay started", file=str(config.file), sensor=name, column=config.column)
             summary = await run_fleet(fleet, sensors=[sensor], stop=stop)

@@ -47,6 +47,9 @@ class FleetConfig:
             considered dead (a server that hangs instead of closing).
         backoff_initial, backoff_max: reconnect delays in seconds (see
             :class:`forkwire.client.backoff.Backoff`).
+        connect_timeout: a fleet that has never reached the server gives up after this many
+            seconds of failed attempts (ConnectError); None keeps trying (``--wait``). Once
+            connected, a lost server is always waited for.
         noise: builds the noise stage of each sensor (None: keep every reading).
         transport: ``tcp``, or ``udp``: one ``readings`` frame per datagram.
         udp_ack: over UDP, ask for acks and resend from the outbox like TCP (after
@@ -72,6 +75,7 @@ class FleetConfig:
     ack_timeout: float = 30.0
     backoff_initial: float = 0.1
     backoff_max: float = 5.0
+    connect_timeout: float | None = 10.0
     noise: Callable[[Sensor], Noise | None] | None = None
     transport: Transport = Transport.tcp
     udp_ack: bool = False

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import Counter, deque
 from collections.abc import Callable
 from typing import Final, TypeAlias
@@ -100,15 +101,29 @@ class Link:
         self._wake.set()
 
     async def run(self) -> None:
-        """Connect, converse, reconnect with backoff, until :meth:`close` (then drain)."""
+        """Connect, converse, reconnect with backoff, until :meth:`close` (then drain).
+
+        Raises:
+            ConnectError: the server was never reached within ``connect_timeout``.
+        """
+        started = time.monotonic()
+        ever_connected = False
         while not self._closing:
             try:
                 connection = await self._connect()
             except ConnectError as exc:
                 self.failed_connects += 1
                 self._on_change()
+                limit = self.config.connect_timeout
+                if not ever_connected and limit is not None and time.monotonic() - started >= limit:
+                    # A wrong port or host, most likely: retrying forever would hide it.
+                    raise ConnectError(
+                        f"{exc}; gave up after {limit:g} s without ever reaching the "
+                        "server (--wait keeps trying)"
+                    ) from None
                 await self._back_off(str(exc))
                 continue
+            ever_connected = True
             # The backoff starts over at the first ack, not here: a server that accepts
             # the connection and then refuses every frame (its store is down) must not be
             # reconnected to many times a second.

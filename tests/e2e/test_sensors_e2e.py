@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from fwtest import run_cli
+from fwtest import free_port, run_cli
 
 from forkwire.client.local import LocalServer
 from forkwire.client.sensors.config import FleetConfig
@@ -192,3 +192,51 @@ async def test_a_quiet_fleet_pings_and_keeps_its_connection(tmp_path: Path) -> N
     assert summary.reconnects == 0
     assert not server.named("connection_timed_out")
     assert len(server.named("connection_opened")) == 1
+
+
+async def test_a_first_connection_that_never_succeeds_is_an_error(tmp_path: Path) -> None:
+    """sensors and replay against a port nobody listens on: exit 1 after
+    --connect-timeout, one line saying so (with --wait as the way to keep trying); the
+    readings taken meanwhile stay in the outbox."""
+    port = str(free_port())
+    rows = tmp_path / "rows.csv"
+    rows.write_text("x\n1\n2\n3\n", encoding="utf-8")
+    for command in (
+        ["sensors", "--period", "0.05", "--outbox", str(tmp_path / "s.sqlite")],
+        ["replay", str(rows), "--interval", "0", "--outbox", str(tmp_path / "r.sqlite")],
+    ):
+        done = await asyncio.to_thread(
+            run_cli, *command, "--port", port, "--connect-timeout", "0.5", timeout=60
+        )
+        assert done.returncode == 1, done.stderr
+        last = done.stderr.splitlines()[-1]
+        assert last.startswith(f"forkwire: cannot connect to 127.0.0.1:{port}"), last
+        assert "gave up after 0.5 s without ever reaching the server (--wait" in last
+    with sqlite3.connect(tmp_path / "s.sqlite") as db:
+        (waiting,) = db.execute("SELECT count(*) FROM outbox").fetchone()
+    assert waiting > 0
+
+
+async def test_wait_keeps_trying_until_the_server_comes(tmp_path: Path) -> None:
+    """--wait: the fleet starts before its server, past --connect-timeout, and delivers
+    everything once the server is up."""
+    port = free_port()
+    store = tmp_path / "readings.sqlite"
+    args = ["sensors", "--count", "2", "--period", "0.1", "--duration", "6", "--wait"]
+    args += ["--connect-timeout", "0.5", "--port", str(port)]
+    args += ["--outbox", str(tmp_path / "outbox.sqlite"), "--json"]
+    fleet = asyncio.create_task(asyncio.to_thread(run_cli, *args, timeout=60))
+    await asyncio.sleep(1.0)
+    server = await LocalServer.start("--db", f"sqlite:///{store}", "--port", str(port))
+    try:
+        done = await fleet
+    finally:
+        await server.stop()
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["pending"] == 0, summary
+    seqs = stored(store)
+    assert len(seqs) == 2
+    for sensor_seqs in seqs.values():
+        assert sensor_seqs == list(range(len(sensor_seqs)))
+    assert sum(map(len, seqs.values())) == summary["acked"] >= 10

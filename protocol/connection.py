@@ -126,18 +126,8 @@ class ServerConnection:
         max_frame: the largest request frame read; a larger header ends the conversation.
     """
 
-    def __init__(
-        self,
-        welcome: Welcome,
-        *,
-        max_frame: int = DEFAULT_MAX_FRAME,
-        tally: Counter[tuple[str, str]] | None = None,
-    ) -> None:
+    def __init__(self, welcome: Welcome, *, max_frame: int = DEFAULT_MAX_FRAME) -> None:
         self.welcome = welcome
-        #: Shared with the server's other conversations: ``("in", type)`` per frame read
-        #: (``"invalid"`` when it does not decode), ``("out", type)`` per frame queued and
-        #: ``("error", code)`` per error queued; a metrics exporter reads it.
-        self.tally: Counter[tuple[str, str]] = Counter() if tally is None else tally
         self.state = State.OPEN
         #: The version of this conversation: 1 until a hello asks for another.
         self.version = 1
@@ -146,6 +136,10 @@ class ServerConnection:
         self.frames_received = 0
         self.frames_sent = 0
         self.frames_rejected = 0
+        #: ``("in", type)`` per frame read (``"invalid"`` when it does not decode),
+        #: ``("out", type)`` per frame queued, ``("error", code)`` per error queued. A
+        #: server may replace it with one Counter shared by all its conversations.
+        self.tally: Counter[tuple[str, str]] = Counter()
         self._decoder = FrameDecoder(max_frame=max_frame)
         self._payloads: deque[bytes] = deque()
         self._fatal: ProtocolError | None = None  # a bad header, after the good frames
@@ -207,11 +201,9 @@ class ServerConnection:
             payload = self._payloads.popleft()
             self.frames_received += 1
             try:
-                message = decode_request(payload)
+                message = self._decode(payload)
             except ProtocolError as exc:
-                self.tally["in", "invalid"] += 1
                 return self._reject(exc)
-            self.tally["in", message.type] += 1
             if isinstance(message, Hello):
                 try:
                     welcome = negotiate(message, self.welcome)
@@ -296,6 +288,15 @@ class ServerConnection:
             if self._bye_owed:
                 self._queue(Bye())
             self.state = State.CLOSED
+
+    def _decode(self, payload: bytes) -> Request:
+        try:
+            message = decode_request(payload)
+        except ProtocolError:
+            self.tally["in", "invalid"] += 1
+            raise
+        self.tally["in", message.type] += 1
+        return message
 
     def _queue(self, message: Reply) -> None:
         self._out += pack(message)

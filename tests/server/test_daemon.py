@@ -17,6 +17,8 @@ import psutil
 import pytest
 from fwtest import free_port
 
+from forkwire.server.daemon import pidfile
+
 #: Seconds any one wait of these tests may take.
 WAIT = 20.0
 
@@ -114,3 +116,14 @@ def test_a_live_pidfile_refuses_a_second_daemon(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert f"names pid {os.getpid()}, which is running" in result.stderr
     assert (tmp_path / "forkwire.pid").read_text() == f"{os.getpid()}\n"
+
+
+def test_a_stale_pidfile_is_replaced_and_removed_at_exit(tmp_path: Path) -> None:
+    """A pidfile left by a crash (its pid no longer runs) does not block a start."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    path = tmp_path / "forkwire.pid"
+    path.write_text(f"{dead.pid}\n")
+    with pidfile(str(path)):
+        assert path.read_text() == f"{os.getpid()}\n"
+    assert not path.exists()

@@ -301,7 +301,8 @@ async def run(settings: Settings, on_ready: Callable[[], None] | None = None) ->
     signals = _Signals(stop, app)
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, signals.received, signum)
-    if settings.log_file is not None:
+    if settings.log_file is not None or settings.daemon:
+        # A daemon has no terminal to hang up: SIGHUP means "reopen the log", never "die".
         loop.add_signal_handler(signal.SIGHUP, _reopen_log, settings.log_file)
     announce = asyncio.create_task(_when_started(app, on_ready))
     try:
@@ -320,8 +321,11 @@ async def _when_started(app: App, on_ready: Callable[[], None] | None) -> None:
         on_ready()
 
 
-def _reopen_log(path: str) -> None:
+def _reopen_log(path: str | None) -> None:
     """SIGHUP: logrotate moved the log file away; write to a new one at ``path``."""
+    if path is None:
+        log.info("log_reopen_skipped", reason="no --log-file")
+        return
     try:
         redirect_output(path)
     except OSError as exc:  # keep writing where we were: better than nowhere

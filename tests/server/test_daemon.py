@@ -127,3 +127,20 @@ def test_a_stale_pidfile_is_replaced_and_removed_at_exit(tmp_path: Path) -> None
     with pidfile(str(path)):
         assert path.read_text() == f"{os.getpid()}\n"
     assert not path.exists()
+
+
+def test_sighup_does_not_kill_a_daemon_without_a_log_file(
+    tmp_path: Path, stopper: list[int]
+) -> None:
+    port = free_port()
+    result = start(tmp_path, "--port", str(port), "--pidfile", "forkwire.pid", "--db", "memory://")
+    assert result.returncode == 0, result.stderr
+    pid = int((tmp_path / "forkwire.pid").read_text())
+    stopper.append(pid)
+    os.kill(pid, signal.SIGHUP)
+    time.sleep(0.3)
+    socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    assert not gone(pid)
+    os.kill(pid, signal.SIGTERM)
+    wait_for(lambda: gone(pid), "the daemon to exit")
+    assert not (tmp_path / "forkwire.pid").exists()

@@ -30,7 +30,7 @@ import typer
 from rich.console import Console
 
 from forkwire.client.connection import DEFAULT_HOST
-from forkwire.client.errors import ClientError, ConnectError, UsageError
+from forkwire.client.errors import ClientError, ConnectError, Interrupted, UsageError
 from forkwire.client.logs import configure_logging
 from forkwire.protocol import DEFAULT_PORT
 
@@ -264,17 +264,46 @@ def run(work: Coroutine[Any, Any, _T]) -> _T:
         return runner.run(work)
 
 
-async def stoppable(work: Coroutine[Any, Any, _T]) -> _T:
-    """Run ``work`` so that SIGTERM stops it like Ctrl-C: gracefully, with a summary.
+class Stopped:
+    """Which signal, if any, ended a :func:`stoppable` run (SIGINT or SIGTERM)."""
 
-    A supervisor (systemd, docker stop) sends SIGTERM; the fleet treats cancellation as
-    the normal way to end (stop probing, await in-flight acks, keep the rest queued).
+    def __init__(self) -> None:
+        self.signal: signal.Signals | None = None
+
+    def check(self, left: str) -> None:
+        """After a run that returned its summary: if a signal ended it, end the command
+        with 130 (Ctrl-C) or 143 (SIGTERM) and one line saying what is ``left``.
+
+        Raises:
+            Interrupted: a signal stopped the run.
+        """
+        if self.signal is not None:
+            terminated = self.signal == signal.SIGTERM
+            word = "terminated" if terminated else "interrupted"
+            raise Interrupted(f"{word}; {left}", terminated=terminated)
+
+
+async def stoppable(work: Coroutine[Any, Any, _T], stopped: Stopped | None = None) -> _T:
+    """Run ``work`` so that SIGINT and SIGTERM stop it gracefully, with a summary.
+
+    A supervisor (systemd, docker stop) sends SIGTERM, a user Ctrl-C; the fleet treats
+    cancellation as the normal way to end (stop probing, await in-flight acks, keep the
+    rest queued). ``stopped`` records which signal came; a second one cancels again,
+    which cuts the draining short.
     """
     task = asyncio.current_task()
     assert task is not None
     loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, task.cancel)
+
+    def received(signum: signal.Signals) -> None:
+        if stopped is not None and stopped.signal is None:
+            stopped.signal = signum
+        task.cancel()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, received, signum)
     try:
         return await work
     finally:
-        loop.remove_signal_handler(signal.SIGTERM)
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)

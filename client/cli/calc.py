@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -14,8 +15,8 @@ from rich.console import Console
 
 from forkwire.client.calc.opsfile import opened_lines
 from forkwire.client.calc.run import DEFAULT_BATCH, CalcOptions, calc_file
-from forkwire.client.cli.app import Server, command, run, stoppable, transport_option
-from forkwire.client.errors import InputError, Interrupted
+from forkwire.client.cli.app import Server, Stopped, command, run, stoppable, transport_option
+from forkwire.client.errors import InputError
 from forkwire.client.transport import Transport
 from forkwire.client.udp import DEFAULT_DATAGRAM
 
@@ -64,21 +65,20 @@ def calc(
         if tick is not None:
             tick(lines, chars)
 
+    stopped = Stopped()
     try:
         with (
             opened_lines(file) as (text, size),
             _output(out) as results,
             _progress(show, size) as tick,
         ):
-            summary = run(stoppable(calc_file(text, results, options, on_written=count)))
-    except (KeyboardInterrupt, asyncio.CancelledError) as exc:
+            summary = run(stoppable(calc_file(text, results, options, on_written=count), stopped))
+    except (KeyboardInterrupt, asyncio.CancelledError):
         # The results written so far are closed and complete up to a line: say how far.
         where = "stdout" if out == "-" else out
-        raise Interrupted(
-            f"{'interrupted' if isinstance(exc, KeyboardInterrupt) else 'terminated'}; "
-            f"{where} is incomplete: it holds the results of the first {written:,} lines",
-            terminated=not isinstance(exc, KeyboardInterrupt),
-        ) from None
+        stopped.signal = stopped.signal or signal.SIGINT
+        stopped.check(f"{where} is incomplete: it holds the results of the first {written:,} lines")
+        raise
     udp = (
         f", {summary.retries} retries, {summary.given_up} jobs given up"
         if transport is Transport.udp

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from forkwire.client.cli.app import Server, checking_options, command
-from forkwire.client.errors import ClientError
+from forkwire.client.errors import ClientError, Interrupted
 from forkwire.client.ranges import parse_range
 
 
@@ -88,7 +88,10 @@ def profiles(
         f"retried {summary.retried} ({summary.failures} failed sends), "
         + (f"refused as conflicts {summary.conflicts}, " if summary.conflicts else "")
         + f"left in spool {summary.left} -> {summary.spool}"
-        + (" (interrupted)" if summary.interrupted else "")
     )
     if summary.failed:
         raise ProfilesFailed("; ".join(summary.failed))
+    if summary.interrupted:
+        raise Interrupted(
+            f"interrupted; {summary.left:,} profiles wait in the spool {summary.spool}"
+        )

@@ -10,6 +10,7 @@ import typer
 from forkwire.client.cli.app import (
     FirstConnect,
     Server,
+    Stopped,
     checking_options,
     command,
     run,
@@ -73,10 +74,11 @@ def replay(
             outbox=outbox,
             seed=seed,
         )
-    summary = run(stoppable(run_replay(config)))
+    summary = run(stoppable(run_replay(config), stopped := Stopped()))
     ending = "file done" if summary.exhausted else "stopped"
     typer.echo(
         f"{summary.sensor}: {summary.rows} rows sent in {summary.passes} pass(es), "
         f"{summary.skipped} skipped, {summary.acked} acked, {summary.pending} left in "
         f"{outbox} ({ending}), {summary.seconds:.2f} s -> {summary.out}"
     )
+    stopped.check(f"{summary.pending:,} rows not yet acked wait in the outbox {outbox}")

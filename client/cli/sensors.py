@@ -18,6 +18,7 @@ from rich.live import Live
 from forkwire.client.cli.app import (
     FirstConnect,
     Server,
+    Stopped,
     checking_options,
     command,
     run,
@@ -140,7 +141,7 @@ def sensors(
     with contextlib.ExitStack() as stack:
         if show:
             display = stack.enter_context(Live(console=console, refresh_per_second=4))
-        summary = run(stoppable(run_fleet(config)))
+        summary = run(stoppable(run_fleet(config), stopped := Stopped()))
         if display is not None:
             display.update(render_status(summary))
     if json_summary:
@@ -149,3 +150,4 @@ def sensors(
         # A live table stays on the terminal when it stops, showing the final summary:
         # printed again on the same screen it would be there twice.
         stdout().print(render_status(summary))
+    stopped.check(f"{summary.pending:,} readings not yet acked wait in the outbox {outbox}")

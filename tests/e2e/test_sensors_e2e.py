@@ -118,8 +118,9 @@ async def test_sensors_cli_stores_gap_free_ints(tmp_path: Path) -> None:
 
 
 async def test_sigterm_stops_the_sensors_cli_gracefully(tmp_path: Path) -> None:
-    """SIGTERM (a supervisor's stop) ends `forkwire sensors` like Ctrl-C: exit 0, a summary,
-    and every probed reading either stored or still in the outbox."""
+    """SIGTERM (a supervisor's stop) ends `forkwire sensors` like Ctrl-C: the summary, then
+    status 143 and one line saying how many readings wait in the outbox; every probed
+    reading is either stored or still in the outbox."""
     store, outbox = tmp_path / "readings.sqlite", tmp_path / "outbox.sqlite"
     server = await LocalServer.start("--db", f"sqlite:///{store}")
     try:
@@ -151,9 +152,12 @@ async def test_sigterm_stops_the_sensors_cli_gracefully(tmp_path: Path) -> None:
                 await proc.wait()
     finally:
         await server.stop()
-    assert proc.returncode == 0, stderr.decode()
+    assert proc.returncode == 143, stderr.decode()
     assert b"fleet stopped" in stderr
     assert b"total" in stdout
+    last = stderr.decode().splitlines()[-1]
+    assert last.startswith("forkwire: terminated; "), last
+    assert last.endswith(f"readings not yet acked wait in the outbox {outbox}"), last
     seqs = stored(store)
     with Outbox(outbox) as left:
         for sensor in ("sensor-0", "sensor-1"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import signal
 import sqlite3
 import sys
 from datetime import date
@@ -195,3 +196,34 @@ async def test_a_record_the_server_holds_with_another_value_is_refused(tmp_path:
     stored = stored_profiles(store)[producer]
     assert stored[0] == {"name": "someone else"}
     assert sorted(stored) == list(range(20))
+
+
+async def test_ctrl_c_ends_with_130_and_says_what_waits_in_the_spool(tmp_path: Path) -> None:
+    """The first Ctrl-C stops the pipeline in order: the summary, then status 130 and one
+    line counting the profiles left in the spool."""
+    server = await LocalServer.start("--db", f"sqlite:///{tmp_path / 'r.sqlite'}")
+    spool = tmp_path / "spool.jsonl"
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *[sys.executable, str(REPO / "tests" / "foreground.py"), "profiles", "100000"],
+            *["--interval", "0.01", "--ages", "0-200", "--spool", str(spool)],
+            *["--port", str(server.port)],
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            cwd=REPO,
+        )
+        try:
+            await asyncio.sleep(3)
+            proc.send_signal(signal.SIGINT)
+            out, err = await asyncio.wait_for(proc.communicate(), WAIT)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+    finally:
+        await server.stop()
+    assert proc.returncode == 130, err.decode()
+    assert b"generated" in out
+    last = err.decode().splitlines()[-1]
+    assert last.startswith("forkwire: interrupted; "), last
+    assert last.endswith(f"profiles wait in the spool {spool}"), last

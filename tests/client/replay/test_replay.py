@@ -92,8 +92,9 @@ async def test_column_values_are_numbers(server: LocalServer, tmp_path: Path) ->
 async def test_a_looping_replay_stops_cleanly_on_ctrl_c(
     server: LocalServer, tmp_path: Path
 ) -> None:
-    """--loop goes past the end with rising seqs; SIGINT exits 0, and every line of --out is
-    either stored or still in the outbox."""
+    """--loop goes past the end with rising seqs; SIGINT ends it with the summary, status
+    130 and a line saying how many rows wait in the outbox; every line of --out is either
+    stored or still in the outbox."""
     data = write_csv(tmp_path / "small.csv", rows=3)
     out, outbox = tmp_path / "out9.txt", tmp_path / "outbox.sqlite"
     proc = await asyncio.create_subprocess_exec(
@@ -118,8 +119,10 @@ async def test_a_looping_replay_stops_cleanly_on_ctrl_c(
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
-    assert proc.returncode == 0, stderr.decode()
+    assert proc.returncode == 130, stderr.decode()
     assert b"rows sent" in stdout
+    assert stderr.decode().splitlines()[-1].startswith("forkwire: interrupted; ")
+    assert f"rows not yet acked wait in the outbox {outbox}" in stderr.decode()
     lines = out.read_text().splitlines()
     seqs = [int(line.split(",")[0]) for line in lines]
     assert seqs == list(range(len(seqs)))

@@ -22,11 +22,11 @@ RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
         --home-dir /var/lib/forkwire --shell /usr/sbin/nologin forkwire
 COPY deploy/healthcheck.py /usr/local/lib/forkwire/healthcheck.py
 
+# By number, so a runtime that insists on a non-root user (runAsNonRoot) can tell.
+USER 10001:10001
 # The home folder is the working directory, so the default SQLite store
 # (sqlite:///forkwire.sqlite) is writable by the non-root user; mount a volume there to
 # keep it, or point FORKWIRE_DB at PostgreSQL (docker-compose.yml does).
-# By number, so a runtime that insists on a non-root user (runAsNonRoot) can tell.
-USER 10001:10001
 WORKDIR /var/lib/forkwire
 ENV FORKWIRE_HOST=0.0.0.0 \
     FORKWIRE_PORT=7700 \

@@ -15,7 +15,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Final
 
-from forkwire.client.errors import ConnectError, ConnectionLost
+from forkwire.client.errors import AccessDenied, ConnectError, ConnectionLost
 from forkwire.protocol import (
     Bye,
     ClientConnection,
@@ -139,12 +139,12 @@ class Connection:
                 asyncio.open_connection(host, port, ssl=context), timeout=connect_timeout
             )
         except ssl.SSLCertVerificationError as exc:
-            raise ConnectError(
+            raise AccessDenied(
                 f"{address}'s TLS certificate was refused: {exc.verify_message} "
                 "(give its CA with --cafile)"
             ) from None
         except ssl.SSLError as exc:
-            raise ConnectError(
+            raise AccessDenied(
                 f"{address} does not speak TLS ({exc.reason or exc}): drop --tls, or check the port"
             ) from None
         except (OSError, TimeoutError) as exc:
@@ -162,22 +162,22 @@ class Connection:
         except BadFrame as exc:
             await connection.close()
             if exc.sent.startswith(_TLS_ALERT) and context is None:
-                raise ConnectError(f"{address}: the server speaks TLS: use --tls") from None
+                raise AccessDenied(f"{address}: the server speaks TLS: use --tls") from None
             raise ConnectError(f"{address} is not a forkwire server: {exc.detail}") from None
         except (ConnectionLost, OSError) as exc:
             await connection.close()
             # A TLS server aborts a handshake it cannot read without a word (asyncio's sends
             # no alert): ask it for one to say so, rather than "closed the connection".
             if context is None and await _speaks_tls(host, port, hello_timeout):
-                raise ConnectError(f"{address}: the server speaks TLS: use --tls") from None
+                raise AccessDenied(f"{address}: the server speaks TLS: use --tls") from None
             raise ConnectError(f"{address} did not answer hello: {exc}") from None
         if isinstance(reply, Error) and reply.code == ErrorCode.UNAUTHORIZED:
             await connection.close()
             if credentials.token is None:
-                raise ConnectError(
+                raise AccessDenied(
                     f"{address} requires a token: give it with --token or FORKWIRE_TOKEN"
                 )
-            raise ConnectError(f"{address} refused the token: it is not the server's")
+            raise AccessDenied(f"{address} refused the token: it is not the server's")
         if not isinstance(reply, Welcome):
             await connection.close()
             detail = describe_error(reply) if isinstance(reply, Error) else repr(reply.type)

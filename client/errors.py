@@ -45,6 +45,11 @@ class ConnectError(ClientError):
     """The server could not be reached, or did not greet us properly."""
 
 
+class AccessDenied(ConnectError):
+    """The server refused who we are or how we speak (a wrong or missing token, TLS on one
+    side only, a certificate refused): trying again the same way cannot help."""
+
+
 class ConnectionLost(ClientError):
     """The server closed the connection, or broke the protocol, mid-conversation.
 

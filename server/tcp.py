@@ -73,6 +73,7 @@ class TcpConnection:
         )
         self._counted = (0, 0, 0)  # the conversation's frame counts already in counters
         self._pending: set[asyncio.Task[None]] = set()
+        self.conversation.tally = dispatcher.tally  # one per server, for the metrics
         # Requests handed out and not answered, and their bytes: at either bound the reader
         # loop stops, and TCP flow control pushes back on the client instead of the server
         # holding decoded jobs (a list of short strings costs ~10x its JSON).

@@ -24,7 +24,7 @@ import structlog
 
 from forkwire.client.backoff import Backoff
 from forkwire.client.connection import Connection
-from forkwire.client.errors import ConnectError, ConnectionLost
+from forkwire.client.errors import AccessDenied, ConnectError, ConnectionLost
 from forkwire.client.sensors.config import FleetConfig
 from forkwire.client.sensors.frames import Frame, InFlight
 from forkwire.client.sensors.network import Network
@@ -111,6 +111,8 @@ class Link:
         while not self._closing:
             try:
                 connection = await self._connect()
+            except AccessDenied:
+                raise  # a wrong token or TLS setting: no retry can fix it
             except ConnectError as exc:
                 self.failed_connects += 1
                 self._on_change()

@@ -352,6 +352,28 @@ async def test_report_over_tls_with_the_token(secured: Secured, tmp_path: Path) 
     assert "auth" in json.loads((out / "report.json").read_text())["sensors"]
 
 
+async def test_stats_and_ping_over_tls_with_the_token(secured: Secured) -> None:
+    done = await _cli("stats", "--json", *_tls_args(secured), env=ENV)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["connections_total"] >= 1
+    done = await _cli("ping", "--count", "2", "--interval", "0", *_tls_args(secured), env=ENV)
+    assert done.returncode == 0, done.stderr
+    done = await _cli("stats", *_tls_args(secured), env={"FORKWIRE_TOKEN": "nope"})
+    assert done.returncode == 1
+    assert "refused the token" in _one_line(done.stderr)
+
+
+async def test_sensors_with_a_wrong_token_stop_at_once(secured: Secured, tmp_path: Path) -> None:
+    """No retrying what cannot work: one line, exit 1, the readings kept in the outbox."""
+    done = await _cli(
+        "sensors", "--count", "1", "--period", "0.1", "--duration", "30", "--no-live",
+        "--outbox", str(tmp_path / "outbox.sqlite"), *_tls_args(secured),
+        env={"FORKWIRE_TOKEN": "nope"},
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "refused the token" in done.stderr.strip().splitlines()[-1]
+
+
 async def test_demo_over_tls_with_the_token(secured: Secured, tmp_path: Path) -> None:
     done = await _cli(
         "demo", "--host", "127.0.0.1", "--rates", "1000", "--count", "100", "--noise", "none",

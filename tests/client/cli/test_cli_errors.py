@@ -27,6 +27,7 @@ from forkwire.client.cli.profiles import ProfilesFailed
 from forkwire.client.connection import BadFrame, Connection
 from forkwire.client.demo import DemoError
 from forkwire.client.errors import (
+    AccessDenied,
     ClientError,
     ConnectError,
     ConnectionLost,
@@ -420,6 +421,7 @@ PROVOKED: dict[type[ClientError], str] = {
     ProfilesFailed: "test_profiles_failed_is_status_1_after_the_summary",
     Interrupted: "test_ctrl_c_and_sigterm_say_what_the_results_file_holds",
     MissingExtra: "tests/client/test_extras.py",
+    AccessDenied: "tests/e2e/test_auth_e2e.py",
 }
 
 

@@ -42,8 +42,9 @@ class CalcOptions:
     transport: Transport = Transport.tcp
     #: UDP only: the largest datagram.
     datagram: int = DEFAULT_DATAGRAM
-    #: TCP only: connections the jobs are spread over.
-    connections: int = 1
+    #: TCP only: connections the jobs are spread over (None: what the server's welcome
+    #: says keeps its workers busy).
+    connections: int | None = None
 
 
 async def calc_file(

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import enum
 import itertools
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Final
 
@@ -136,6 +136,10 @@ class ServerConnection:
         self.frames_received = 0
         self.frames_sent = 0
         self.frames_rejected = 0
+        #: ``("in", type)`` per frame read (``"invalid"`` when it does not decode),
+        #: ``("out", type)`` per frame queued, ``("error", code)`` per error queued. A
+        #: server may replace it with one Counter shared by all its conversations.
+        self.tally: Counter[tuple[str, str]] = Counter()
         self._decoder = FrameDecoder(max_frame=max_frame)
         self._payloads: deque[bytes] = deque()
         self._fatal: ProtocolError | None = None  # a bad header, after the good frames
@@ -197,7 +201,7 @@ class ServerConnection:
             payload = self._payloads.popleft()
             self.frames_received += 1
             try:
-                message = decode_request(payload)
+                message = self._decode(payload)
             except ProtocolError as exc:
                 return self._reject(exc)
             if isinstance(message, Hello):
@@ -285,9 +289,21 @@ class ServerConnection:
                 self._queue(Bye())
             self.state = State.CLOSED
 
+    def _decode(self, payload: bytes) -> Request:
+        try:
+            message = decode_request(payload)
+        except ProtocolError:
+            self.tally["in", "invalid"] += 1
+            raise
+        self.tally["in", message.type] += 1
+        return message
+
     def _queue(self, message: Reply) -> None:
         self._out += pack(message)
         self.frames_sent += 1
+        self.tally["out", message.type] += 1
+        if isinstance(message, Error):
+            self.tally["error", message.code] += 1
 
 
 class ClientConnection:

@@ -2,49 +2,141 @@
 
 The command line is built from :class:`~forkwire.server.config.Settings`: one option per
 field, with its name, type, choices, description and default, so a setting is declared in
-one place. An option given wins over ``FORKWIRE_<NAME>``, which wins over the default.
+one place. An option given wins over ``FORKWIRE_<NAME>``, which wins over the ``--config``
+file, which wins over the default.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
+import tomllib
 import types
 import typing
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
 from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, TomlConfigSettingsSource
 
+import forkwire
 from forkwire.server.app import run
 from forkwire.server.config import Settings
+from forkwire.server.daemon import Notifier, PidfileBusy, daemonize, pidfile, redirect_output
 from forkwire.server.logs import configure_logging
 from forkwire.server.loops import loop_factory
 
 
-def serve(**options: Any) -> None:
+def serve(config: Path | None = None, **options: Any) -> None:
     """Run the forkwire daemon until SIGINT or SIGTERM."""
+    given = {name: value for name, value in options.items() if value is not None}
     try:
-        settings = Settings(**{name: value for name, value in options.items() if value is not None})
+        settings = load_settings(given, config)
     except ValidationError as exc:
         for error in exc.errors():
             name = ".".join(str(part) for part in error["loc"])
+            if error["type"] == "extra_forbidden":  # only a config file can name one
+                typer.echo(f"forkwire-server: {config}: unknown setting {name!r}", err=True)
+                raise typer.Exit(2) from None
             # A check across settings (max_reply against max_frame) has no one option.
             where = f"--{name.replace('_', '-')}: " if name else ""
             typer.echo(f"forkwire-server: {where}{error['msg']}", err=True)
         raise typer.Exit(2) from None
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        typer.echo(f"forkwire-server: --config {config}: {exc}", err=True)
+        raise typer.Exit(2) from None
+    notifier = daemonize() if settings.daemon else Notifier(None)
+
+    def fail(status: int, message: str) -> typer.Exit:
+        typer.echo(f"forkwire-server: {message}", err=True)
+        notifier.failed(status, message)
+        return typer.Exit(status)
+
+    if settings.log_file is not None:
+        try:
+            redirect_output(settings.log_file)
+        except OSError as exc:
+            raise fail(1, f"--log-file: {exc}") from None
     configure_logging(settings.log_format, settings.log_level)
     try:
-        with asyncio.Runner(loop_factory=loop_factory()) as runner:
-            runner.run(run(settings))
+        with contextlib.ExitStack() as held:
+            if settings.pidfile is not None:
+                held.enter_context(pidfile(settings.pidfile))
+            with asyncio.Runner(loop_factory=loop_factory()) as runner:
+                runner.run(run(settings, on_ready=notifier.ready))
+    except PidfileBusy as exc:
+        raise fail(1, f"--pidfile: {exc}") from None
     except OSError as exc:
-        typer.echo(f"forkwire-server: cannot start: {exc}", err=True)
-        raise typer.Exit(1) from None
+        raise fail(1, f"cannot start: {exc}") from None
     except ValueError as exc:  # a storage URL the backends refuse
-        typer.echo(f"forkwire-server: {exc}", err=True)
-        raise typer.Exit(2) from None
+        raise fail(2, str(exc)) from None
+    finally:
+        # Anything else that ended it (a storage timeout's error is logged by run).
+        notifier.failed(1, "the server stopped before it was ready (see its log)")
+
+
+def load_settings(given: dict[str, Any], config: Path | None) -> Settings:
+    """The settings from the options ``given``, the environment, then ``config`` (TOML),
+    then the defaults, in that order of precedence."""
+    if config is None:
+        return Settings(**given)
+    with config.open("rb") as file:
+        tomllib.load(file)  # its syntax errors, with the line, before pydantic's
+
+    class FromFile(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, config))
+
+    return FromFile(**given)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"forkwire {forkwire.__version__}")
+        raise typer.Exit(0)
+
+
+_EXTRA_OPTIONS = [
+    inspect.Parameter(
+        "version",
+        inspect.Parameter.KEYWORD_ONLY,
+        default=False,
+        annotation=Annotated[
+            bool,
+            typer.Option(
+                "--version", callback=_version, is_eager=True, help="Print the version and exit."
+            ),
+        ],
+    ),
+    inspect.Parameter(
+        "config",
+        inspect.Parameter.KEYWORD_ONLY,
+        default=None,
+        annotation=Annotated[
+            Path | None,
+            typer.Option(
+                "--config",
+                envvar="FORKWIRE_CONFIG",
+                metavar="PATH",
+                show_default=False,
+                help="A TOML file of settings (their names as keys: port = 7700); options "
+                "and FORKWIRE_* variables win over it. [env FORKWIRE_CONFIG]",
+            ),
+        ],
+    ),
+]
 
 
 def _option(name: str, field: FieldInfo) -> inspect.Parameter:
@@ -93,12 +185,15 @@ def _shown(field: FieldInfo) -> str:
 def _command() -> Callable[..., None]:
     """``serve`` with one keyword parameter per settings field, for typer to read."""
 
-    def command(**options: Any) -> None:
+    def command(version: bool = False, **options: Any) -> None:
         serve(**options)
 
     command.__doc__ = serve.__doc__
     command.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
-        [_option(name, field) for name, field in Settings.model_fields.items()]
+        [
+            *(_option(name, field) for name, field in Settings.model_fields.items()),
+            *_EXTRA_OPTIONS,
+        ]
     )
     return command
 

@@ -26,13 +26,15 @@ import structlog
 from forkwire.protocol import Stat
 from forkwire.server.admission import Admission
 from forkwire.server.config import Settings
+from forkwire.server.daemon import redirect_output
 from forkwire.server.dispatch import Dispatcher
 from forkwire.server.ingest import Writer
 from forkwire.server.jobs import JobRunner
+from forkwire.server.metrics import MetricsEndpoint, Readiness, StatsCollector
 from forkwire.server.sinks import Sinks
 from forkwire.server.storage import Repository, open_repository, open_sink
 from forkwire.server.storage.base import SCHEMA_VERSION
-from forkwire.server.tcp import Budget, Door, TcpConnection
+from forkwire.server.tcp import READER_LIMIT, Budget, Door, TcpConnection
 from forkwire.server.udp import UdpEndpoint, kernel_udp_stats, open_udp
 
 log = structlog.get_logger("forkwire.server")
@@ -78,6 +80,8 @@ class App:
         self.repository: Repository | None = None
         self._connections: dict[asyncio.Task[None], TcpConnection] = {}
         self._stopping = False
+        #: The metrics endpoint, when ``metrics_port`` is set.
+        self.metrics: MetricsEndpoint | None = None
         #: loop.time() by which storage must be closed; set when shutdown starts.
         self._storage_deadline: float | None = None
         #: What storage could not close in time (``run`` then exits without waiting).
@@ -90,6 +94,9 @@ class App:
         """Serve until ``stop`` is set, then shut down gracefully."""
         async with contextlib.AsyncExitStack() as resources:
             await self._open_storage(resources)
+            if self.settings.metrics_port is not None:
+                # Up until the connections are done: /readyz says 503 through their grace period.
+                await self._start_metrics(resources, self.settings.metrics_port)
             await self._serve(stop)
         log.info("shutdown_complete")
 
@@ -155,6 +162,7 @@ class App:
             flush_interval=self.settings.commit_interval,
             max_batch=self.settings.commit_batch,
             on_commit=sinks.offer if sinks is not None else None,
+            on_timing=self.dispatcher.histograms.committed,
         )
         await writer.start()
         # Registered after the store and the sinks, so it runs first: flush, then close.
@@ -169,10 +177,26 @@ class App:
             durability=self.settings.durability,
         )
 
+    async def _start_metrics(self, resources: contextlib.AsyncExitStack, port: int) -> None:
+        registry = self.dispatcher.histograms.registry
+        registry.register(StatsCollector(self.dispatcher))
+        repo = self.repository
+        assert repo is not None
+        readiness = Readiness(
+            self.dispatcher,
+            # One indexed lookup of a sensor nobody names: the store answers, cheaply.
+            probe=lambda: repo.query(["\x00readyz"], limit=1),
+            stopping=lambda: self._stopping,
+            timeout=min(self.settings.storage_timeout, 2.0),
+        )
+        self.metrics = MetricsEndpoint(registry, readiness)
+        await self.metrics.start(self.settings.metrics_host, port)
+        resources.push_async_callback(self.metrics.close)
+
     async def _serve(self, stop: asyncio.Event) -> None:
         settings = self.settings
         server = await asyncio.start_server(
-            self._on_connect, settings.host, settings.port, reuse_address=True
+            self._on_connect, settings.host, settings.port, reuse_address=True, limit=READER_LIMIT
         )
         self.port = server.sockets[0].getsockname()[1]
         self._door = Door(settings.max_connections, settings.workers)
@@ -269,19 +293,45 @@ class App:
         )
 
 
-async def run(settings: Settings) -> None:
-    """Run the daemon until SIGINT or SIGTERM."""
+async def run(settings: Settings, on_ready: Callable[[], None] | None = None) -> None:
+    """Run the daemon until SIGINT or SIGTERM; ``on_ready`` is called once it listens."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     app = App(settings)
     signals = _Signals(stop, app)
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, signals.received, signum)
-    await app.serve(stop)
+    if settings.log_file is not None or settings.daemon:
+        # A daemon has no terminal to hang up: SIGHUP means "reopen the log", never "die".
+        loop.add_signal_handler(signal.SIGHUP, _reopen_log, settings.log_file)
+    announce = asyncio.create_task(_when_started(app, on_ready))
+    try:
+        await app.serve(stop)
+    finally:
+        announce.cancel()
     if app.abandoned:
         # A close stuck in a driver would hold the loop's own cleanup (it waits for every
         # task) as long as it held the close: exit now, saying so.
         signals.exit(1, "exit_with_storage_abandoned", abandoned=app.abandoned)
+
+
+async def _when_started(app: App, on_ready: Callable[[], None] | None) -> None:
+    await app.started.wait()
+    if on_ready is not None:
+        on_ready()
+
+
+def _reopen_log(path: str | None) -> None:
+    """SIGHUP: logrotate moved the log file away; write to a new one at ``path``."""
+    if path is None:
+        log.info("log_reopen_skipped", reason="no --log-file")
+        return
+    try:
+        redirect_output(path)
+    except OSError as exc:  # keep writing where we were: better than nowhere
+        log.error("log_reopen_failed", path=path, error=str(exc))
+        return
+    log.info("log_reopened", path=path)
 
 
 class _Signals:

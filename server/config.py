@@ -203,6 +203,35 @@ class Settings(BaseSettings):
         default="info", description="Least important events logged."
     )
 
+    metrics_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="Serve Prometheus /metrics, /healthz and /readyz over HTTP on this port "
+        "(0: any free port, logged as metrics_started).",
+        json_schema_extra=_shown("off"),
+    )
+    metrics_host: str = Field(
+        default="127.0.0.1", description="Address the metrics endpoint binds."
+    )
+    daemon: bool = Field(
+        default=False,
+        description="Detach from the terminal and run in the background; the command exits "
+        "0 once the server listens, non-zero with the reason if it cannot start.",
+    )
+    pidfile: str | None = Field(
+        default=None,
+        description="Write the server's pid to this file while it runs (removed on exit); "
+        "refuses to start while the pid in it is alive.",
+        json_schema_extra=_shown("none"),
+    )
+    log_file: str | None = Field(
+        default=None,
+        description="Append the log (and job children's stderr) to this file instead of "
+        "stderr; SIGHUP reopens it (logrotate).",
+        json_schema_extra=_shown("stderr"),
+    )
+
     @field_validator("db", mode="before")
     @classmethod
     def _split_urls(cls, value: Any) -> Any:

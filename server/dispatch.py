@@ -46,6 +46,7 @@ from forkwire.server.config import Settings
 from forkwire.server.ingest import Writer
 from forkwire.server.jobs import JobRunner
 from forkwire.server.logs import RateLimitedLog
+from forkwire.server.metrics import Histograms
 from forkwire.server.report import build_report, build_report_of_streams, build_series
 from forkwire.server.sinks import Sinks
 from forkwire.server.storage import Entry, Key
@@ -84,6 +85,10 @@ class Dispatcher:
         self.counters: Counter[str] = Counter()
         #: More counters read when stats are asked for (the kernel's UDP drops, ...).
         self.stats_sources: list[Callable[[], dict[str, int]]] = []
+        #: Frames by type and errors by code (see ``ServerConnection.tally``).
+        self.tally: Counter[tuple[str, str]] = Counter()
+        #: Job duration and group commit distributions, for the metrics endpoint.
+        self.histograms = Histograms()
         # A storage outage: when it began (monotonic), and its rate-limited log.
         self._outage_since: float | None = None
         self._storage_log = RateLimitedLog(log, every=STORAGE_LOG_EVERY)
@@ -164,6 +169,7 @@ class Dispatcher:
         """
         outcome = await self.runner.run(request.ops)
         self.counters[Stat.CALC_ERRORS] += outcome.error_count
+        self.histograms.job_seconds.observe(outcome.ms / 1000)
         log.info(
             "job_done",
             id=request.id,
@@ -348,6 +354,11 @@ class Dispatcher:
         self._storage_log.error("storage_failed", error=reason, outage_s=round(outage, 3), **fields)
         retry_after = round(min(MAX_RETRY_AFTER, max(MIN_RETRY_AFTER, outage)), 1)
         return StorageUnavailable(f"{what}: {type(exc).__name__}", retry_after=retry_after)
+
+    @property
+    def in_outage(self) -> bool:
+        """Whether the last storage call failed (and none succeeded since)."""
+        return self._outage_since is not None
 
     def _storage_ok(self) -> None:
         if self._outage_since is None:

@@ -56,6 +56,7 @@ class Writer:
         max_batch: int = 1000,
         max_pending: int | None = None,
         on_commit: Callable[[list[Entry], float], None] | None = None,
+        on_timing: Callable[[int, float], None] | None = None,
     ) -> None:
         if flush_interval < 0:
             raise ValueError(f"flush_interval must be >= 0, got {flush_interval}")
@@ -63,6 +64,8 @@ class Writer:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         self.repo = repo
         self.on_commit = on_commit
+        #: Told each successful commit's size in readings and its seconds (metrics).
+        self.on_timing = on_timing
         self.flush_interval = flush_interval
         self.max_batch = max_batch
         self.max_pending = max_pending if max_pending is not None else 10 * max_batch
@@ -204,6 +207,7 @@ class Writer:
             verdicts.append((mine, again, clashing))
         self._inflight = batch
         received_at = time.time()
+        began = time.perf_counter()
         try:
             result = await self.repo.add_many(unique, received_at)
         except Exception as exc:
@@ -216,6 +220,8 @@ class Writer:
         self._inflight = []
         self.commits += 1
         self.stored += result.stored
+        if self.on_timing is not None:
+            self.on_timing(len(unique), time.perf_counter() - began)
         refused = result.duplicate_keys | result.conflict_keys
         if self.on_commit is not None and result.stored:
             self.on_commit(

@@ -147,6 +147,8 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         else:
             reply = await self.dispatcher.answer(request)
         if reply is not None:
+            if isinstance(reply, Error):
+                self.dispatcher.tally["error", reply.code] += 1
             ref = getattr(request, "id", None)
             datagram = self.rules.reply(reply, ref=ref, request_size=size)
             if datagram is None:

@@ -1,9 +1,11 @@
 """The ``forkwire`` app: the options its commands share, and the one place errors end them.
 
-Shared options are declared once, here. ``--log-level`` is the app's own (``forkwire
---log-level debug sensors``). The server a command talks to is a :class:`Server`: a
-command that takes one gets ``--host`` and ``--port`` (and whatever else reaching a
-server comes to need), put into its signature by :func:`command`.
+Shared options are declared once, here. ``--log-level`` and ``--log-format`` are the
+app's own, given before or after the command (``forkwire --log-level debug sensors`` or
+``forkwire sensors --log-level debug``: :func:`~forkwire.client.cli.main.main` moves them).
+The server a command talks to is a :class:`Server`: a command that takes one gets
+``--host`` and ``--port`` (and whatever else reaching a server comes to need), put into
+its signature by :func:`command`.
 
 :func:`command` is also where a command ends: a :class:`~forkwire.client.errors.ClientError`
 becomes ``forkwire: <message>`` on stderr and the error's exit status, Ctrl-C becomes the
@@ -50,13 +52,40 @@ class LogLevel(enum.StrEnum):
     error = "error"
 
 
+class LogFormat(enum.StrEnum):
+    """How log lines look."""
+
+    console = "console"
+    json = "json"
+
+
+def _version(value: bool) -> None:
+    if value:
+        import forkwire
+
+        typer.echo(f"forkwire {forkwire.__version__}")
+        raise typer.Exit(0)
+
+
 @app.callback()
 def _setup(
     log_level: Annotated[
         LogLevel, typer.Option(envvar="FORKWIRE_LOG_LEVEL", help="Log level (logs go to stderr).")
     ] = LogLevel.info,
+    log_format: Annotated[
+        LogFormat,
+        typer.Option(
+            envvar="FORKWIRE_LOG_FORMAT",
+            help="Log lines: console (for people; colours only on a terminal without "
+            "NO_COLOR) or json (one object per line, UTC ISO timestamps).",
+        ),
+    ] = LogFormat.console,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
 ) -> None:
-    configure_logging(log_level.value)
+    configure_logging(log_level.value, log_format.value)
 
 
 @dataclasses.dataclass(frozen=True)

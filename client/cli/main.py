@@ -6,6 +6,8 @@ command (``calc``, on the hot path) does not import every other's dependencies.
 
 from __future__ import annotations
 
+import sys
+
 from forkwire.client.cli import (
     calc,
     demo,
@@ -15,6 +17,7 @@ from forkwire.client.cli import (
     replay,
     report,
     sensors,
+    status,
 )
 from forkwire.client.cli.app import app, command_line
 
@@ -27,10 +30,38 @@ for _command in (
     replay.replay,
     profiles.profiles,
     demo.demo,
+    status.stats,
+    status.ping,
 ):
     app.command()(_command)
+
+#: The app's own options (see ``_setup``), which a user may also give after the command.
+GLOBAL_OPTIONS = frozenset({"--log-level", "--log-format"})
+
+
+def hoist_global_options(args: list[str]) -> list[str]:
+    """``args`` with the app's own options moved in front of the command, where click
+    reads them: ``forkwire calc FILE --log-level debug`` works as ``forkwire --log-level
+    debug calc FILE``. Nothing after ``--`` moves."""
+    front: list[str] = []
+    rest: list[str] = []
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        if arg == "--":
+            rest += args[index:]
+            break
+        name, has_value, _ = arg.partition("=")
+        if name in GLOBAL_OPTIONS:
+            width = 1 if has_value else 2
+            front += args[index : index + width]
+            index += width
+            continue
+        rest.append(arg)
+        index += 1
+    return front + rest
 
 
 def main() -> None:
     """Console-script entry point."""
-    command_line()(prog_name="forkwire")
+    command_line()(args=hoist_global_options(sys.argv[1:]), prog_name="forkwire")

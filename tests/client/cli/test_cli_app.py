@@ -12,7 +12,7 @@ from fwtest import REPO, free_port, run_cli
 
 #: The commands that talk to a server given by --host/--port (the demo has its own pair:
 #: without them it starts a server of its own).
-SERVER_COMMANDS = ("calc", "report", "sensors", "replay", "profiles")
+SERVER_COMMANDS = ("calc", "report", "sensors", "replay", "profiles", "stats", "ping")
 
 
 @pytest.mark.parametrize("command", SERVER_COMMANDS)
@@ -36,7 +36,10 @@ def test_the_demo_keeps_its_own_host_and_port() -> None:
     assert "FORKWIRE_" not in help_text
 
 
-ALL_COMMANDS = ("calc", "gen-ops", "report", "sensors", "outbox", "replay", "profiles", "demo")
+ALL_COMMANDS = (
+    *("calc", "gen-ops", "report", "sensors", "outbox", "replay", "profiles", "demo"),
+    *("stats", "ping"),
+)
 
 
 @pytest.mark.parametrize("command", ALL_COMMANDS)
@@ -66,10 +69,10 @@ def test_python_m_forkwire_client_is_the_same_app() -> None:
 
 
 def test_the_commands_are_listed_in_their_order() -> None:
-    """forkwire --help lists the commands as before: calc first, demo last."""
+    """forkwire --help lists the commands as before (calc first, demo), then stats, ping."""
     done = run_cli("--help")
     names = [line.split()[0] for line in done.stdout.split("Commands:")[1].splitlines()[1:]]
-    assert names == ["calc", "gen-ops", "report", "sensors", "outbox", "replay", "profiles", "demo"]
+    assert names == [*ALL_COMMANDS]
 
 
 @pytest.mark.parametrize("command", ["calc", "report"])

@@ -13,15 +13,20 @@ RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[postgres]"
 # Stage 2: the runtime. Everything is installed here, at build time: a container start
 # installs nothing.
 FROM ${PYTHON_IMAGE}
+# The version is the one wheel built above; --no-index takes nothing else.
+# hadolint ignore=DL3013
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     pip install --no-cache-dir --no-index --find-links /wheels "forkwire[postgres]" \
-    && useradd --system --create-home --home-dir /var/lib/forkwire --uid 10001 forkwire
+    && groupadd --system --gid 10001 forkwire \
+    && useradd --system --uid 10001 --gid forkwire --create-home \
+        --home-dir /var/lib/forkwire --shell /usr/sbin/nologin forkwire
 COPY deploy/healthcheck.py /usr/local/lib/forkwire/healthcheck.py
 
+# By number, so a runtime that insists on a non-root user (runAsNonRoot) can tell.
+USER 10001:10001
 # The home folder is the working directory, so the default SQLite store
 # (sqlite:///forkwire.sqlite) is writable by the non-root user; mount a volume there to
 # keep it, or point FORKWIRE_DB at PostgreSQL (docker-compose.yml does).
-USER forkwire
 WORKDIR /var/lib/forkwire
 ENV FORKWIRE_HOST=0.0.0.0 \
     FORKWIRE_PORT=7700 \

@@ -19,7 +19,8 @@ The server's RSS (``VmRSS`` of its pid, job children not counted) is sampled eve
 0.2 s throughout. A row is OK when RSS peak - before <= ``--rss-bound``, the normal
 client's p99 during the attack is under 1 s (a failed request counts as infinitely slow)
 and the server answered after. An attack that pushes RSS past ``--rss-cap`` is stopped
-there, so the bench cannot take the machine down with the server.
+there and its row FAILs ("(cap)" beside the peak), so the bench cannot take the machine
+down with the server.
 
 The table is a measurement: the exit status is 0 whatever it shows, and 1 only when a
 row could not be measured at all (the server did not start, the normal client never got
@@ -394,6 +395,10 @@ def _gappy_readings(total: int) -> Iterator[Reading]:
             seq += 1
 
 
+class PrefillFailed(Exception):
+    """The store could not be filled before the attack."""
+
+
 async def _prefill(port: int, total: int) -> None:
     """Store ``total`` gappy readings through the protocol, 1,000 a frame, 16 in flight."""
     readings = list(_gappy_readings(total))
@@ -405,7 +410,7 @@ async def _prefill(port: int, total: int) -> None:
         for _ in frames:
             reply = await asyncio.wait_for(connection.recv(), 60)
             if not isinstance(reply, Ack):
-                raise SystemExit(f"prefill: unexpected reply {reply!r:.200}")
+                raise PrefillFailed(f"prefill: the server answered {reply!r:.200}")
             slots.release()
 
     # A server that stops reading or acking must not hold the bench forever.
@@ -419,6 +424,9 @@ async def _prefill(port: int, total: int) -> None:
 
 # --- the normal client, in a process of its own ----------------------------------------
 
+#: The normal client's calc, and the answer it must get.
+OPS: Final = ("1 + 2", "3 * 4", "10 / 4")
+EXPECTED: Final = [3, 12, 2.5]
 #: (monotonic time sent, what, seconds to the answer or None: failed or timed out)
 Sample = tuple[float, str, float | None]
 
@@ -455,14 +463,18 @@ async def _normal_loop(
                 await asyncio.sleep(PACE)
                 continue
         requests = (
-            Calc(id=rounds, ops=["1 + 2", "3 * 4", "10 / 4"]),
+            Calc(id=rounds, ops=list(OPS)),
             ReadingMsg(sensor="normal", seq=rounds, ts=time.time(), value=float(rounds)),
         )
         for request in requests:
             started = time.monotonic()
             try:
                 reply = await asyncio.wait_for(connection.request(request), TIMEOUT)
-                ok = isinstance(reply, CalcResult if isinstance(request, Calc) else Ack)
+                ok = (
+                    reply.results == EXPECTED
+                    if isinstance(reply, CalcResult)
+                    else isinstance(reply, Ack) and isinstance(request, ReadingMsg)
+                )
             except (TimeoutError, ClientError, OSError):
                 ok = False
             samples.append((started, request.type, time.monotonic() - started if ok else None))
@@ -724,6 +736,7 @@ class Row:
     def ok(self, bound_kib: int) -> bool:
         return (
             not self.error
+            and not self.capped  # stopped early: what it would have reached is unknown
             and self.rss_before is not None
             and self.rss_peak is not None
             and self.rss_peak - self.rss_before <= bound_kib
@@ -808,7 +821,7 @@ async def run_attack(
         row.latencies = _latencies(samples, start, end)
         if not row.baseline or all(math.isinf(s) for s in row.baseline):
             row.error = "the normal client got no answer in the baseline"
-    except (TimeoutError, ClientError, OSError) as exc:  # the probe or the prefill
+    except (TimeoutError, ClientError, OSError, PrefillFailed) as exc:  # probe, prefill
         row.error = f"could not measure: {exc!r}"
     finally:
         if not finished:

@@ -34,7 +34,7 @@ from forkwire.server.metrics import MetricsEndpoint, Readiness, StatsCollector
 from forkwire.server.sinks import Sinks
 from forkwire.server.storage import Repository, open_repository, open_sink
 from forkwire.server.storage.base import SCHEMA_VERSION
-from forkwire.server.tcp import Budget, Door, TcpConnection
+from forkwire.server.tcp import READER_LIMIT, Budget, Door, TcpConnection
 from forkwire.server.udp import UdpEndpoint, kernel_udp_stats, open_udp
 
 log = structlog.get_logger("forkwire.server")
@@ -196,7 +196,7 @@ class App:
     async def _serve(self, stop: asyncio.Event) -> None:
         settings = self.settings
         server = await asyncio.start_server(
-            self._on_connect, settings.host, settings.port, reuse_address=True
+            self._on_connect, settings.host, settings.port, reuse_address=True, limit=READER_LIMIT
         )
         self.port = server.sockets[0].getsockname()[1]
         self._door = Door(settings.max_connections, settings.workers)

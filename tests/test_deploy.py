@@ -123,25 +123,38 @@ def test_compose_balancer_mounts_the_repository_haproxy_config() -> None:
     assert not any(name.startswith(("FW1", "FW2", "FW3")) for name in env)
 
 
+def compose_v2() -> list[str] | None:
+    """A Docker Compose v2 command line: the docker CLI's plugin, or a standalone
+    docker-compose of version 2 (v1 does not know the top-level ``name``)."""
+    candidates = []
+    if docker := shutil.which("docker"):
+        candidates.append([docker, "compose"])
+    if standalone := shutil.which("docker-compose"):
+        candidates.append([standalone])
+    for command in candidates:
+        version = subprocess.run(
+            [*command, "version", "--short"], capture_output=True, text=True, check=False
+        )
+        if version.returncode == 0 and version.stdout.strip().lstrip("v").startswith("2"):
+            return command
+    return None
+
+
 def test_compose_file_per_docker_compose() -> None:
-    """`docker compose config` reads the file as Compose does, where the CLI has the
-    plugin (it needs no daemon for this)."""
-    docker = shutil.which("docker")
-    if (
-        docker is None
-        or subprocess.run(
-            [docker, "compose", "version"], capture_output=True, check=False
-        ).returncode
-    ):
-        pytest.skip("no `docker compose` here to read docker-compose.yml")
+    """`docker compose config` reads the file as Compose does (it needs no daemon)."""
+    command = compose_v2()
+    if command is None:
+        pytest.skip("no Docker Compose v2 here to read docker-compose.yml")
     done = subprocess.run(
-        [docker, "compose", "-f", str(COMPOSE), "config", "--quiet"],
+        [*command, "-f", str(COMPOSE), "config", "--quiet"],
         capture_output=True,
         text=True,
         check=False,
         cwd=REPO,
     )
+    # Some wrappers exit 0 whatever compose said: what it printed counts too.
     assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
 
 
 def test_dockerfile_is_multistage_non_root_with_healthcheck() -> None:
@@ -154,7 +167,7 @@ def test_dockerfile_is_multistage_non_root_with_healthcheck() -> None:
     assert "forkwire[postgres]" in final
     users = re.findall(r"^USER\s+(\S+)", final, re.MULTILINE)
     assert users, "the final stage runs as root"
-    assert users[-1] not in ("root", "0"), users
+    assert users[-1].split(":")[0] not in ("root", "0"), users
     assert re.search(r"^HEALTHCHECK\s", final, re.MULTILINE)
     assert re.search(r'^ENTRYPOINT \["forkwire-server"\]', final, re.MULTILINE)
     assert re.search(r"^EXPOSE 7700/tcp 7700/udp", final, re.MULTILINE)

@@ -11,7 +11,6 @@ from collections.abc import Callable, Iterator
 from typing import Annotated, TextIO
 
 import typer
-from rich.console import Console
 
 from forkwire.client.calc.opsfile import opened_lines
 from forkwire.client.calc.run import DEFAULT_BATCH, CalcOptions, calc_file
@@ -100,6 +99,7 @@ def _progress(show: bool, total: int | None) -> Iterator[Callable[[int, int], No
     if not show:
         yield None
         return
+    from rich.console import Console
     from rich.progress import (
         BarColumn,
         Progress,

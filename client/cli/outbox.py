@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from forkwire.client.cli.app import command, stdout
 from forkwire.client.errors import InputError
@@ -25,6 +24,8 @@ def outbox(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Purge without asking.")] = False,
 ) -> None:
     """Show an outbox: its producer id, the readings waiting per sensor, the oldest, its size."""
+    from rich.table import Table
+
     from forkwire.client.sensors.outbox import Outbox
 
     if not path.is_file():

@@ -12,8 +12,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
-from rich.live import Live
 
 from forkwire.client.cli.app import (
     FirstConnect,
@@ -26,7 +24,7 @@ from forkwire.client.cli.app import (
     stoppable,
     transport_option,
 )
-from forkwire.client.sensors.config import DEFAULT_BATCH
+from forkwire.client.sensors import DEFAULT_BATCH
 from forkwire.client.transport import Transport
 
 if TYPE_CHECKING:
@@ -95,7 +93,11 @@ def sensors(
     ] = False,
 ) -> None:
     """Run a fleet of sensors that stream readings to the server through a shared network."""
-    # Imported here: numpy and the fleet's modules are for this command only.
+    # Imported here: numpy, rich's live display and the fleet's modules are for this
+    # command only (every command module is imported to build the command line).
+    from rich.console import Console
+    from rich.live import Live
+
     from forkwire.client.sensors.config import FleetConfig
     from forkwire.client.sensors.fleet import run_fleet
     from forkwire.client.sensors.noise import parse_noise

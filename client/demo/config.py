@@ -30,6 +30,9 @@ DEFAULT_TCP_BATCH: Final = 100
 #: group-commit batch (1,000 by default): with fewer, no batch ever fills and every commit
 #: waits out the commit interval, which caps TCP at window / interval readings per second.
 DEFAULT_TCP_WINDOW: Final = 32
+#: SO_RCVBUF the demo asks for its own server: the OS default (208 KiB on Linux) holds
+#: about a tenth of a second of readings at 20,000/s.
+DEFAULT_UDP_RCVBUF: Final = 4 * 1024 * 1024
 REFERENCE_LABEL: Final = "kernel path, C receiver"
 
 
@@ -59,7 +62,8 @@ class DemoConfig:
             :mod:`forkwire.client.sensors.noise`); None skips them.
         noise_rate, noise_seconds: the pace and length of the noise runs (default 200/s
             for 10 s; quick 5 s).
-        udp_rcvbuf: SO_RCVBUF for the demo's own server (the kernel may grant less).
+        udp_rcvbuf: SO_RCVBUF for the demo's own server (default 4 MiB; the kernel may
+            grant less, which the table's notes say).
         db_path: where the own server's SQLite file goes (default: a temporary file that is
             deleted at the end).
         tcp_batch, tcp_window: readings per TCP frame, unacked frames at once.

@@ -47,6 +47,10 @@ class RunResult:
     settled: bool
     #: The seqs the noise stage dropped (they are the gaps a consumer sees).
     noise_seqs: list[int] = field(default_factory=list)
+    #: The own server's CPU during the run, in cores (1.0: one core busy); None unknown.
+    server_cpu: float | None = None
+    #: The share of this machine's CPUs busy during the run (0..1); None unknown.
+    host_cpu: float | None = None
 
 
 @dataclass

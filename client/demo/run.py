@@ -19,7 +19,14 @@ from pathlib import Path
 from typing import Any, Final
 
 from forkwire.client.connection import Connection
-from forkwire.client.demo.config import DemoConfig, DemoError
+from forkwire.client.demo.config import DEFAULT_UDP_RCVBUF, DemoConfig, DemoError
+from forkwire.client.demo.fidelity import (
+    cpu_sample,
+    cpu_shares,
+    rcvbuf_note,
+    read_rmem_max,
+    verdicts,
+)
 from forkwire.client.demo.iperf import _iperf_reference
 from forkwire.client.demo.metrics import (
     Rate,
@@ -69,10 +76,10 @@ async def run_demo(config: DemoConfig) -> DemoResult:
         if config.port is None:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fw-demo-")))
             db_path = config.db_path if config.db_path is not None else workdir / "demo.sqlite"
-            args = ["--db", f"sqlite:///{db_path.resolve()}"]
-            if config.udp_rcvbuf is not None:
-                args += ["--udp-rcvbuf", str(config.udp_rcvbuf)]
+            asked: int | None = config.udp_rcvbuf or DEFAULT_UDP_RCVBUF
+            args = ["--db", f"sqlite:///{db_path.resolve()}", "--udp-rcvbuf", str(asked)]
             server = await LocalServer.start(*args, cwd=workdir)
+            server_pid: int | None = server.pid
             stack.push_async_callback(server.stop)
             host, port, udp_port = "127.0.0.1", server.port, server.udp_port
             server_name = "own"
@@ -82,12 +89,13 @@ async def run_demo(config: DemoConfig) -> DemoResult:
             port = config.port
             udp_port = config.udp_port or port
             server_name = f"{host}:{port}"
+            asked = server_pid = None
         control = await Connection.open(host, port, client="forkwire-demo")
         stack.push_async_callback(control.close)
         udp = await UdpConnection.open(host, udp_port)
         stack.callback(udp.close)
         await udp.hello()  # fail early if nothing answers over UDP
-        measurer = _Measurer(config, host, port, udp, control, say)
+        measurer = _Measurer(config, host, port, udp, control, say, server_pid)
         first = await _stats(control)
         rcvbuf = _int_or_none(first.get(Stat.UDP_RCVBUF))
 
@@ -114,6 +122,10 @@ async def run_demo(config: DemoConfig) -> DemoResult:
         )
     else:
         reference = await _iperf_reference(iperf, config, measurer.datagram_bytes, say)
+    buffer = rcvbuf_note(asked, rcvbuf, read_rmem_max() if server_pid is not None else None)
+    if buffer is not None:
+        notes.append(buffer)
+    notes.extend(verdicts(runs, reference, rcvbuf))
     notes.append(
         "latency = server commit time - client send time (includes the group-commit wait); "
         "kernel drops = host-wide UDP RcvbufErrors growth"
@@ -153,8 +165,11 @@ class _Measurer:
         udp: UdpConnection,
         control: Connection,
         say: Callable[[str], None],
+        server_pid: int | None = None,
     ) -> None:
         self.config = config
+        #: The own server's pid, to measure its CPU (None: an external server).
+        self.server_pid = server_pid
         self.host = host
         self.port = port
         self.udp = udp
@@ -186,6 +201,7 @@ class _Measurer:
             f"{transport} {shown}: {count:,} readings" + (f", noise {noise_spec}" if chain else "")
         )
         before = await _stats(self.control)
+        cpu_before, clock_before = cpu_sample(self.server_pid), time.perf_counter()
         per_second = None if rate == "max" else float(rate)
         if transport is Transport.tcp:
             sent = await _send_tcp(
@@ -200,6 +216,10 @@ class _Measurer:
             )
         else:
             sent = await _send_udp(self.udp, sensor, per_second, count, chain)
+        # The CPU of the sending, not of the quiet wait that follows it.
+        server_cpu, host_cpu = cpu_shares(
+            cpu_before, cpu_sample(self.server_pid), time.perf_counter() - clock_before
+        )
         after, settled = await _settle(self.control, self.config.settle_timeout)
         series = await fetch_series(self.control, sensor, "scalar", ReportQuery(fill="none"))
         # Arrival order: the commit that stored a reading, then its seq within the commit.
@@ -247,6 +267,8 @@ class _Measurer:
             acked_seconds=_rounded(sent.acked_seconds, 4),
             settled=settled,
             noise_seqs=sent.noise_seqs,
+            server_cpu=_rounded(server_cpu, 3),
+            host_cpu=_rounded(host_cpu, 3),
         )
         self.say(
             f"  stored {stored:,}, lost {lost:,} ({result.loss_pct:g} %), "

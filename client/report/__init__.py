@@ -24,11 +24,19 @@ from forkwire.client.report.fetch import (
     fetch_series,
 )
 from forkwire.client.report.files import write_csv, write_json
-from forkwire.client.report.plot import plot_report, windowed_rate
+from forkwire.client.report.plot import (
+    PANELS_PER_PAGE,
+    Page,
+    plot_report,
+    stale_pages,
+    windowed_rate,
+)
 from forkwire.client.report.table import render_table
 from forkwire.protocol import AnalyticsReport, FillMethod
 
 __all__ = [
+    "PANELS_PER_PAGE",
+    "Page",
     "ReportFailed",
     "ReportOutcome",
     "ReportQuery",
@@ -69,9 +77,12 @@ async def report_from_server(
     connection = await Connection.open(host, port, client="forkwire-report")
     async with connection:
         report = await fetch_report(connection, query)
+        # A series is one producer's: a sensor's seqs count per producer, and readings sent
+        # by a fleet (never anonymous) are not in the anonymous producer's series.
         series = [
-            await fetch_series(connection, name, entry["kind"], query)
+            await fetch_series(connection, name, entry["kind"], query, producer=producer)
             for name, entry in report["sensors"].items()
+            for producer in [p["producer"] for p in entry.get("producers", [])] or [""]
         ]
         await connection.goodbye()
     return await asyncio.to_thread(write_report, report, series, out_dir, query.fill)
@@ -80,7 +91,8 @@ async def report_from_server(
 def write_report(
     report: AnalyticsReport, series: Sequence[SensorSeries], out_dir: Path, fill: FillMethod
 ) -> ReportOutcome:
-    """Write ``report.json``, ``filled.csv`` and (with the ``plot`` extra) ``report.png``."""
+    """Write ``report.json``, ``filled.csv`` and (with the ``plot`` extra) ``report.png``,
+    ``report-2.png``, ... (a page per ``PANELS_PER_PAGE`` sensors); returns them in order."""
     make_folder(out_dir, "report folder")
     files = [out_dir / "report.json", out_dir / "filled.csv"]
     notes = []
@@ -88,8 +100,11 @@ def write_report(
         write_json(report, files[0])
         write_csv(series, files[1])
         try:
-            plot_report(out_dir / "report.png", report, series, fill=fill)
-            files.append(out_dir / "report.png")
+            pages = plot_report(out_dir / "report.png", report, series, fill=fill)
+            files += [page.path for page in pages]
+            # A report-5.png left by a report on more sensors would read as part of this one.
+            for stale in stale_pages(out_dir / "report.png", len(pages)):
+                stale.unlink()
         except MissingExtra as exc:
             notes.append(f"report.png not drawn: {exc}")
         except (ValueError, ArithmeticError) as exc:

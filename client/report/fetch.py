@@ -53,6 +53,8 @@ class SensorSeries:
     raw: list[Any]
     filled: npt.NDArray[np.bool_]
     received_at: list[float | None]
+    #: Whose readings ("": the anonymous producer); each producer's seqs count on their own.
+    producer: str = ""
 
     @property
     def values(self) -> npt.NDArray[np.float64] | None:
@@ -114,9 +116,10 @@ async def fetch_series(
     kind: ValueKind,
     query: ReportQuery,
     *,
+    producer: str = "",
     page: int = PAGE,
 ) -> SensorSeries:
-    """Ask for every page of one sensor's series.
+    """Ask for every page of one sensor's series, as sent by ``producer`` ("": anonymous).
 
     Raises:
         ReportFailed: the server refused a page, or answered something else.
@@ -131,6 +134,7 @@ async def fetch_series(
         reply = await connection.request(
             Series(
                 sensor=sensor,
+                producer=producer or None,
                 since=query.since,
                 fill=query.fill,
                 max_gap=query.max_gap,
@@ -158,4 +162,5 @@ async def fetch_series(
         raw=raw,
         filled=np.asarray(filled, dtype=np.bool_),
         received_at=received,
+        producer=producer,
     )

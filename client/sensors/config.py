@@ -5,17 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING
 
 from forkwire.client.connection import DEFAULT_HOST
+from forkwire.client.sensors import DEFAULT_BATCH
 from forkwire.client.sensors.kinds import KINDS
 from forkwire.client.sensors.outbox import DEFAULT_MAX_ROWS, OutboxPolicy
 from forkwire.client.transport import Transport
 from forkwire.protocol import DEFAULT_PORT
-
-#: Readings per frame: a reading is about 80 bytes of JSON, so 500 make a 40 KB frame, far
-#: below the server's 1 MiB max_frame, and drain a backlog of 100,000 in 200 round trips.
-DEFAULT_BATCH: Final = 500
 
 if TYPE_CHECKING:
     from forkwire.client.sensors.sensor import Noise, Sensor

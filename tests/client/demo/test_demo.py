@@ -102,6 +102,21 @@ def test_json_has_every_field_for_every_run(tiny: tuple[DemoResult, dict[str, An
     assert data["reference"] == []
 
 
+def test_own_server_asks_4_mib_and_the_notes_say_what_was_granted(
+    tiny: tuple[DemoResult, dict[str, Any], Path],
+) -> None:
+    """The demo's own server asks for a 4 MiB UDP receive buffer; the notes say the size
+    (or that the kernel granted less), and the runs carry the CPU they measured."""
+    result, data, _db = tiny
+    assert data["udp_rcvbuf"] == result.udp_rcvbuf
+    assert result.udp_rcvbuf is not None
+    (note,) = [note for note in result.notes if note.startswith("server UDP receive buffer")]
+    assert "4,096 KiB" in note
+    for run in data["runs"]:
+        assert "server_cpu" in run
+        assert "host_cpu" in run
+
+
 def test_tcp_loses_nothing(tiny: tuple[DemoResult, dict[str, Any], Path]) -> None:
     """Every TCP run stores every reading it put on the wire: lost is the noise's only."""
     result, _data, db = tiny

@@ -133,20 +133,19 @@ def verdicts(
             continue
         allowed = FACTOR * row["loss_pct"] + SLACK_POINTS
         head += f" vs iperf3 {row['loss_pct']:.2f} %"
+        # A slow sender loses nothing by itself, but its loss is then that of a lower
+        # rate than iperf3's: say so either way.
+        slow = _slow_sender(run)
+        also = f"; and {slow}" if slow else ""
         if run.loss_pct <= allowed:
-            slow = _slow_sender(run)
-            # Loss at a lower rate than iperf3's says little about the offered one.
             lines.append(f"{head}: within {FACTOR:g}x" + (f", but {slow}" if slow else ""))
         else:
-            lines.append(f"{head}: over {FACTOR:g}x; limit: {limit(run, rcvbuf)}")
+            lines.append(f"{head}: over {FACTOR:g}x; limit: {limit(run, rcvbuf)}{also}")
     return lines
 
 
 def limit(run: RunResult, rcvbuf: int | None) -> str:
     """The resource that ran out in a run that lost too much, from its measurements."""
-    slow = _slow_sender(run)
-    if slow is not None:
-        return slow
     if run.lost_kernel >= run.lost_elsewhere:
         size = "" if rcvbuf is None else f" ({rcvbuf / 1024:,.0f} KiB)"
         where = f"the server's UDP receive buffer{size} overflowed"

@@ -93,10 +93,7 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         )
         self.max_inflight = settings.udp_max_inflight
         self._job_slots = asyncio.Semaphore(max(1, dispatcher.runner.workers // 2))
-        self.transport: asyncio.DatagramTransport | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._accepting = True
-        #: Unacked readings datagrams of this loop turn, and how many readings they hold.
+        #: Unacked readings datagrams waiting to be stored, and how many readings they hold.
         self._batch: deque[_Unacked] = deque()
         self._batch_readings = 0  # queued here, plus held by the storing tasks
         self._batch_limit = min(BATCH_READINGS, settings.commit_batch)
@@ -104,6 +101,9 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         self._queued = 0  # readings in the queue alone
         self._storing = 0  # tasks storing unacked readings
         self._flush_due = False
+        self.transport: asyncio.DatagramTransport | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._accepting = True
         dispatcher.stats_sources.append(self._gauges)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:

@@ -51,7 +51,8 @@ from forkwire.protocol import (
     ServerDatagrams,
     Stat,
 )
-from forkwire.server.dispatch import Conflict, Dispatcher, StorageUnavailable
+from forkwire.server import dispatch
+from forkwire.server.dispatch import Dispatcher
 
 log = structlog.get_logger("forkwire.udp")
 
@@ -211,7 +212,7 @@ class UdpEndpoint(asyncio.DatagramProtocol):
             try:
                 await self.dispatcher.ingest(readings, producer)
             except Exception as exc:  # each datagram gets the error its own request would
-                if not isinstance(exc, StorageUnavailable | Conflict):
+                if not isinstance(exc, dispatch.StorageUnavailable | dispatch.Conflict):
                     log.exception("udp_readings_failed", readings=len(readings))
                 for datagram in datagrams:
                     error = _unacked_error(exc, datagram)
@@ -246,11 +247,11 @@ class UdpEndpoint(asyncio.DatagramProtocol):
 def _unacked_error(exc: Exception, datagram: _Unacked) -> Error | None:
     """The error ``Dispatcher.answer`` gives one datagram's readings for a failed batch;
     None when that datagram's readings were not the trouble (another's conflicted)."""
-    if isinstance(exc, StorageUnavailable):
+    if isinstance(exc, dispatch.StorageUnavailable):
         return Error(
             code=ErrorCode.STORAGE_UNAVAILABLE, message=str(exc), retry_after=exc.retry_after
         )
-    if isinstance(exc, Conflict):
+    if isinstance(exc, dispatch.Conflict):
         owner = datagram.producer or ""
         clashing = [
             (reading.sensor, owner, reading.seq)
@@ -259,7 +260,7 @@ def _unacked_error(exc: Exception, datagram: _Unacked) -> Error | None:
         ]
         if not clashing:
             return None
-        mine = Conflict(clashing)
+        mine = dispatch.Conflict(clashing)
         return Error(code=ErrorCode.CONFLICT, message=str(mine), keys=mine.keys)
     return Error(code=ErrorCode.INTERNAL_ERROR, message="the readings request failed")
 

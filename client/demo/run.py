@@ -96,10 +96,10 @@ async def run_demo(config: DemoConfig) -> DemoResult:
         stack.callback(udp.close)
         await udp.hello()  # fail early if nothing answers over UDP
         measurer = _Measurer(config, host, port, udp, control, say)
-        measurer.server_pid = server_pid
         first = await _stats(control)
         rcvbuf = _int_or_none(first.get(Stat.UDP_RCVBUF))
 
+        measurer.server_pid = server_pid
         runs: list[RunResult] = []
         for rate in config.run_rates:
             for transport in Transport:

@@ -132,7 +132,7 @@ _EXTRA_OPTIONS = [
                 metavar="PATH",
                 show_default=False,
                 help="A TOML file of settings (their names as keys: port = 7700); options "
-                "and FORKWIRE_* variables win over it. [env FORKWIRE_CONFIG]",
+                "and FORKWIRE_* variables win over it.",
             ),
         ],
     ),

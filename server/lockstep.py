@@ -25,8 +25,12 @@ import numpy.typing as npt
 
 from forkwire.server.grammar import Number
 
-#: Below this many lines a job is evaluated line by line: the arrays cost more to set up.
-MIN_LINES: Final = 32
+#: Below this many lines a job is evaluated line by line. In a job's fresh child process
+#: numpy's first use costs about a thousand page faults (copy-on-write of everything it
+#: touches) and first-call set-up, a few milliseconds that a job of fewer lines does not
+#: earn back (measured in children: 2,000-line jobs took more CPU this way, 10,000-line
+#: jobs less).
+MIN_LINES = 4096
 #: Lines evaluated together at most: their arrays stay in the CPU's caches (4,096 to 8,192
 #: lines took the least time per line on the real workload, 500 to 16,000 measured).
 CHUNK: Final = 4096

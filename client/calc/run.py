@@ -25,10 +25,12 @@ from forkwire.protocol import DEFAULT_PORT, HEADER_SIZE, Calc, CalcResult, Error
 
 __all__ = ["DEFAULT_BATCH", "CalcFailed", "CalcOptions", "CalcSummary", "calc_file", "run_calc"]
 
-#: Lines per job. Every job costs a child process (about 7 ms on a 2-core machine); at
-#: 1,000 lines that overhead makes the real 300,003-line workload take as long end to end
-#: as CPython's eval alone, at 2,000 the whole run is 1.3-1.4x faster (bench.calc).
-DEFAULT_BATCH = 2000
+#: Lines per job. Every job costs a child process (a few ms) and a frame each way; bigger
+#: jobs spread that over more lines. Measured end to end on the real 300,003-line workload
+#: (2 CPUs, one run each, other work on the machine): 2,000 lines per job took 1.3-1.6x as
+#: long as 10,000, and used twice the server's CPU; 20,000 was no better than 10,000. A
+#: 10,000-line job of the real file is about 450 KB, well under the 1 MiB frame limit.
+DEFAULT_BATCH = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,8 +44,9 @@ class CalcOptions:
     transport: Transport = Transport.tcp
     #: UDP only: the largest datagram.
     datagram: int = DEFAULT_DATAGRAM
-    #: TCP only: connections the jobs are spread over.
-    connections: int = 1
+    #: TCP only: connections the jobs are spread over (None: what the server's welcome
+    #: says keeps its workers busy).
+    connections: int | None = None
 
 
 async def calc_file(

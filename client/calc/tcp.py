@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, TextIO
 
@@ -36,6 +36,10 @@ MAX_TRIES: Final = 6
 #: jitter) up to the maximum while the server stays busy, reset by the next answer.
 BUSY_BACKOFF: Final = (0.05, 2.0)
 
+#: The most connections chosen from a server's welcome (an explicit --connections may ask
+#: for more).
+MAX_AUTO_CONNECTIONS: Final = 8
+
 Connect = Callable[[], Awaitable[Connection]]
 
 
@@ -46,12 +50,25 @@ class _Lane:
     reader: asyncio.Task[None] | None = None
 
 
+def connections_for(limits: Mapping[str, object]) -> int:
+    """Connections a run needs to keep every worker of the server busy.
+
+    A server runs at most ``connection_workers`` jobs of one connection at once (so that
+    one client cannot hold every worker); ``workers / connection_workers`` connections
+    reach them all. Older servers do not say: one connection.
+    """
+    workers, per_connection = limits.get("workers"), limits.get("connection_workers")
+    if not isinstance(workers, int) or not isinstance(per_connection, int) or per_connection < 1:
+        return 1
+    return max(1, min(MAX_AUTO_CONNECTIONS, -(-workers // per_connection)))
+
+
 async def run_calc(
     lines: Iterable[str],
     out: TextIO,
     connect: Connect,
     *,
-    connections: int = 1,
+    connections: int | None = 1,
     batch: int,
     window: int,
     on_written: Callable[[int, int], None] | None = None,
@@ -62,7 +79,8 @@ async def run_calc(
         lines: the input, read lazily.
         out: where answer lines go, in input order.
         connect: opens one greeted connection (each is told ``bye`` at the end).
-        connections: connections to spread the jobs over.
+        connections: connections to spread the jobs over; None: as many as the server's
+            welcome says keep its workers busy (:func:`connections_for`).
         batch: lines per job.
         window: jobs in flight at once, over all connections.
         on_written: called with (lines, characters) each time answers are written.
@@ -71,7 +89,7 @@ async def run_calc(
         ConnectError: the first connection cannot be opened.
         CalcFailed: every connection was lost, or the server refused the run.
     """
-    if batch < 1 or window < 1 or connections < 1:
+    if batch < 1 or window < 1 or (connections is not None and connections < 1):
         raise ValueError("batch, window and connections must be at least 1")
     run = _Run(out, connect, window, on_written)
     return await run.run(lines, connections, batch)
@@ -97,9 +115,12 @@ class _Run:
         self._last_loss = ""
         self.busy = Backoff(*BUSY_BACKOFF)
 
-    async def run(self, lines: Iterable[str], connections: int, batch: int) -> CalcSummary:
+    async def run(self, lines: Iterable[str], connections: int | None, batch: int) -> CalcSummary:
         started = time.perf_counter()
-        self._add(await self.connect())  # the first one's failure is the command's
+        first = await self.connect()  # its failure is the command's
+        self._add(first)
+        if connections is None:
+            connections = connections_for(first.welcome.limits)
         extra = await asyncio.gather(
             *(self.connect() for _ in range(connections - 1)), return_exceptions=True
         )

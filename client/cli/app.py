@@ -112,7 +112,7 @@ def command_line() -> Any:
     ``N``, ``TEXT``, ``URL`` or the choices instead, and an argument only its name.
     """
     group = typer.main.get_command(app)
-    for command in getattr(group, "commands", {}).values():
+    for command in [group, *getattr(group, "commands", {}).values()]:
         context = typer.Context(command)
         for param in command.params:
             if param.metavar is not None or param.name is None:

@@ -35,14 +35,17 @@ def calc(
     batch: Annotated[int, typer.Option(min=1, help="Lines per job (at most).")] = DEFAULT_BATCH,
     window: Annotated[int, typer.Option(min=1, help="Jobs in flight at once.")] = 8,
     connections: Annotated[
-        int,
+        int | None,
         typer.Option(
             min=1,
             max=64,
             help="TCP: connections to spread the jobs over (behind a balancer, over "
-            "servers); a job whose connection is lost is sent again on another.",
+            "servers); a job whose connection is lost is sent again on another. "
+            "Default: as many as keep the server's workers busy (its welcome says how "
+            "many jobs of one connection it runs at once).",
+            show_default=False,
         ),
-    ] = 1,
+    ] = None,
     transport: Annotated[
         Transport, transport_option("jobs sized to one datagram, retried")
     ] = Transport.tcp,

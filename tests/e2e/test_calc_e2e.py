@@ -14,6 +14,7 @@ import pytest
 from fwtest import run_cli
 
 from forkwire.client.calc.run import DEFAULT_BATCH
+from forkwire.client.calc.tcp import connections_for
 from forkwire.client.local import LocalServer
 from forkwire.protocol import (
     Bye,
@@ -294,6 +295,30 @@ async def test_jobs_spread_over_connections_and_survive_losing_one(
     assert proxy.connections == 4  # three, and one in place of the one cut
     expected = [repr(eval(line, {"__builtins__": {}})) for line in lines]  # the reference
     assert out.read_text(encoding="utf-8").splitlines() == expected
+
+
+async def test_by_default_calc_opens_the_connections_the_server_needs(tmp_path: Path) -> None:
+    """The server runs at most connection_workers jobs of one connection at once (its
+    welcome says so): calc opens workers / connection_workers connections to use every
+    worker, and the results are exact."""
+    lines = [f"{i} + {i} * 2" for i in range(500)]
+    source = tmp_path / "ops.txt"
+    source.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    server = await LocalServer.start("--db", "memory://", "--workers", "2")
+    proxy = CuttingProxy(server.port, cut_after=10**12)
+    listener = await asyncio.start_server(proxy.serve, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    out = tmp_path / "out.txt"
+    try:
+        done = await in_thread(
+            run_cli, "calc", str(source), "-o", str(out), "--port", str(port), "--batch", "50"
+        )
+    finally:
+        listener.close()
+        await server.stop()
+    assert done.returncode == 0, done.stderr
+    assert proxy.connections == connections_for({"workers": 2, "connection_workers": 1}) == 2
+    assert out.read_text(encoding="utf-8").splitlines() == [str(i * 3) for i in range(500)]
 
 
 async def test_standard_input_and_a_pipe_are_read_once(server: LocalServer, tmp_path: Path) -> None:

@@ -4,11 +4,14 @@ that mix flat lines with near misses of every kind."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 from fwtest import REAL_OPERATIONS
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from forkwire.server import lockstep
 from forkwire.server.interpreter import (
     DEFAULT_LIMITS,
     ExpressionError,
@@ -16,7 +19,17 @@ from forkwire.server.interpreter import (
     evaluate,
     evaluate_batch,
 )
-from forkwire.server.lockstep import CHUNK, MAX_OPERATORS, MIN_LINES, evaluate_flat
+from forkwire.server.lockstep import CHUNK, MAX_OPERATORS, evaluate_flat
+
+#: Batches this small take the arrays here (the product waits for bigger jobs).
+MIN_LINES = 32
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _small_batches_take_the_arrays() -> Iterator[None]:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(lockstep, "MIN_LINES", MIN_LINES)
+        yield
 
 
 def one_by_one(ops: list[str], limits: Limits) -> list[object]:

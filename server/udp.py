@@ -52,7 +52,8 @@ from forkwire.protocol import (
     Stat,
     Unauthenticated,
 )
-from forkwire.server.dispatch import Conflict, Dispatcher, StorageUnavailable
+from forkwire.server import dispatch
+from forkwire.server.dispatch import Dispatcher
 from forkwire.server.logs import RateLimitedLog
 
 log = structlog.get_logger("forkwire.udp")
@@ -98,11 +99,8 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         )
         self.max_inflight = settings.udp_max_inflight
         self._job_slots = asyncio.Semaphore(max(1, dispatcher.runner.workers // 2))
-        self.transport: asyncio.DatagramTransport | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._accepting = True
         self._unauthenticated_log = RateLimitedLog(log, every=10.0)
-        #: Unacked readings datagrams of this loop turn, and how many readings they hold.
+        #: Unacked readings datagrams waiting to be stored, and how many readings they hold.
         self._batch: deque[_Unacked] = deque()
         self._batch_readings = 0  # queued here, plus held by the storing tasks
         self._batch_limit = min(BATCH_READINGS, settings.commit_batch)
@@ -110,6 +108,9 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         self._queued = 0  # readings in the queue alone
         self._storing = 0  # tasks storing unacked readings
         self._flush_due = False
+        self.transport: asyncio.DatagramTransport | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._accepting = True
         dispatcher.stats_sources.append(self._gauges)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -224,7 +225,7 @@ class UdpEndpoint(asyncio.DatagramProtocol):
             try:
                 await self.dispatcher.ingest(readings, producer)
             except Exception as exc:  # each datagram gets the error its own request would
-                if not isinstance(exc, StorageUnavailable | Conflict):
+                if not isinstance(exc, dispatch.StorageUnavailable | dispatch.Conflict):
                     log.exception("udp_readings_failed", readings=len(readings))
                 for datagram in datagrams:
                     error = _unacked_error(exc, datagram)
@@ -259,11 +260,11 @@ class UdpEndpoint(asyncio.DatagramProtocol):
 def _unacked_error(exc: Exception, datagram: _Unacked) -> Error | None:
     """The error ``Dispatcher.answer`` gives one datagram's readings for a failed batch;
     None when that datagram's readings were not the trouble (another's conflicted)."""
-    if isinstance(exc, StorageUnavailable):
+    if isinstance(exc, dispatch.StorageUnavailable):
         return Error(
             code=ErrorCode.STORAGE_UNAVAILABLE, message=str(exc), retry_after=exc.retry_after
         )
-    if isinstance(exc, Conflict):
+    if isinstance(exc, dispatch.Conflict):
         owner = datagram.producer or ""
         clashing = [
             (reading.sensor, owner, reading.seq)
@@ -272,7 +273,7 @@ def _unacked_error(exc: Exception, datagram: _Unacked) -> Error | None:
         ]
         if not clashing:
             return None
-        mine = Conflict(clashing)
+        mine = dispatch.Conflict(clashing)
         return Error(code=ErrorCode.CONFLICT, message=str(mine), keys=mine.keys)
     return Error(code=ErrorCode.INTERNAL_ERROR, message="the readings request failed")
 

@@ -48,7 +48,7 @@ def demo(
         str, typer.Option(help="Noise of the extra low-rate pair; 'none' skips it.")
     ] = "dropout:2-3",
     udp_rcvbuf: Annotated[
-        int | None, typer.Option(help="SO_RCVBUF for the demo's own server.")
+        int | None, typer.Option(help="SO_RCVBUF for the demo's own server. [4 MiB]")
     ] = None,
     wide: Annotated[
         bool, typer.Option(help="Every column in the table (about 160 characters wide).")

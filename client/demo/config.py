@@ -142,6 +142,11 @@ class DemoConfig:
             raise ValueError(f"out_dir {self.out_dir} exists and is not a directory")
 
     @property
+    def own_udp_rcvbuf(self) -> int:
+        """SO_RCVBUF asked for the demo's own server."""
+        return self.udp_rcvbuf or DEFAULT_UDP_RCVBUF
+
+    @property
     def run_rates(self) -> tuple[Rate, ...]:
         """The rates measured."""
         if self.rates is not None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from forkwire.client.connection import PLAIN, Connection, Credentials
-from forkwire.client.demo.config import DEFAULT_UDP_RCVBUF, DemoConfig, DemoError
+from forkwire.client.demo.config import DemoConfig, DemoError
 from forkwire.client.demo.fidelity import (
     cpu_sample,
     cpu_shares,
@@ -72,14 +72,15 @@ async def run_demo(config: DemoConfig) -> DemoResult:
     make_folder(out_dir, "output folder")
     say = config.progress or (lambda _line: None)
     notes: list[str] = []
+    asked = server_pid = None  # SO_RCVBUF asked for, and the pid: of the own server only
     async with contextlib.AsyncExitStack() as stack:
         if config.port is None:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fw-demo-")))
             db_path = config.db_path if config.db_path is not None else workdir / "demo.sqlite"
-            asked: int | None = config.udp_rcvbuf or DEFAULT_UDP_RCVBUF
+            asked = config.own_udp_rcvbuf
             args = ["--db", f"sqlite:///{db_path.resolve()}", "--udp-rcvbuf", str(asked)]
             server = await LocalServer.start(*args, cwd=workdir)
-            server_pid: int | None = server.pid
+            server_pid = server.pid
             stack.push_async_callback(server.stop)
             host, port, udp_port = "127.0.0.1", server.port, server.udp_port
             server_name = "own"
@@ -89,17 +90,17 @@ async def run_demo(config: DemoConfig) -> DemoResult:
             port = config.port
             udp_port = config.udp_port or port
             server_name = f"{host}:{port}"
-            asked = server_pid = None
         credentials = config.credentials if config.port is not None else PLAIN
         control = await Connection.open(host, port, client="forkwire-demo", credentials=credentials)
         stack.push_async_callback(control.close)
         udp = await UdpConnection.open(host, udp_port, token=credentials.token)
         stack.callback(udp.close)
         await udp.hello()  # fail early if nothing answers over UDP
-        measurer = _Measurer(config, host, port, udp, control, say, server_pid, credentials)
+        measurer = _Measurer(config, host, port, udp, control, say, credentials)
         first = await _stats(control)
         rcvbuf = _int_or_none(first.get(Stat.UDP_RCVBUF))
 
+        measurer.server_pid = server_pid
         runs: list[RunResult] = []
         for rate in config.run_rates:
             for transport in Transport:
@@ -158,6 +159,9 @@ async def run_demo(config: DemoConfig) -> DemoResult:
 class _Measurer:
     """Runs one sender at a time and measures what the server stored of it."""
 
+    #: The own server's pid, to measure its CPU (None: an external server).
+    server_pid: int | None = None
+
     def __init__(
         self,
         config: DemoConfig,
@@ -166,12 +170,9 @@ class _Measurer:
         udp: UdpConnection,
         control: Connection,
         say: Callable[[str], None],
-        server_pid: int | None = None,
         credentials: Credentials = PLAIN,
     ) -> None:
         self.config = config
-        #: The own server's pid, to measure its CPU (None: an external server).
-        self.server_pid = server_pid
         self.credentials = credentials
         self.host = host
         self.port = port

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import pytest
+import structlog
 from test_app import FailingRepository, running, settings
 
 from forkwire.protocol import (
@@ -233,3 +235,31 @@ async def test_unacked_readings_over_a_real_socket_are_all_stored(tmp_path: Path
         assert counters[Stat.READINGS_RECEIVED] == 2000
         assert counters[Stat.READINGS_DUPLICATE] == 0
     assert len(set(rows(tmp_path / "store.sqlite"))) == 2000
+
+
+def rmem_max() -> int | None:
+    try:
+        return int(Path("/proc/sys/net/core/rmem_max").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+@pytest.mark.skipif(rmem_max() is None, reason="no net.core.rmem_max to read (not Linux)")
+async def test_a_receive_buffer_over_the_kernels_cap_is_logged_as_capped(
+    tmp_path: Path,
+) -> None:
+    """Asking twice net.core.rmem_max: the kernel grants less, the server says so."""
+    cap = rmem_max()
+    assert cap is not None
+    with structlog.testing.capture_logs() as logs:
+        async with running(settings(tmp_path, udp_rcvbuf=2 * cap)) as app:
+            granted = app.dispatcher.counters[Stat.UDP_RCVBUF]
+    assert granted == 2 * cap  # Linux doubles what it grants, up to twice the cap
+    (capped,) = [line for line in logs if line["event"] == "udp_rcvbuf_capped"]
+    assert capped["requested"] == 2 * cap
+    assert capped["granted"] == granted
+
+
+async def test_the_default_receive_buffer_is_4_mib_asked(tmp_path: Path) -> None:
+    """Without --udp-rcvbuf the server asks for 4 MiB (the kernel may grant less)."""
+    assert settings(tmp_path).udp_rcvbuf == 4 * 1024 * 1024

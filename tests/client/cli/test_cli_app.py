@@ -37,13 +37,12 @@ def test_the_demo_keeps_its_own_host_and_port() -> None:
 
 
 ALL_COMMANDS = (
-    "--help",  # forkwire's own options
     *("calc", "gen-ops", "report", "sensors", "outbox", "replay", "profiles", "demo"),
     *("stats", "ping"),
 )
 
 
-@pytest.mark.parametrize("command", ALL_COMMANDS)
+@pytest.mark.parametrize("command", ["--help", *ALL_COMMANDS])  # --help: forkwire's own
 def test_help_shows_values_as_a_user_writes_them(command: str) -> None:
     """No Python types (<int range>, <list[str]>, <str>) or reprs ((...,), <object at>) in
     help: placeholders are words (N, TEXT, URL, PATH) or the choices themselves."""

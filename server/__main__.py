@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
+import structlog
 import typer
 from pydantic import SecretStr, ValidationError
 from pydantic.fields import FieldInfo
@@ -27,7 +28,7 @@ import forkwire
 from forkwire.server.app import run
 from forkwire.server.config import Settings
 from forkwire.server.daemon import Notifier, PidfileBusy, daemonize, pidfile, redirect_output
-from forkwire.server.logs import configure_logging
+from forkwire.server.logs import configure_logging, json_lines
 from forkwire.server.loops import loop_factory
 
 
@@ -51,8 +52,17 @@ def serve(config: Path | None = None, **options: Any) -> None:
         raise typer.Exit(2) from None
     notifier = daemonize() if settings.daemon else Notifier(None)
 
+    logging_ready = False
+
     def fail(status: int, message: str) -> typer.Exit:
-        typer.echo(f"forkwire-server: {message}", err=True)
+        line = f"forkwire-server: {message}"
+        if logging_ready and json_lines(settings.log_format):
+            # A log reader of JSON lines gets this one as JSON too, the line in it.
+            structlog.get_logger("forkwire.server").error(
+                "start_failed", message=line, status=status
+            )
+        else:
+            typer.echo(line, err=True)
         notifier.failed(status, message)
         return typer.Exit(status)
 
@@ -62,6 +72,7 @@ def serve(config: Path | None = None, **options: Any) -> None:
         except OSError as exc:
             raise fail(1, f"--log-file: {exc}") from None
     configure_logging(settings.log_format, settings.log_level)
+    logging_ready = True
     try:
         # uvloop's start_tls on an accepted stream stalls the handshake; asyncio's works,
         # and a TLS server's cost is in the cipher anyway.

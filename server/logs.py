@@ -20,6 +20,11 @@ import structlog
 from forkwire.server.childlog import CHILD_LOG_ENV
 
 
+def json_lines(fmt: Literal["auto", "console", "json"]) -> bool:
+    """Whether stderr gets JSON lines: asked for, or ``auto`` off a terminal."""
+    return fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
+
+
 def configure_logging(
     fmt: Literal["auto", "console", "json"] = "auto", level: str = "info"
 ) -> None:
@@ -29,7 +34,7 @@ def configure_logging(
 
     In JSON mode every line is one JSON object, an exception a structured field of it.
     """
-    use_console = fmt == "console" or (fmt == "auto" and sys.stderr.isatty())
+    use_console = not json_lines(fmt)
     renderer: structlog.types.Processor = (
         structlog.dev.ConsoleRenderer() if use_console else structlog.processors.JSONRenderer()
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import socket
 import subprocess
 import sys
 
@@ -52,3 +54,24 @@ def test_a_bad_setting_is_one_line_and_status_2(args: list[str], named: str) -> 
     assert result.returncode == 2, result.stderr
     assert named in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("log_format", ["console", "json"])
+def test_a_taken_port_is_one_line_in_the_logs_format(log_format: str) -> None:
+    """A start that fails (the port is taken) says so in one line, exit 1; in JSON mode
+    that line is JSON too, so a log reader of JSON lines is never handed plain text."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = server_cli("--port", str(port), "--db", "memory://", "--log-format", log_format)
+    assert done.returncode == 1, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    if log_format == "console":
+        assert last.startswith("forkwire-server: cannot start: "), last
+        return
+    for line in done.stderr.strip().splitlines():
+        json.loads(line)  # every line
+    event = json.loads(last)
+    assert event["event"] == "start_failed"
+    assert event["message"].startswith("forkwire-server: cannot start: ")

@@ -83,7 +83,7 @@ class LocalServer:
                     proc.kill()
             await proc.wait()
             if isinstance(exc, TimeoutError | ServerFailed):
-                said = " | ".join(e.get("text", e.get("event", "?")) for e in list(events)[-5:])
+                said = " | ".join(_said(event) for event in list(events)[-5:])
                 raise ServerFailed(
                     f"the local server did not start; it said: {said or 'nothing'}"
                 ) from None
@@ -174,3 +174,14 @@ def _event(line: bytes) -> dict[str, Any]:
     if isinstance(event, dict):
         return event
     return {"event": "raw", "text": line.decode(errors="replace").strip()}
+
+
+def _said(event: dict[str, Any]) -> str:
+    """One line of what the server logged: a plain line as it was, a start that failed by
+    its sentence (without the program's name), any other event by its name."""
+    if "text" in event:
+        return str(event["text"])
+    message = event.get("message")
+    if event.get("event") == "start_failed" and isinstance(message, str):
+        return message.removeprefix("forkwire-server: ")
+    return str(event.get("event", "?"))

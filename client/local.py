@@ -177,11 +177,12 @@ def _event(line: bytes) -> dict[str, Any]:
 
 
 def _said(event: dict[str, Any]) -> str:
-    """One line of what the server logged: a plain line as it was, a start that failed by
-    its sentence (without the program's name), any other event by its name."""
+    """One line of what the server logged: a plain line as it was, an event by its
+    sentence when it has one (a start that failed: without the program's name), else by
+    its name."""
     if "text" in event:
         return str(event["text"])
     message = event.get("message")
-    if event.get("event") == "start_failed" and isinstance(message, str):
+    if isinstance(message, str):
         return message.removeprefix("forkwire-server: ")
     return str(event.get("event", "?"))

@@ -128,9 +128,8 @@ def _scatter(
     count: int,
 ) -> None:
     """Put each good line's items, in order, into its column of ``matrix``."""
-    first_of_line = np.cumsum(np.bincount(item_line, minlength=count)) - np.bincount(
-        item_line, minlength=count
-    )
+    per_line = np.bincount(item_line, minlength=count)
+    first_of_line = np.cumsum(per_line) - per_line
     keep = good[item_line]
     line = item_line[keep]
     matrix[np.flatnonzero(keep) - first_of_line[line], row_of_line[line]] = items[keep]

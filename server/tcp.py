@@ -236,17 +236,21 @@ class TcpConnection:
 
     def _time_out(self) -> None:
         conversation = self.conversation
+        first = conversation.frames_received == 0
         if conversation.in_frame:
             code = ErrorCode.FRAME_TIMEOUT
-            text = f"a frame did not arrive whole within frame_timeout ({self._frame_timeout} s)"
-        elif conversation.frames_received == 0:
-            code = ErrorCode.IDLE_TIMEOUT
-            text = f"no hello or request within hello_timeout ({self._hello_timeout} s)"
+            text = (
+                f"the first frame did not arrive whole within {self._hello_timeout} s"
+                if first
+                else f"a frame did not arrive whole within frame_timeout ({self._frame_timeout} s)"
+            )
         else:
             code = ErrorCode.IDLE_TIMEOUT
-            text = f"nothing received for idle_timeout ({self._idle_timeout} s)"
-        if conversation.frames_received == 0 and conversation.in_frame:
-            text = f"the first frame did not arrive whole within {self._hello_timeout} s"
+            text = (
+                f"no hello or request within hello_timeout ({self._hello_timeout} s)"
+                if first
+                else f"nothing received for idle_timeout ({self._idle_timeout} s)"
+            )
         conversation.time_out(code, text)
         self.counters[Stat.CONNECTIONS_TIMED_OUT] += 1
         log.info("connection_timed_out", code=str(code))

@@ -319,9 +319,14 @@ class Stopped:
             Interrupted: a signal stopped the run.
         """
         if self.signal is not None:
-            terminated = self.signal == signal.SIGTERM
-            word = "terminated" if terminated else "interrupted"
-            raise Interrupted(f"{word}; {left}", terminated=terminated)
+            raise self.interrupted(left)
+
+    def interrupted(self, left: str) -> Interrupted:
+        """The command's end for the signal that came (Ctrl-C when none was recorded: a
+        KeyboardInterrupt outside the run), saying what is ``left``."""
+        terminated = self.signal == signal.SIGTERM
+        word = "terminated" if terminated else "interrupted"
+        return Interrupted(f"{word}; {left}", terminated=terminated)
 
 
 async def stoppable(work: Coroutine[Any, Any, _T], stopped: Stopped | None = None) -> _T:

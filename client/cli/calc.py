@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -87,9 +86,9 @@ def calc(
     except (KeyboardInterrupt, asyncio.CancelledError):
         # The results written so far are closed and complete up to a line: say how far.
         where = "stdout" if out == "-" else out
-        stopped.signal = stopped.signal or signal.SIGINT
-        stopped.check(f"{where} is incomplete: it holds the results of the first {written:,} lines")
-        raise
+        raise stopped.interrupted(
+            f"{where} is incomplete: it holds the results of the first {written:,} lines"
+        ) from None
     udp = (
         f", {summary.retries} retries, {summary.given_up} jobs given up"
         if transport is Transport.udp

@@ -226,17 +226,10 @@ class SQLiteRepository:
         limit: int | None = None,
     ) -> list[StoredReading]:
         """Stored readings ordered by ``(sensor, producer, seq)``; see ``Repository.query``."""
-        clauses: list[str] = []
-        params: list[object] = []
-        if sensors is not None:
-            clauses.append("sensor IN (SELECT value FROM json_each(?))")
-            params.append(json.dumps(list(sensors)))
+        clauses, params = _filters(sensors, since)
         if producer is not None:
             clauses.append("producer = ?")
             params.append(producer)
-        if since is not None:
-            clauses.append("ts >= ?")
-            params.append(since)
         if from_seq is not None:
             clauses.append("seq >= ?")
             params.append(from_seq)
@@ -351,6 +344,8 @@ def _read_columns(
 
 
 def _filters(sensors: Sequence[str] | None, since: float | None) -> tuple[list[str], list[object]]:
+    """The WHERE clauses (joined by AND) and their parameters that pick ``sensors`` and
+    readings from ``since`` on; shared by the paged query and the report's columns."""
     clauses: list[str] = []
     params: list[object] = []
     if sensors is not None:

@@ -7,11 +7,15 @@ matches the models.
 
 from __future__ import annotations
 
+import ast
+import inspect
 import json
+import textwrap
 from typing import Any
 
-from pydantic import TypeAdapter
+from pydantic import BaseModel, TypeAdapter
 
+from forkwire.protocol import messages
 from forkwire.protocol.codes import ErrorCode, ExpressionCode, Stat
 from forkwire.protocol.messages import PROTOCOL_VERSION, Reply, Request, Sealed
 
@@ -32,6 +36,11 @@ def protocol_schema() -> dict[str, Any]:
         ),
     )
     definitions = schema["$defs"]
+    for name, definition in definitions.items():
+        model = getattr(messages, name, None)
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            for field, doc in attribute_docs(model).items():
+                definition["properties"][field]["description"] = doc
     definitions["Request"] = by_key[("Request", "validation")]
     definitions["Reply"] = by_key[("Reply", "validation")]
     # Only a UDP datagram to a server with a token carries it, around a Request's JSON.
@@ -44,6 +53,30 @@ def protocol_schema() -> dict[str, Any]:
         **schema,
         "anyOf": [{"$ref": "#/$defs/Request"}, {"$ref": "#/$defs/Reply"}],
     }
+
+
+def attribute_docs(model: type[BaseModel]) -> dict[str, str]:
+    """The docstring under each field of ``model`` and its bases, by field name.
+
+    The models do not ask pydantic for these (``use_attribute_docstrings``): that parses
+    the source of every model as it is defined, which every client would pay for at start.
+    """
+    docs: dict[str, str] = {}
+    for cls in reversed(model.__mro__):
+        if not issubclass(cls, BaseModel) or cls is BaseModel:
+            continue
+        body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0]
+        assert isinstance(body, ast.ClassDef)
+        for statement, after in zip(body.body, body.body[1:], strict=False):
+            if (
+                isinstance(statement, ast.AnnAssign)
+                and isinstance(statement.target, ast.Name)
+                and isinstance(after, ast.Expr)
+                and isinstance(after.value, ast.Constant)
+                and isinstance(after.value.value, str)
+            ):
+                docs[statement.target.id] = inspect.cleandoc(after.value.value)
+    return {name: doc for name, doc in docs.items() if name in model.model_fields}
 
 
 def main() -> None:

@@ -23,7 +23,7 @@ from urllib.parse import unquote_plus
 
 import structlog
 
-from forkwire.protocol import Stat
+from forkwire.protocol import Stat, build_validators
 from forkwire.server.admission import Admission
 from forkwire.server.config import Settings
 from forkwire.server.daemon import redirect_output
@@ -201,6 +201,8 @@ class App:
         context = tls_context(settings)
         if context is not None:
             self._handshakes = Handshakes(context, settings.hello_timeout)
+        await self.runner.start()
+        build_validators()  # before the first client, not during its first frame
         server = await asyncio.start_server(
             self._accept, settings.host, settings.port, reuse_address=True, limit=READER_LIMIT
         )

@@ -6,7 +6,10 @@ command (``calc``, on the hot path) does not import every other's dependencies.
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
+from typing import NoReturn
 
 from forkwire.client.cli import (
     calc,
@@ -62,6 +65,36 @@ def hoist_global_options(args: list[str]) -> list[str]:
     return front + rest
 
 
-def main() -> None:
-    """Console-script entry point."""
-    command_line()(args=hoist_global_options(sys.argv[1:]), prog_name="forkwire")
+def main() -> NoReturn:
+    """Console-script entry point.
+
+    Once the command has finished and its output is flushed, the process ends without
+    tearing the interpreter down: freeing every module and object took 60-70 ms of each
+    run (``forkwire --version`` in 0.26 s instead of 0.32 s, measured), time in which a
+    user or a script waits for nothing. An exception that is not the command's exit still
+    takes the usual way out, traceback and all.
+    """
+    try:
+        command_line()(args=hoist_global_options(sys.argv[1:]), prog_name="forkwire")
+    except SystemExit as done:
+        status = exit_status(done.code)
+    else:  # pragma: no cover - click's standalone mode always ends in SystemExit
+        status = 0
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a reader that went away, a stream already closed
+            status = status or 1
+    os._exit(status)
+
+
+def exit_status(code: object) -> int:
+    """The process status for ``SystemExit(code)``, as the interpreter would exit with it
+    (a message is printed and means 1)."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF
+    print(code, file=sys.stderr)
+    return 1

@@ -31,8 +31,9 @@ from forkwire.server.grammar import Number
 #: earn back (measured in children: 2,000-line jobs took more CPU this way, 10,000-line
 #: jobs less).
 MIN_LINES = 4096
-#: Lines evaluated together at most: their arrays stay in the CPU's caches (4,096 to 8,192
-#: lines took the least time per line on the real workload, 500 to 16,000 measured).
+#: Lines evaluated together at most (a job is cut into chunks of equal size): their arrays
+#: stay in the CPU's caches (4,096 to 8,192 lines took the least time per line on the
+#: real workload, 500 to 16,000 measured).
 CHUNK: Final = 4096
 #: Longest flat line taken here, in operators; longer ones go line by line.
 MAX_OPERATORS: Final = 32
@@ -60,12 +61,18 @@ def evaluate_flat(
     """The value of every flat line of ``ops`` that this path can take, None for the
     rest, and the indexes of the rest (in order), which the caller evaluates one by one.
     """
-    if len(ops) <= CHUNK:
+    count = len(ops)
+    if count < MIN_LINES:
+        return [None] * count, list(range(count))
+    # Chunks of equal size: a job of 10,000 lines cut at every CHUNK lines left a last
+    # chunk of 1,808 to the line-by-line loop, at about twice the cost per line.
+    size = -(-count // -(-count // CHUNK))
+    if size == count:
         return _evaluate_chunk(ops, max_length, max_digits)
     results: list[Number | None] = []
     others: list[int] = []
-    for offset in range(0, len(ops), CHUNK):
-        values, declined = _evaluate_chunk(ops[offset : offset + CHUNK], max_length, max_digits)
+    for offset in range(0, count, size):
+        values, declined = _evaluate_chunk(ops[offset : offset + size], max_length, max_digits)
         results += values
         others += (offset + index for index in declined)
     return results, others
@@ -75,8 +82,6 @@ def _evaluate_chunk(
     ops: list[str], max_length: int, max_digits: int
 ) -> tuple[list[Number | None], list[int]]:
     count = len(ops)
-    if count < MIN_LINES:
-        return [None] * count, list(range(count))
     lengths = np.fromiter(map(len, ops), dtype=np.int64, count=count)
     # One byte per character: anything outside ASCII becomes "?", which no flat line has,
     # and the offsets of every line stay those of its characters.

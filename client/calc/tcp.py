@@ -17,16 +17,15 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, TextIO
 
-import structlog
-
 from forkwire.client.backoff import Backoff
 from forkwire.client.calc.batches import read_batches
 from forkwire.client.calc.window import CalcFailed, CalcSummary, Window
 from forkwire.client.connection import Connection
 from forkwire.client.errors import ClientError, ConnectionLost
+from forkwire.client.logs import get_logger
 from forkwire.protocol import Bye, Calc, CalcResult, Error, ErrorCode
 
-log = structlog.get_logger("forkwire.calc")
+log = get_logger("forkwire.calc")
 
 #: Bytes a calc frame spends outside the expressions themselves (type, id, brackets).
 FRAME_OVERHEAD: Final = 64

@@ -25,10 +25,9 @@ import signal
 import sys
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
-from typing import Annotated, Any, TypeVar, get_type_hints
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar, get_type_hints
 
 import typer
-from rich.console import Console
 
 from forkwire.client.connection import DEFAULT_HOST, Credentials
 from forkwire.client.errors import (
@@ -40,6 +39,9 @@ from forkwire.client.errors import (
 )
 from forkwire.client.logs import configure_logging
 from forkwire.protocol import DEFAULT_PORT
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 app = typer.Typer(
     add_completion=False,
@@ -287,6 +289,9 @@ def checking_options() -> Iterator[None]:
 
 def stdout() -> Console:
     """A console for a command's tables on stdout."""
+    # Imported here: rich is 20 ms of a start, and calc prints no table.
+    from rich.console import Console
+
     # Piped into a file, rich would fold wide tables to 80 columns and elide the numbers.
     return Console(width=None if sys.stdout.isatty() else 200)
 

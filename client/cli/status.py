@@ -8,19 +8,18 @@ import statistics
 import time
 from typing import Annotated, Any
 
-import structlog
 import typer
-from rich.table import Table
 
 from forkwire.client.cli.app import Server, command, run, stdout
 from forkwire.client.connection import Connection, describe_error
 from forkwire.client.errors import ClientError, ConnectionLost
+from forkwire.client.logs import get_logger
 from forkwire.protocol import Error, Ping, Pong, Stats, StatsResult
 
 HINT = "is the server running? check --host and --port"
 
 
-log = structlog.get_logger("forkwire.client")
+log = get_logger("forkwire.client")
 
 
 async def _open(server: Server) -> Connection:
@@ -44,6 +43,8 @@ def stats(
     if as_json:
         typer.echo(json.dumps(counters, indent=2, sort_keys=True))
         return
+    from rich.table import Table
+
     table = Table(title=f"forkwire server {server.host}:{server.port}")
     table.add_column("counter")
     table.add_column("value", justify="right")

@@ -13,15 +13,14 @@ from decimal import Decimal
 from multiprocessing.connection import Connection as PipeEnd
 from typing import Any
 
-import structlog
 from pydantic import JsonValue
 
 from forkwire.client.extras import require
-from forkwire.client.logs import configure_logging
+from forkwire.client.logs import configure_logging, get_logger
 from forkwire.client.profiles.config import ProfilesConfig
 from forkwire.client.profiles.spool import SeqCounter, Spool, SpoolEntry
 
-log = structlog.get_logger("forkwire.profiles")
+log = get_logger("forkwire.profiles")
 
 
 def age_on(birthdate: date, today: date) -> int:

@@ -40,15 +40,14 @@ from multiprocessing.connection import Connection as PipeEnd
 from multiprocessing.connection import wait as wait_for_any
 from typing import Any, Final
 
-import structlog
-
 from forkwire.client.extras import require
+from forkwire.client.logs import get_logger
 from forkwire.client.profiles.children import generate, process
 from forkwire.client.profiles.config import ProfilesConfig, ProfilesSummary
 from forkwire.client.profiles.sender import send
 from forkwire.client.profiles.spool import Spool, read_counter, spool_producer
 
-log = structlog.get_logger("forkwire.profiles")
+log = get_logger("forkwire.profiles")
 
 #: The three children live for the whole run, so spawn's start-up cost (tens of ms) is
 #: paid three times; in exchange each starts from a clean interpreter, not a copy of ours.

@@ -10,19 +10,19 @@ import asyncio
 from multiprocessing.connection import Connection as PipeEnd
 from typing import Any
 
-import structlog
 from pydantic import JsonValue
 
 from forkwire.client.backoff import Backoff
 from forkwire.client.connection import Connection
 from forkwire.client.errors import ConnectError, ConnectionLost
+from forkwire.client.logs import get_logger
 from forkwire.client.profiles.agewords import age_words
 from forkwire.client.profiles.children import child_setup
 from forkwire.client.profiles.config import SENSOR, ProfilesConfig
 from forkwire.client.profiles.spool import Spool, SpoolEntry, spool_producer
 from forkwire.protocol import Ack, Error, ErrorCode, Reading, ReadingsMsg
 
-log = structlog.get_logger("forkwire.profiles")
+log = get_logger("forkwire.profiles")
 
 
 def sent_line(profile: dict[str, JsonValue], locale: str) -> str:

@@ -16,14 +16,14 @@ import re
 from pathlib import Path
 from typing import Any, Final, TextIO
 
-import structlog
 from pydantic import JsonValue
 
 from forkwire.client.errors import InputError
+from forkwire.client.logs import get_logger
 from forkwire.client.sensors.sensor import StopProbing
 from forkwire.protocol.messages import Value
 
-log = structlog.get_logger("forkwire.replay")
+log = get_logger("forkwire.replay")
 
 _INT: Final = re.compile(r"[+-]?\d+")
 _FLOAT: Final = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")

@@ -28,10 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, TextIO
 
-import structlog
-
 from forkwire.client.connection import DEFAULT_HOST, PLAIN, Credentials
 from forkwire.client.errors import InputError
+from forkwire.client.logs import get_logger
 from forkwire.client.replay.rows import CsvRows, RowProbe
 from forkwire.client.sensors.config import FleetConfig
 from forkwire.client.sensors.fleet import run_fleet
@@ -40,7 +39,7 @@ from forkwire.client.transport import Transport
 from forkwire.protocol import DEFAULT_PORT, Reading
 from forkwire.protocol.messages import SENSOR_PATTERN
 
-log = structlog.get_logger("forkwire.replay")
+log = get_logger("forkwire.replay")
 
 #: The assignment's pace: one record every 1-3 seconds.
 DEFAULT_INTERVAL: Final = (1.0, 3.0)

@@ -15,8 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 
-import structlog
-
+from forkwire.client.logs import get_logger
 from forkwire.client.sensors.config import FleetConfig
 from forkwire.client.sensors.kinds import make_sensor
 from forkwire.client.sensors.link import Link
@@ -25,7 +24,7 @@ from forkwire.client.sensors.outbox import Outbox
 from forkwire.client.sensors.sensor import Sensor
 from forkwire.client.sensors.status import FleetSummary, SensorStats
 
-log = structlog.get_logger("forkwire.sensors")
+log = get_logger("forkwire.sensors")
 
 
 def build_sensors(config: FleetConfig) -> list[Sensor]:

@@ -20,11 +20,10 @@ from collections import Counter, deque
 from collections.abc import Callable
 from typing import Final, TypeAlias
 
-import structlog
-
 from forkwire.client.backoff import Backoff
 from forkwire.client.connection import Connection
 from forkwire.client.errors import AccessDenied, ConnectError, ConnectionLost
+from forkwire.client.logs import get_logger
 from forkwire.client.sensors.config import FleetConfig
 from forkwire.client.sensors.frames import Frame, InFlight
 from forkwire.client.sensors.network import Network
@@ -33,7 +32,7 @@ from forkwire.client.transport import Transport
 from forkwire.client.udp import DEFAULT_DATAGRAM, UdpLink
 from forkwire.protocol import Ack, Error, ErrorCode, Ping, Reading, ReadingsMsg
 
-log = structlog.get_logger("forkwire.sensors")
+log = get_logger("forkwire.sensors")
 
 #: How long a closing link says ``bye`` and waits for the answer.
 _BYE_TIMEOUT: Final = 1.0

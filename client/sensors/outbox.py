@@ -35,8 +35,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Final, Literal, TypeAlias, get_args
 
-import structlog
-
+from forkwire.client.logs import get_logger
 from forkwire.client.sensors.outbox_file import (
     OutboxInfo,
     open_file,
@@ -70,7 +69,7 @@ _SAVE_SEQ: Final = (
     "ON CONFLICT (sensor) DO UPDATE SET last = max(last, excluded.last)"
 )
 
-log = structlog.get_logger("forkwire.sensors")
+log = get_logger("forkwire.sensors")
 
 
 class OutboxFull(Exception):

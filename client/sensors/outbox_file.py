@@ -16,11 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-import structlog
-
 from forkwire.client.errors import InputError
+from forkwire.client.logs import get_logger
 
-log = structlog.get_logger("forkwire.sensors")
+log = get_logger("forkwire.sensors")
 
 # AUTOINCREMENT, unlike a plain rowid, never reuses an id after the newest row is
 # deleted. The sender keeps a cursor on this id; a reused id would hide new rows behind it.

@@ -22,8 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, Protocol
 
-import structlog
-
+from forkwire.client.logs import get_logger
 from forkwire.protocol import Reading
 from forkwire.protocol.messages import SENSOR_PATTERN, Value
 
@@ -36,7 +35,7 @@ PeriodSource = Callable[[], float]
 
 _NAME: Final = re.compile(SENSOR_PATTERN)
 
-log = structlog.get_logger("forkwire.sensors")
+log = get_logger("forkwire.sensors")
 
 
 class StopProbing(Exception):

@@ -25,12 +25,13 @@ from forkwire.protocol import DEFAULT_PORT, HEADER_SIZE, Calc, CalcResult, Error
 
 __all__ = ["DEFAULT_BATCH", "CalcFailed", "CalcOptions", "CalcSummary", "calc_file", "run_calc"]
 
-#: Lines per job. Every job costs a child process (a few ms) and a frame each way; bigger
-#: jobs spread that over more lines. Measured end to end on the real 300,003-line workload
-#: (2 CPUs, one run each, other work on the machine): 2,000 lines per job took 1.3-1.6x as
-#: long as 10,000, and used twice the server's CPU; 20,000 was no better than 10,000. A
-#: 10,000-line job of the real file is about 450 KB, well under the 1 MiB frame limit.
-DEFAULT_BATCH = 10_000
+#: Lines per job, at most (a job also stops short of the server's max_frame). Every job
+#: costs a child process and a frame each way, about 4 ms of CPU in all; bigger jobs
+#: spread that over more lines, smaller ones fill the pipeline sooner. Measured end to end
+#: on the real 300,003-line workload (``python -m bench.calc --batch N``, 2 CPUs, best of
+#: 3): 10,000 lines per job 0.70 s, 20,000 0.62 s, 30,000 (cut to about 23,000 by the
+#: frame) 0.61 s. A 20,000-line job of the real file is about 900 KB.
+DEFAULT_BATCH = 20_000
 
 
 @dataclass(frozen=True, slots=True)

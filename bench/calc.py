@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import subprocess
 import sys
 import tempfile
@@ -87,6 +88,10 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None, help="server children")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each, best kept")
     args = parser.parse_args()
+    # The server and the CLI run as an installed forkwire does: from compiled bytecode
+    # (pip compiles a package as it installs it), not compiling every module of it on
+    # each start, as they would where PYTHONDONTWRITEBYTECODE is set.
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 
     lines = args.file.read_text(encoding="utf-8").splitlines()
     print(f"file: {args.file} ({len(lines):,} lines); best of {args.repeat} runs each")

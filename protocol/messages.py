@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import json
 import re
-from typing import Annotated, Any, Final, Literal, TypeAlias
+from typing import Annotated, Any, Final, Literal, TypeAlias, get_args
 
 from pydantic import (
     BaseModel,
@@ -456,28 +456,14 @@ def build_validators() -> None:
         model.model_rebuild()
 
 
-_REQUEST_MODELS: Final[dict[bytes, type[_Message]]] = {
-    b"hello": Hello,
-    b"calc": Calc,
-    b"reading": ReadingMsg,
-    b"readings": ReadingsMsg,
-    b"stats": Stats,
-    b"report": Report,
-    b"series": Series,
-    b"bye": Bye,
-    b"ping": Ping,
-}
-_REPLY_MODELS: Final[dict[bytes, type[_Message]]] = {
-    b"welcome": Welcome,
-    b"calc_result": CalcResult,
-    b"ack": Ack,
-    b"stats_result": StatsResult,
-    b"report_result": ReportResult,
-    b"series_result": SeriesResult,
-    b"bye": Bye,
-    b"error": Error,
-    b"pong": Pong,
-}
+def _by_tag(union: object) -> dict[bytes, type[_Message]]:
+    """The models of a discriminated union (``Request``, ``Reply``), by their ``type``."""
+    members: tuple[type[_Message], ...] = get_args(get_args(union)[0])
+    return {model.model_fields["type"].default.encode(): model for model in members}
+
+
+_REQUEST_MODELS: Final = _by_tag(Request)
+_REPLY_MODELS: Final = _by_tag(Reply)
 REQUEST_TYPES: Final = frozenset(tag.decode() for tag in _REQUEST_MODELS)
 REPLY_TYPES: Final = frozenset(tag.decode() for tag in _REPLY_MODELS)
 

@@ -67,8 +67,6 @@ def evaluate_flat(
     # Chunks of equal size: a job of 10,000 lines cut at every CHUNK lines left a last
     # chunk of 1,808 to the line-by-line loop, at about twice the cost per line.
     size = -(-count // -(-count // CHUNK))
-    if size == count:
-        return _evaluate_chunk(ops, max_length, max_digits)
     results: list[Number | None] = []
     others: list[int] = []
     for offset in range(0, count, size):
